@@ -1,0 +1,32 @@
+"""microtensor: a reverse-mode autograd tensor library with C kernels, PyTorch-style."""
+
+from . import backend, nn, optim
+from .autograd import AutogradError, Function, enable_grad, is_grad_enabled, no_grad
+from .combine import cat, stack, where
+from .creation import arange, full, ones, ones_like, rand, rand_like, randn, randn_like, tensor, zeros, zeros_like
+from .gradcheck import GradcheckError, gradcheck
+from .random import manual_seed
+from .serialization import load, save
+from .tensor import Tensor, split
+
+float32 = "float32"
+float64 = "float64"
+int64 = "int64"
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AutogradError", "Function", "GradcheckError", "Tensor", "arange", "backend", "cat", "enable_grad",
+    "full", "gradcheck", "is_grad_enabled", "load", "manual_seed", "nn", "no_grad", "ones", "ones_like",
+    "optim", "rand", "rand_like", "randn", "randn_like", "save", "split", "stack", "tensor", "where",
+    "zeros", "zeros_like",
+]
+
+
+def __getattr__(name: str):
+    """Import microtensor.viz on first use (it needs the optional graphviz package)."""
+    if name == "viz":
+        import importlib
+
+        return importlib.import_module(".viz", __name__)
+    raise AttributeError(f"module 'microtensor' has no attribute {name!r}")

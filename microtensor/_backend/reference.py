@@ -1,0 +1,209 @@
+"""The numpy reference implementation of every kernel.
+
+Every backend exposes exactly these functions with these signatures; the C
+backend (`microtensor._backend.c`) is tested against this module. Arrays in,
+new arrays out (except `adam_update`, which updates its buffers in place).
+Any float dtype works here; the C backend takes float32 and routes the rest
+to this module.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+NAME = "numpy"
+GELU_C = np.sqrt(2.0 / np.pi)
+
+
+def matmul(a: np.ndarray, b: np.ndarray, trans_a: bool = False, trans_b: bool = False) -> np.ndarray:
+    """op(a) @ op(b) for 2-D arrays or 3-D arrays with equal batch; op transposes the last two axes."""
+    if trans_a:
+        a = np.swapaxes(a, -1, -2)
+    if trans_b:
+        b = np.swapaxes(b, -1, -2)
+    return np.matmul(a, b)
+
+
+def linear(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
+    """x @ w.T + bias for x (N, in), w (out, in), bias (out,) or None."""
+    y = x @ w.T
+    if bias is not None:
+        y += bias
+    return y
+
+
+def softmax_forward(x: np.ndarray, causal: bool = False) -> np.ndarray:
+    """Softmax over the last axis; `causal` masks entries j > i of the last two (square) axes."""
+    if causal:
+        x = np.where(_causal_mask(x.shape[-2], x.shape[-1]), x, -np.inf)
+    m = x.max(axis=-1, keepdims=True)
+    e = np.exp(x - m)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def softmax_backward(y: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """Gradient of softmax given its output y and the upstream gradient g."""
+    return y * (g - (g * y).sum(axis=-1, keepdims=True))
+
+
+def log_softmax_forward(x: np.ndarray) -> np.ndarray:
+    """Log-softmax over the last axis (log-sum-exp stable)."""
+    m = x.max(axis=-1, keepdims=True)
+    shifted = x - m
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def log_softmax_backward(y: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """Gradient of log-softmax given its output y and the upstream gradient g."""
+    return g - np.exp(y) * g.sum(axis=-1, keepdims=True)
+
+
+def layernorm_forward(
+    x: np.ndarray, weight: np.ndarray | None, bias: np.ndarray | None, eps: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Normalise rows of x (R, C); returns (y, mean (R,), rstd (R,)) so backward need not recompute."""
+    mean = x.mean(axis=-1)
+    xc = x - mean[:, None]
+    rstd = 1.0 / np.sqrt((xc * xc).mean(axis=-1) + eps)
+    y = xc * rstd[:, None]
+    if weight is not None:
+        y = y * weight
+    if bias is not None:
+        y = y + bias
+    return y, mean, rstd
+
+
+def layernorm_backward(
+    g: np.ndarray, x: np.ndarray, weight: np.ndarray | None, mean: np.ndarray, rstd: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Gradients (dx, dweight, dbias) of layernorm for rows of x (R, C)."""
+    xhat = (x - mean[:, None]) * rstd[:, None]
+    dweight = (g * xhat).sum(axis=0)
+    dbias = g.sum(axis=0)
+    gx = g * weight if weight is not None else g
+    dx = rstd[:, None] * (
+        gx - gx.mean(axis=-1, keepdims=True) - xhat * (gx * xhat).mean(axis=-1, keepdims=True)
+    )
+    return dx, dweight, dbias
+
+
+def attention_forward(
+    q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray | None, causal: bool, scale: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Scaled dot-product attention for q (BH, Tq, D), k and v (BH, Tk, D).
+
+    `mask` is None or a bool array (BH, Tq, Tk), True where a query may attend.
+    A row with nothing to attend to gets zero weights and a zero output.
+    Returns (out (BH, Tq, D), weights (BH, Tq, Tk)).
+    """
+    scores = np.matmul(q, np.swapaxes(k, -1, -2)) * scale
+    allowed = np.ones(scores.shape, dtype=bool) if mask is None else mask.astype(bool)
+    if causal:
+        allowed = allowed & _causal_mask(scores.shape[-2], scores.shape[-1])
+    scores = np.where(allowed, scores, -np.inf)
+    m = scores.max(axis=-1, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0.0)
+    e = np.where(allowed, np.exp(scores - m), 0.0)
+    s = e.sum(axis=-1, keepdims=True)
+    weights = (e / np.where(s > 0, s, 1.0)).astype(q.dtype)
+    return np.matmul(weights, v), weights
+
+
+def attention_backward(
+    g: np.ndarray, q: np.ndarray, k: np.ndarray, v: np.ndarray, weights: np.ndarray, scale: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Gradients (dq, dk, dv) of attention given the weights saved by the forward pass."""
+    dv = np.matmul(np.swapaxes(weights, -1, -2), g)
+    dweights = np.matmul(g, np.swapaxes(v, -1, -2))
+    dscores = weights * (dweights - (dweights * weights).sum(axis=-1, keepdims=True)) * scale
+    dq = np.matmul(dscores, k)
+    dk = np.matmul(np.swapaxes(dscores, -1, -2), q)
+    return dq, dk, dv
+
+
+def cross_entropy_forward(
+    logits: np.ndarray, targets: np.ndarray, ignore_index: int
+) -> tuple[float, int, np.ndarray]:
+    """Cross-entropy of logits (N, C) against int64 targets (N,), in one pass with its gradient.
+
+    Returns (sum of the per-row losses, number of rows counted, dlogits) where
+    dlogits = softmax(logits) - onehot(targets) for counted rows and 0 for rows
+    whose target equals `ignore_index`; the caller scales it by the reduction.
+    """
+    keep = targets != ignore_index
+    safe_targets = np.where(keep, targets, 0)
+    logp = log_softmax_forward(logits)
+    rows = np.arange(logits.shape[0])
+    losses = -logp[rows, safe_targets] * keep
+    dlogits = np.exp(logp)
+    dlogits[rows, safe_targets] -= 1.0
+    dlogits *= keep[:, None]
+    return float(losses.sum()), int(keep.sum()), dlogits.astype(logits.dtype, copy=False)
+
+
+def cross_entropy_rows(logits: np.ndarray, targets: np.ndarray, ignore_index: int) -> np.ndarray:
+    """Per-row cross-entropy losses (0 for ignored rows), for reduction='none'."""
+    keep = targets != ignore_index
+    logp = log_softmax_forward(logits)
+    return -logp[np.arange(logits.shape[0]), np.where(keep, targets, 0)] * keep
+
+
+def gelu_forward(x: np.ndarray) -> np.ndarray:
+    """GELU, tanh approximation: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
+    return 0.5 * x * (1.0 + np.tanh(GELU_C * (x + 0.044715 * x**3)))
+
+
+def gelu_backward(x: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """Gradient of the tanh-approximated GELU."""
+    inner = GELU_C * (x + 0.044715 * x**3)
+    t = np.tanh(inner)
+    dinner = GELU_C * (1.0 + 3 * 0.044715 * x * x)
+    return g * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * dinner)
+
+
+def adam_update(
+    param: np.ndarray,
+    grad: np.ndarray,
+    m: np.ndarray,
+    v: np.ndarray,
+    step: int,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+    decoupled: bool,
+) -> None:
+    """One Adam (decoupled=False, L2 weight decay) or AdamW step over flat buffers, in place.
+
+    Follows PyTorch: bias-corrected moments, eps added after the square root.
+    """
+    if weight_decay and decoupled:
+        param *= 1.0 - lr * weight_decay
+    elif weight_decay:
+        grad = grad + weight_decay * param
+    m *= beta1
+    m += (1.0 - beta1) * grad
+    v *= beta2
+    v += (1.0 - beta2) * grad * grad
+    bias1 = 1.0 - beta1**step
+    bias2 = 1.0 - beta2**step
+    denom = np.sqrt(v) / np.sqrt(bias2) + eps
+    param -= (lr / bias1) * m / denom
+
+
+def embedding_forward(weight: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Rows of weight (V, D) picked by int64 ids of any shape; result (*ids.shape, D)."""
+    return weight[ids]
+
+
+def embedding_backward(ids: np.ndarray, g: np.ndarray, num_embeddings: int) -> np.ndarray:
+    """Scatter-add rows of g (N, D) into a (num_embeddings, D) gradient at int64 ids (N,)."""
+    dweight = np.zeros((num_embeddings, g.shape[-1]), dtype=g.dtype)
+    np.add.at(dweight, ids, g)
+    return dweight
+
+
+def _causal_mask(tq: int, tk: int) -> np.ndarray:
+    """True where key j may be seen by query i, aligned so that the last query sees every key."""
+    return np.tril(np.ones((tq, tk), dtype=bool), k=tk - tq)

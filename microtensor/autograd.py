@@ -1,0 +1,243 @@
+"""Function (one node of the graph per op call), grad mode, and the backward engine."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from .tensor import Tensor
+
+
+class AutogradError(RuntimeError, ValueError):
+    """A misuse of backward (graph already freed, non-scalar root, tensor changed in place)."""
+
+
+class _GradMode:
+    """Whether ops record the graph; a module-level switch read on every op."""
+
+    enabled = True
+
+
+def is_grad_enabled() -> bool:
+    """True when ops record the graph for backward."""
+    return _GradMode.enabled
+
+
+class no_grad:
+    """Context manager (and decorator) under which ops build no graph."""
+
+    def __enter__(self) -> None:
+        self._prev = _GradMode.enabled
+        _GradMode.enabled = False
+
+    def __exit__(self, *exc: object) -> None:
+        _GradMode.enabled = self._prev
+
+    def __call__(self, fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with no_grad():
+                return fn(*args, **kwargs)
+
+        return wrapper
+
+
+class enable_grad(no_grad):
+    """Context manager that turns graph recording back on inside a no_grad block."""
+
+    def __enter__(self) -> None:
+        self._prev = _GradMode.enabled
+        _GradMode.enabled = True
+
+
+class Function:
+    """An op with a forward and a backward on numpy arrays; the instance is its own ctx.
+
+    Subclass it and write two static methods, as in PyTorch:
+
+        class Square(Function):
+            @staticmethod
+            def forward(ctx, x):           # numpy arrays in, one numpy array out
+                ctx.save_for_backward(x)
+                return x * x
+            @staticmethod
+            def backward(ctx, grad):       # one gradient per forward input (None if not needed)
+                (x,) = ctx.saved_tensors
+                return 2 * x * grad
+
+        y = Square.apply(t)                 # Tensors in, a Tensor out
+
+    Gradients returned for broadcast inputs may have the broadcast shape: the
+    engine sums them back to each input's shape.
+    """
+
+    parents: tuple
+    needs_input_grad: tuple
+    saved_tensors: tuple = ()
+    _saved_versions: tuple = ()
+
+    @staticmethod
+    def forward(ctx: Function, *args: Any, **kwargs: Any) -> np.ndarray:
+        raise NotImplementedError
+
+    @staticmethod
+    def backward(ctx: Function, grad: np.ndarray) -> Any:
+        raise NotImplementedError
+
+    def save_for_backward(self, *arrays: Any) -> None:
+        """Keep arrays for backward; in-place changes to their tensors are detected later."""
+        self.saved_tensors = arrays
+
+    @classmethod
+    def apply(cls, *args: Any, **kwargs: Any) -> Tensor:
+        """Run forward on the arrays of the arguments and record the node when a gradient is needed."""
+        return cls.apply_with_ctx(*args, **kwargs)[0]
+
+    @classmethod
+    def apply_with_ctx(cls, *args: Any, **kwargs: Any) -> tuple[Tensor, Function]:
+        """`apply`, also returning the ctx (for ops that keep side results, like attention weights)."""
+        from .tensor import Tensor
+
+        ctx = cls()
+        arrays = [a.data if isinstance(a, Tensor) else a for a in args]
+        out = Tensor._wrap(cls.forward(ctx, *arrays, **kwargs))
+        if _GradMode.enabled:
+            needs = tuple(isinstance(a, Tensor) and a.requires_grad for a in args)
+            if True in needs:
+                ctx.parents = args
+                ctx.needs_input_grad = needs
+                if ctx.saved_tensors:
+                    ctx._saved_versions = _versions_of_saved(ctx.saved_tensors, args, out)
+                out.requires_grad = True
+                out._ctx = ctx
+        return out, ctx
+
+    def _check_versions(self) -> None:
+        """Raise when a tensor saved for backward was changed in place after the forward pass."""
+        for counter, seen in self._saved_versions:
+            if counter.value != seen:
+                raise AutogradError(
+                    f"backward of {type(self).__name__}: a tensor it saved was modified in place "
+                    f"(version {counter.value}, expected {seen}); use an out-of-place op instead"
+                )
+
+
+def _versions_of_saved(saved: Sequence, args: Sequence, out: Tensor) -> tuple:
+    """(version counter, current value) of every input or output tensor whose array was saved."""
+    from .tensor import Tensor
+
+    ids = {id(a) for a in saved}
+    pairs = [(t._version, t._version.value) for t in args if isinstance(t, Tensor) and id(t.data) in ids]
+    if id(out.data) in ids:
+        pairs.append((out._version, out._version.value))
+    return tuple(pairs)
+
+
+def sum_to_shape(grad: np.ndarray, shape: tuple) -> np.ndarray:
+    """Sum a broadcast gradient back to `shape` (the reverse of numpy broadcasting)."""
+    if grad.shape == shape:
+        return grad
+    lead = grad.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(
+        lead + i for i, n in enumerate(shape) if n == 1 and grad.shape[lead + i] != 1
+    )
+    return grad.sum(axis=axes, keepdims=True).reshape(shape)
+
+
+def _topological_order(root: Function) -> list:
+    """Nodes reachable from root, each after every node that consumes it (iterative, no recursion)."""
+    order: list = []
+    visited: set = set()
+    stack = [(root, False)]
+    while stack:
+        node, expanded = stack.pop()
+        if expanded:
+            order.append(node)
+            continue
+        if node in visited:
+            continue
+        visited.add(node)
+        stack.append((node, True))
+        for parent in getattr(node, "parents", ()):
+            ctx = getattr(parent, "_ctx", None)
+            if ctx is not None and ctx not in visited:
+                stack.append((ctx, False))
+    order.reverse()
+    return order
+
+
+def backward(root: Tensor, grad: np.ndarray | None = None, retain_graph: bool = False) -> None:
+    """Accumulate d(root)/d(leaf) into the `.grad` of every leaf that requires grad.
+
+    Gradients add up across calls, as in PyTorch: zero them between steps. The
+    graph is freed afterwards unless `retain_graph=True`.
+    """
+    from .tensor import Tensor
+
+    if not root.requires_grad:
+        raise AutogradError("backward: the tensor does not require grad and has no graph")
+    if grad is None:
+        if root.data.size != 1:
+            raise AutogradError(
+                f"backward: the output has shape {root.shape}; pass a gradient of that shape "
+                "(backward without one works only on a single-element tensor)"
+            )
+        grad = np.ones_like(root.data)
+    else:
+        grad = np.asarray(grad.data if isinstance(grad, Tensor) else grad, dtype=root.dtype)
+        if grad.shape != root.shape:
+            raise AutogradError(f"backward: gradient of shape {grad.shape} for an output of shape {root.shape}")
+    if root._ctx is None:
+        _accumulate_leaf(root, grad)
+        return
+    grads = {root._ctx: grad}
+    for node in _topological_order(root._ctx):
+        g = grads.pop(node, None)
+        if g is None:
+            continue
+        _run_node(node, g, grads, retain_graph)
+
+
+def _run_node(node: Function, g: np.ndarray, grads: dict, retain_graph: bool) -> None:
+    """Call one node's backward and hand each input gradient to its parent."""
+    if not hasattr(node, "parents"):
+        raise AutogradError(
+            "backward: trying to go through the graph a second time; its saved arrays were freed. "
+            "Pass retain_graph=True to the first backward call"
+        )
+    if node._saved_versions:
+        node._check_versions()
+    in_grads = type(node).backward(node, g)
+    if not isinstance(in_grads, tuple):
+        in_grads = (in_grads,)
+    parents = node.parents
+    if len(in_grads) < len(parents):
+        raise AutogradError(
+            f"backward of {type(node).__name__} returned {len(in_grads)} gradients for {len(parents)} inputs"
+        )
+    for parent, needed, gi in zip(parents, node.needs_input_grad, in_grads):
+        if not needed or gi is None:
+            continue
+        if gi.shape != parent.data.shape:
+            gi = sum_to_shape(gi, parent.data.shape)
+        ctx = parent._ctx
+        if ctx is None:
+            _accumulate_leaf(parent, gi)
+        elif ctx in grads:
+            grads[ctx] = grads[ctx] + gi
+        else:
+            grads[ctx] = gi
+    if not retain_graph:
+        node.__dict__.clear()  # frees saved arrays and parents; a second backward finds no `parents`
+
+
+def _accumulate_leaf(leaf: Tensor, g: np.ndarray) -> None:
+    """Add g into leaf.grad; the first gradient is copied so that every leaf owns its array."""
+    if leaf.grad is None:
+        leaf.grad = np.array(g, dtype=leaf.data.dtype, copy=True)
+    else:
+        leaf.grad += g

@@ -1,0 +1,107 @@
+"""Ops that move data without arithmetic: reshape, permute, indexing, concatenation."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..autograd import Function
+
+
+class Reshape(Function):
+    @staticmethod
+    def forward(ctx, a, shape=()):
+        ctx.in_shape = a.shape
+        try:
+            return a.reshape(shape)
+        except (ValueError, TypeError):
+            raise ValueError(f"reshape: cannot reshape shape {a.shape} ({a.size} elements) into {shape}") from None
+
+    @staticmethod
+    def backward(ctx, g):
+        return g.reshape(ctx.in_shape)
+
+
+class Permute(Function):
+    @staticmethod
+    def forward(ctx, a, dims=()):
+        if sorted(d % max(a.ndim, 1) for d in dims) != list(range(a.ndim)):
+            raise ValueError(f"permute: {tuple(dims)} is not a permutation of the axes of shape {a.shape}")
+        ctx.inverse = tuple(np.argsort([d % a.ndim for d in dims]))
+        return np.transpose(a, dims)
+
+    @staticmethod
+    def backward(ctx, g):
+        return np.transpose(g, ctx.inverse)
+
+
+class BroadcastTo(Function):
+    @staticmethod
+    def forward(ctx, a, shape=()):
+        try:
+            return np.broadcast_to(a, shape)
+        except ValueError:
+            raise ValueError(f"expand: cannot broadcast shape {a.shape} to {shape}") from None
+
+    @staticmethod
+    def backward(ctx, g):
+        return g  # the engine sums the broadcast axes back
+
+
+def _is_basic(index) -> bool:
+    """True for ints, slices, None and Ellipsis only (each element is picked at most once)."""
+    parts = index if isinstance(index, tuple) else (index,)
+    return all(isinstance(p, (int, np.integer, slice)) or p is None or p is Ellipsis for p in parts)
+
+
+class GetItem(Function):
+    """Indexing with ints, slices, integer arrays and boolean masks; repeated indices add up."""
+
+    @staticmethod
+    def forward(ctx, a, index=None):
+        ctx.index, ctx.shape, ctx.dtype = index, a.shape, a.dtype
+        try:
+            return a[index]
+        except IndexError as err:
+            raise ValueError(f"getitem: index {index!r} is invalid for shape {a.shape} ({err})") from None
+
+    @staticmethod
+    def backward(ctx, g):
+        grad = np.zeros(ctx.shape, dtype=g.dtype)
+        if _is_basic(ctx.index):
+            grad[ctx.index] = g
+        else:
+            np.add.at(grad, ctx.index, g)
+        return grad
+
+
+class Cat(Function):
+    @staticmethod
+    def forward(ctx, *arrays, axis=0):
+        if not arrays:
+            raise ValueError("cat: expected at least one tensor")
+        ctx.sizes = np.cumsum([a.shape[axis] for a in arrays])[:-1]
+        ctx.axis = axis
+        try:
+            return np.concatenate(arrays, axis=axis)
+        except ValueError:
+            shapes = [a.shape for a in arrays]
+            raise ValueError(f"cat: shapes {shapes} do not match outside axis {axis}") from None
+
+    @staticmethod
+    def backward(ctx, g):
+        return tuple(np.split(g, ctx.sizes, axis=ctx.axis))
+
+
+class Stack(Function):
+    @staticmethod
+    def forward(ctx, *arrays, axis=0):
+        if not arrays:
+            raise ValueError("stack: expected at least one tensor")
+        if len({a.shape for a in arrays}) != 1:
+            raise ValueError(f"stack: all shapes must be equal, got {[a.shape for a in arrays]}")
+        ctx.axis, ctx.count = axis, len(arrays)
+        return np.stack(arrays, axis=axis)
+
+    @staticmethod
+    def backward(ctx, g):
+        return tuple(np.take(g, i, axis=ctx.axis) for i in range(ctx.count))

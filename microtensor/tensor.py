@@ -1,0 +1,476 @@
+"""Tensor: a numpy array with a gradient and the Function node that made it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from . import autograd
+from .autograd import AutogradError, _GradMode
+
+DEFAULT_DTYPE = np.dtype(np.float32)
+
+
+class _Version:
+    """A counter shared by a tensor and its detached views; in-place ops bump it."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0
+
+
+def _as_array(data: Any, dtype: Any = None) -> np.ndarray:
+    """numpy arrays keep their dtype; Python floats become float32, Python ints int64, bools bool."""
+    if isinstance(data, Tensor):
+        data = data.data
+    if dtype is not None:
+        return np.array(data, dtype=dtype)
+    if isinstance(data, np.ndarray):
+        return data
+    if isinstance(data, np.generic):
+        return np.asarray(data)
+    arr = np.array(data)
+    if arr.dtype.kind == "f":
+        return arr.astype(DEFAULT_DTYPE)
+    if arr.dtype.kind in "iu":
+        return arr.astype(np.int64)
+    if arr.dtype.kind != "b":
+        raise TypeError(f"tensor: cannot make a tensor from {type(data).__name__} (numpy dtype {arr.dtype})")
+    return arr
+
+
+def _axis(axis: Any, dim: Any, op: str) -> Any:
+    """Accept numpy's `axis` or PyTorch's `dim`, not both; lists become tuples."""
+    if dim is not None:
+        if axis is not None:
+            raise TypeError(f"{op}: pass either axis or dim, not both")
+        axis = dim
+    return tuple(axis) if isinstance(axis, list) else axis
+
+
+def _keep(keepdims: bool, keepdim: bool | None) -> bool:
+    """Accept numpy's `keepdims` or PyTorch's `keepdim`."""
+    return keepdims if keepdim is None else keepdim
+
+
+class Tensor:
+    """An n-dimensional array that records the ops applied to it for reverse-mode autograd.
+
+    `.data` is the numpy array, `.grad` its gradient (numpy, or None) after
+    `backward()`. Operators and methods follow PyTorch's names and numpy's
+    broadcasting.
+    """
+
+    __slots__ = ("data", "grad", "requires_grad", "_ctx", "_version", "__weakref__")
+    __array_ufunc__ = None  # numpy defers to Tensor's reflected operators
+
+    def __init__(self, data: Any, dtype: Any = None, requires_grad: bool = False) -> None:
+        self.data = _as_array(data, dtype)
+        self.grad: np.ndarray | None = None
+        self.requires_grad = bool(requires_grad)
+        self._ctx = None
+        self._version = _Version()
+        if self.requires_grad and self.data.dtype.kind != "f":
+            raise TypeError(f"tensor: only floating-point tensors can require grad, got dtype {self.dtype}")
+
+    @classmethod
+    def _wrap(cls, data: Any) -> Tensor:
+        """Fast constructor for op results: no dtype conversion, no grad."""
+        t = object.__new__(Tensor)
+        t.data = data if type(data) is np.ndarray else np.asarray(data)
+        t.grad = None
+        t.requires_grad = False
+        t._ctx = None
+        t._version = _Version()
+        return t
+
+    # ---- properties -------------------------------------------------------------------
+    @property
+    def shape(self) -> tuple:
+        return self.data.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.data.dtype
+
+    @property
+    def ndim(self) -> int:
+        return self.data.ndim
+
+    @property
+    def grad_fn(self) -> Any:
+        return self._ctx
+
+    @property
+    def is_leaf(self) -> bool:
+        return self._ctx is None
+
+    @property
+    def T(self) -> Tensor:
+        return self.permute(*reversed(range(self.ndim)))
+
+    def size(self, dim: int | None = None) -> Any:
+        return self.data.shape if dim is None else self.data.shape[dim]
+
+    def numel(self) -> int:
+        return int(self.data.size)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def numpy(self) -> np.ndarray:
+        """The underlying numpy array (shared, not copied)."""
+        return self.data
+
+    def item(self) -> Any:
+        """The single value of a one-element tensor, as a Python number."""
+        if self.data.size != 1:
+            raise ValueError(f"item: only one-element tensors convert to a number, got shape {self.shape}")
+        return self.data.item()
+
+    def tolist(self) -> Any:
+        return self.data.tolist()
+
+    def detach(self) -> Tensor:
+        """The same data (shared, with its version counter) outside the graph."""
+        t = Tensor._wrap(self.data)
+        t._version = self._version
+        return t
+
+    def requires_grad_(self, requires_grad: bool = True) -> Tensor:
+        if requires_grad and self.data.dtype.kind != "f":
+            raise TypeError(f"requires_grad_: only floating-point tensors can require grad, got {self.dtype}")
+        self.requires_grad = requires_grad
+        return self
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Drop the gradient (or zero it in place with set_to_none=False)."""
+        if set_to_none or self.grad is None:
+            self.grad = None
+        else:
+            self.grad.fill(0)
+
+    def backward(self, gradient: Any = None, retain_graph: bool = False) -> None:
+        """Accumulate gradients of this tensor into every leaf's `.grad` (they add up across calls)."""
+        autograd.backward(self, gradient, retain_graph)
+
+    def __repr__(self) -> str:
+        body = np.array2string(self.data, separator=", ", prefix="tensor(", precision=4)
+        extras = []
+        if self.data.dtype != DEFAULT_DTYPE:
+            extras.append(f"dtype={self.data.dtype}")
+        if self._ctx is not None:
+            extras.append(f"grad_fn=<{type(self._ctx).__name__}>")
+        elif self.requires_grad:
+            extras.append("requires_grad=True")
+        return "tensor(" + ", ".join([body, *extras]) + ")"
+
+    def __bool__(self) -> bool:
+        return bool(self.data)
+
+    def __float__(self) -> float:
+        return float(self.item())
+
+    def __int__(self) -> int:
+        return int(self.item())
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    # ---- dtype conversion -------------------------------------------------------------
+    def to(self, dtype: Any) -> Tensor:
+        from .ops import Cast
+
+        return Cast.apply(self, dtype=np.dtype(dtype))
+
+    astype = to
+
+    def float(self) -> Tensor:
+        return self.to(np.float32)
+
+    def double(self) -> Tensor:
+        return self.to(np.float64)
+
+    def long(self) -> Tensor:
+        return self.to(np.int64)
+
+    # ---- arithmetic ---------------------------------------------------------------------
+    def __add__(self, other: Any) -> Tensor:
+        return ops.Add.apply(self, other)
+
+    def __radd__(self, other: Any) -> Tensor:
+        return ops.Add.apply(other, self)
+
+    def __sub__(self, other: Any) -> Tensor:
+        return ops.Sub.apply(self, other)
+
+    def __rsub__(self, other: Any) -> Tensor:
+        return ops.Sub.apply(other, self)
+
+    def __mul__(self, other: Any) -> Tensor:
+        return ops.Mul.apply(self, other)
+
+    def __rmul__(self, other: Any) -> Tensor:
+        return ops.Mul.apply(other, self)
+
+    def __truediv__(self, other: Any) -> Tensor:
+        return ops.Div.apply(self, other)
+
+    def __rtruediv__(self, other: Any) -> Tensor:
+        return ops.Div.apply(other, self)
+
+    def __pow__(self, other: Any) -> Tensor:
+        return ops.Pow.apply(self, other)
+
+    def __rpow__(self, other: Any) -> Tensor:
+        return ops.Pow.apply(other, self)
+
+    def __neg__(self) -> Tensor:
+        return ops.Neg.apply(self)
+
+    def __matmul__(self, other: Any) -> Tensor:
+        return ops.MatMul.apply(self, other)
+
+    def __rmatmul__(self, other: Any) -> Tensor:
+        return ops.MatMul.apply(other, self)
+
+    def matmul(self, other: Any) -> Tensor:
+        return ops.MatMul.apply(self, other)
+
+    # ---- comparisons: results are bool tensors without a graph ----------------------------
+    def __lt__(self, other: Any) -> Tensor:
+        return Tensor._wrap(self.data < _data(other))
+
+    def __le__(self, other: Any) -> Tensor:
+        return Tensor._wrap(self.data <= _data(other))
+
+    def __gt__(self, other: Any) -> Tensor:
+        return Tensor._wrap(self.data > _data(other))
+
+    def __ge__(self, other: Any) -> Tensor:
+        return Tensor._wrap(self.data >= _data(other))
+
+    def __eq__(self, other: Any) -> Tensor:  # type: ignore[override]
+        return Tensor._wrap(self.data == _data(other))
+
+    def __ne__(self, other: Any) -> Tensor:  # type: ignore[override]
+        return Tensor._wrap(self.data != _data(other))
+
+    def __invert__(self) -> Tensor:
+        if self.data.dtype != np.bool_:
+            raise TypeError(f"~: expected a bool tensor, got dtype {self.dtype}")
+        return Tensor._wrap(~self.data)
+
+    def __and__(self, other: Any) -> Tensor:
+        return Tensor._wrap(self.data & _data(other))
+
+    def __or__(self, other: Any) -> Tensor:
+        return Tensor._wrap(self.data | _data(other))
+
+    # ---- elementwise functions ----------------------------------------------------------
+    def exp(self) -> Tensor:
+        return ops.Exp.apply(self)
+
+    def log(self) -> Tensor:
+        return ops.Log.apply(self)
+
+    def sqrt(self) -> Tensor:
+        return ops.Sqrt.apply(self)
+
+    def tanh(self) -> Tensor:
+        return ops.Tanh.apply(self)
+
+    def sigmoid(self) -> Tensor:
+        return ops.Sigmoid.apply(self)
+
+    def relu(self) -> Tensor:
+        return ops.Relu.apply(self)
+
+    def gelu(self) -> Tensor:
+        return ops.Gelu.apply(self)
+
+    def abs(self) -> Tensor:
+        return ops.Abs.apply(self)
+
+    def clip(self, min: float | None = None, max: float | None = None) -> Tensor:  # noqa: A002
+        return ops.Clip.apply(self, lo=min, hi=max)
+
+    clamp = clip
+
+    def masked_fill(self, mask: Any, value: float) -> Tensor:
+        return ops.MaskedFill.apply(self, _data(mask), value=value)
+
+    # ---- reductions -----------------------------------------------------------------
+    def sum(self, axis: Any = None, keepdims: bool = False, *, dim: Any = None, keepdim: bool | None = None):
+        return ops.Sum.apply(self, axis=_axis(axis, dim, "sum"), keepdims=_keep(keepdims, keepdim))
+
+    def mean(self, axis: Any = None, keepdims: bool = False, *, dim: Any = None, keepdim: bool | None = None):
+        return ops.Mean.apply(self, axis=_axis(axis, dim, "mean"), keepdims=_keep(keepdims, keepdim))
+
+    def max(self, axis: Any = None, keepdims: bool = False, *, dim: Any = None, keepdim: bool | None = None):
+        return ops.Max.apply(self, axis=_axis(axis, dim, "max"), keepdims=_keep(keepdims, keepdim))
+
+    def min(self, axis: Any = None, keepdims: bool = False, *, dim: Any = None, keepdim: bool | None = None):
+        return ops.Min.apply(self, axis=_axis(axis, dim, "min"), keepdims=_keep(keepdims, keepdim))
+
+    def var(
+        self,
+        axis: Any = None,
+        keepdims: bool = False,
+        *,
+        dim: Any = None,
+        keepdim: bool | None = None,
+        correction: int = 1,
+    ) -> Tensor:
+        """Variance with Bessel's correction by default, as in PyTorch (correction=0 for numpy's)."""
+        axis = _axis(axis, dim, "var")
+        return ops.Var.apply(self, axis=axis, keepdims=_keep(keepdims, keepdim), correction=correction)
+
+    def argmax(self, axis: int | None = None, keepdims: bool = False, *, dim: int | None = None) -> Tensor:
+        return Tensor._wrap(np.argmax(self.data, axis=_axis(axis, dim, "argmax"), keepdims=keepdims))
+
+    def argmin(self, axis: int | None = None, keepdims: bool = False, *, dim: int | None = None) -> Tensor:
+        return Tensor._wrap(np.argmin(self.data, axis=_axis(axis, dim, "argmin"), keepdims=keepdims))
+
+    def softmax(self, axis: int = -1, *, dim: int | None = None) -> Tensor:
+        return ops.Softmax.apply(self, axis=_axis(axis, dim, "softmax"))
+
+    def log_softmax(self, axis: int = -1, *, dim: int | None = None) -> Tensor:
+        return ops.LogSoftmax.apply(self, axis=_axis(axis, dim, "log_softmax"))
+
+    # ---- shape ------------------------------------------------------------------------
+    def reshape(self, *shape: Any) -> Tensor:
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = tuple(shape[0])
+        return ops.Reshape.apply(self, shape=shape)
+
+    view = reshape
+
+    def flatten(self, start_dim: int = 0) -> Tensor:
+        return self.reshape(*self.shape[:start_dim], -1)
+
+    def permute(self, *dims: Any) -> Tensor:
+        if len(dims) == 1 and isinstance(dims[0], (tuple, list)):
+            dims = tuple(dims[0])
+        return ops.Permute.apply(self, dims=dims)
+
+    def transpose(self, dim0: int = -2, dim1: int = -1) -> Tensor:
+        """Swap two axes (PyTorch's signature); defaults swap the last two."""
+        dims = list(range(self.ndim))
+        try:
+            dims[dim0], dims[dim1] = dims[dim1], dims[dim0]
+        except IndexError:
+            raise ValueError(f"transpose: axes ({dim0}, {dim1}) out of range for shape {self.shape}") from None
+        return ops.Permute.apply(self, dims=tuple(dims))
+
+    def unsqueeze(self, dim: int) -> Tensor:
+        shape = list(self.shape)
+        shape.insert(dim if dim >= 0 else len(shape) + dim + 1, 1)
+        return self.reshape(*shape)
+
+    def squeeze(self, dim: int | None = None) -> Tensor:
+        if dim is None:
+            return self.reshape(*[n for n in self.shape if n != 1])
+        if self.shape[dim] != 1:
+            return self
+        shape = list(self.shape)
+        del shape[dim]
+        return self.reshape(*shape)
+
+    def expand(self, *shape: Any) -> Tensor:
+        return ops.BroadcastTo.apply(self, shape=tuple(shape[0] if len(shape) == 1 else shape))
+
+    def split(self, split_size_or_sections: Any, dim: int = 0) -> list[Tensor]:
+        return split(self, split_size_or_sections, dim)
+
+    def __getitem__(self, index: Any) -> Tensor:
+        return ops.GetItem.apply(self, index=_index(index))
+
+    # ---- in-place (only outside the graph) -------------------------------------------------
+    def _inplace(self, op: str) -> np.ndarray:
+        """The array to modify, after checking that no graph depends on modifying it."""
+        if _GradMode.enabled and self.requires_grad:
+            raise AutogradError(
+                f"{op}: in-place change of a tensor that requires grad; wrap it in mt.no_grad() "
+                "or use the out-of-place op"
+            )
+        self._version.value += 1
+        return self.data
+
+    def __setitem__(self, index: Any, value: Any) -> None:
+        self._inplace("__setitem__")[_index(index)] = _data(value)
+
+    def __iadd__(self, other: Any) -> Tensor:
+        np.add(self._inplace("+="), _data(other), out=self.data, casting="same_kind")
+        return self
+
+    def __isub__(self, other: Any) -> Tensor:
+        np.subtract(self._inplace("-="), _data(other), out=self.data, casting="same_kind")
+        return self
+
+    def __imul__(self, other: Any) -> Tensor:
+        np.multiply(self._inplace("*="), _data(other), out=self.data, casting="same_kind")
+        return self
+
+    def __itruediv__(self, other: Any) -> Tensor:
+        np.divide(self._inplace("/="), _data(other), out=self.data, casting="same_kind")
+        return self
+
+    def add_(self, other: Any) -> Tensor:
+        return self.__iadd__(other)
+
+    def sub_(self, other: Any) -> Tensor:
+        return self.__isub__(other)
+
+    def mul_(self, other: Any) -> Tensor:
+        return self.__imul__(other)
+
+    def div_(self, other: Any) -> Tensor:
+        return self.__itruediv__(other)
+
+    def fill_(self, value: float) -> Tensor:
+        self._inplace("fill_").fill(value)
+        return self
+
+    def zero_(self) -> Tensor:
+        return self.fill_(0)
+
+    def copy_(self, src: Any) -> Tensor:
+        np.copyto(self._inplace("copy_"), _data(src), casting="same_kind")
+        return self
+
+
+def _data(x: Any) -> Any:
+    """The numpy array of a Tensor; anything else unchanged."""
+    return x.data if isinstance(x, Tensor) else x
+
+
+def _index(index: Any) -> Any:
+    """An index with Tensors replaced by their arrays."""
+    if isinstance(index, tuple):
+        return tuple(_data(i) for i in index)
+    return _data(index)
+
+
+def split(tensor: Tensor, split_size_or_sections: Any, dim: int = 0) -> list[Tensor]:
+    """Split into chunks of a given size (the last may be smaller) or of the listed sizes, as PyTorch."""
+    n = tensor.shape[dim]
+    if isinstance(split_size_or_sections, int):
+        if split_size_or_sections <= 0:
+            raise ValueError(f"split: chunk size must be positive, got {split_size_or_sections}")
+        sizes = [min(split_size_or_sections, n - s) for s in range(0, n, split_size_or_sections)]
+    else:
+        sizes = list(split_size_or_sections)
+        if sum(sizes) != n:
+            raise ValueError(f"split: sections {sizes} do not add up to {n} (axis {dim} of shape {tensor.shape})")
+    lead = (slice(None),) * (dim % tensor.ndim)
+    chunks, start = [], 0
+    for size in sizes:
+        chunks.append(tensor[(*lead, slice(start, start + size))])
+        start += size
+    return chunks
+
+
+from . import ops  # noqa: E402  (ops needs Tensor defined first)
