@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from .tensor import Tensor
+Tensor: Any = None  # bound to microtensor.tensor.Tensor when that module loads (it imports this one)
 
 
 class AutogradError(RuntimeError, ValueError):
@@ -78,7 +77,7 @@ class Function:
     parents: tuple
     needs_input_grad: tuple
     saved_tensors: tuple = ()
-    _saved_versions: tuple = ()
+    _saved_versions: list | tuple = ()
 
     @staticmethod
     def forward(ctx: Function, *args: Any, **kwargs: Any) -> np.ndarray:
@@ -100,13 +99,11 @@ class Function:
     @classmethod
     def apply_with_ctx(cls, *args: Any, **kwargs: Any) -> tuple[Tensor, Function]:
         """`apply`, also returning the ctx (for ops that keep side results, like attention weights)."""
-        from .tensor import Tensor
-
         ctx = cls()
         arrays = [a.data if isinstance(a, Tensor) else a for a in args]
         out = Tensor._wrap(cls.forward(ctx, *arrays, **kwargs))
         if _GradMode.enabled:
-            needs = tuple(isinstance(a, Tensor) and a.requires_grad for a in args)
+            needs = [isinstance(a, Tensor) and a.requires_grad for a in args]
             if True in needs:
                 ctx.parents = args
                 ctx.needs_input_grad = needs
@@ -126,15 +123,17 @@ class Function:
                 )
 
 
-def _versions_of_saved(saved: Sequence, args: Sequence, out: Tensor) -> tuple:
+def _versions_of_saved(saved: tuple, args: tuple, out: Tensor) -> list:
     """(version counter, current value) of every input or output tensor whose array was saved."""
-    from .tensor import Tensor
-
-    ids = {id(a) for a in saved}
-    pairs = [(t._version, t._version.value) for t in args if isinstance(t, Tensor) and id(t.data) in ids]
-    if id(out.data) in ids:
-        pairs.append((out._version, out._version.value))
-    return tuple(pairs)
+    pairs = []
+    for t in (*args, out):
+        if isinstance(t, Tensor):
+            data = t.data
+            for s in saved:
+                if s is data:
+                    pairs.append((t._version, t._version.value))
+                    break
+    return pairs
 
 
 def sum_to_shape(grad: np.ndarray, shape: tuple) -> np.ndarray:
@@ -176,8 +175,6 @@ def backward(root: Tensor, grad: np.ndarray | None = None, retain_graph: bool = 
     Gradients add up across calls, as in PyTorch: zero them between steps. The
     graph is freed afterwards unless `retain_graph=True`.
     """
-    from .tensor import Tensor
-
     if not root.requires_grad:
         raise AutogradError("backward: the tensor does not require grad and has no graph")
     if grad is None:

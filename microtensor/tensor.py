@@ -473,4 +473,5 @@ def split(tensor: Tensor, split_size_or_sections: Any, dim: int = 0) -> list[Ten
     return chunks
 
 
+autograd.Tensor = Tensor
 from . import ops  # noqa: E402  (ops needs Tensor defined first)

@@ -9,10 +9,12 @@ to this module.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 NAME = "numpy"
-GELU_C = np.sqrt(2.0 / np.pi)
+GELU_C = math.sqrt(2.0 / math.pi)  # a Python float, so float32 inputs stay float32
 
 
 def matmul(a: np.ndarray, b: np.ndarray, trans_a: bool = False, trans_b: bool = False) -> np.ndarray:
@@ -150,12 +152,12 @@ def cross_entropy_rows(logits: np.ndarray, targets: np.ndarray, ignore_index: in
 
 def gelu_forward(x: np.ndarray) -> np.ndarray:
     """GELU, tanh approximation: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
-    return 0.5 * x * (1.0 + np.tanh(GELU_C * (x + 0.044715 * x**3)))
+    return 0.5 * x * (1.0 + np.tanh(GELU_C * (x + 0.044715 * x * x * x)))
 
 
 def gelu_backward(x: np.ndarray, g: np.ndarray) -> np.ndarray:
     """Gradient of the tanh-approximated GELU."""
-    inner = GELU_C * (x + 0.044715 * x**3)
+    inner = GELU_C * (x + 0.044715 * x * x * x)
     t = np.tanh(inner)
     dinner = GELU_C * (1.0 + 3 * 0.044715 * x * x)
     return g * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * dinner)
