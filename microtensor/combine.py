@@ -9,14 +9,14 @@ from . import ops
 from .tensor import Tensor, _axis, _data
 
 
-def cat(tensors: Sequence[Tensor], axis: int = 0, *, dim: int | None = None) -> Tensor:
+def cat(tensors: Sequence[Tensor], axis: int | None = None, *, dim: int | None = None) -> Tensor:
     """Concatenate along an existing axis."""
-    return ops.Cat.apply(*tensors, axis=_axis(axis, dim, "cat"))
+    return ops.Cat.apply(*tensors, axis=_axis(axis, dim, "cat", 0))
 
 
-def stack(tensors: Sequence[Tensor], axis: int = 0, *, dim: int | None = None) -> Tensor:
+def stack(tensors: Sequence[Tensor], axis: int | None = None, *, dim: int | None = None) -> Tensor:
     """Join equal-shaped tensors along a new axis."""
-    return ops.Stack.apply(*tensors, axis=_axis(axis, dim, "stack"))
+    return ops.Stack.apply(*tensors, axis=_axis(axis, dim, "stack", 0))
 
 
 def where(condition: Any, a: Any, b: Any) -> Tensor:

@@ -41,12 +41,14 @@ def _as_array(data: Any, dtype: Any = None) -> np.ndarray:
     return arr
 
 
-def _axis(axis: Any, dim: Any, op: str) -> Any:
-    """Accept numpy's `axis` or PyTorch's `dim`, not both; lists become tuples."""
+def _axis(axis: Any, dim: Any, op: str, default: Any = None) -> Any:
+    """Accept numpy's `axis` or PyTorch's `dim`, not both (neither means `default`); lists become tuples."""
     if dim is not None:
         if axis is not None:
             raise TypeError(f"{op}: pass either axis or dim, not both")
         axis = dim
+    elif axis is None:
+        axis = default
     return tuple(axis) if isinstance(axis, list) else axis
 
 
@@ -334,11 +336,11 @@ class Tensor:
     def argmin(self, axis: int | None = None, keepdims: bool = False, *, dim: int | None = None) -> Tensor:
         return Tensor._wrap(np.argmin(self.data, axis=_axis(axis, dim, "argmin"), keepdims=keepdims))
 
-    def softmax(self, axis: int = -1, *, dim: int | None = None) -> Tensor:
-        return ops.Softmax.apply(self, axis=_axis(axis, dim, "softmax"))
+    def softmax(self, axis: int | None = None, *, dim: int | None = None) -> Tensor:
+        return ops.Softmax.apply(self, axis=_axis(axis, dim, "softmax", -1))
 
-    def log_softmax(self, axis: int = -1, *, dim: int | None = None) -> Tensor:
-        return ops.LogSoftmax.apply(self, axis=_axis(axis, dim, "log_softmax"))
+    def log_softmax(self, axis: int | None = None, *, dim: int | None = None) -> Tensor:
+        return ops.LogSoftmax.apply(self, axis=_axis(axis, dim, "log_softmax", -1))
 
     # ---- shape ------------------------------------------------------------------------
     def reshape(self, *shape: Any) -> Tensor:

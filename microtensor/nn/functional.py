@@ -27,15 +27,17 @@ def tanh(x: Tensor) -> Tensor:
     return ops.Tanh.apply(x)
 
 
-def softmax(x: Tensor, axis: int = -1, *, dim: int | None = None) -> Tensor:
-    return ops.Softmax.apply(x, axis=_axis(axis, dim, "softmax"))
+def softmax(x: Tensor, axis: int | None = None, *, dim: int | None = None) -> Tensor:
+    return ops.Softmax.apply(x, axis=_axis(axis, dim, "softmax", -1))
 
 
-def log_softmax(x: Tensor, axis: int = -1, *, dim: int | None = None) -> Tensor:
-    return ops.LogSoftmax.apply(x, axis=_axis(axis, dim, "log_softmax"))
+def log_softmax(x: Tensor, axis: int | None = None, *, dim: int | None = None) -> Tensor:
+    return ops.LogSoftmax.apply(x, axis=_axis(axis, dim, "log_softmax", -1))
 
 
-def cross_entropy(logits: Tensor, targets: Any, ignore_index: int | None = None, reduction: str = "mean") -> Tensor:
+def cross_entropy(
+    logits: Tensor, targets: Any, ignore_index: int | None = None, reduction: str = "mean"
+) -> Tensor:
     """Mean (or sum, or per-row) cross-entropy of logits (N, C) against integer targets (N,)."""
     return ops.CrossEntropy.apply(logits, _data(targets), ignore_index=ignore_index, reduction=reduction)
 
