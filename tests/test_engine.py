@@ -1,0 +1,332 @@
+"""The backward engine: order, accumulation, graph lifetime, grad mode, version counters, custom Functions."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import microtensor as mt
+from microtensor import AutogradError, Function
+
+
+def leaf(values, dtype=np.float64) -> mt.Tensor:
+    return mt.tensor(np.asarray(values, dtype=dtype), requires_grad=True)
+
+
+def test_chain_of_100000_ops_has_no_recursion_limit() -> None:
+    a = leaf(1.0)
+    x = a
+    for _ in range(100_000):
+        x = x * 1.00001
+    x.backward()
+    assert a.grad == pytest.approx(1.00001**100_000, rel=1e-9)
+    assert a.grad == pytest.approx(math.e, rel=1e-4)
+
+
+def test_deep_chain_through_several_op_kinds() -> None:
+    a = leaf([0.5, -0.25])
+    x = a
+    for _ in range(2_000):
+        x = (x + 0.001).tanh()
+    x.sum().backward()
+    expected = np.ones(2)
+    with mt.no_grad():
+        y = a
+        ys = []
+        for _ in range(2_000):
+            y = (y + 0.001).tanh()
+            ys.append(y.data)
+    for y in ys:
+        expected = expected * (1 - y * y)
+    np.testing.assert_allclose(a.grad, expected, rtol=1e-10)
+
+
+def test_b_equals_a_plus_a_then_c_equals_b_plus_b_regression() -> None:
+    a = leaf([1.0, 2.0, 3.0])
+    b = a + a
+    c = b + b
+    c.sum().backward()
+    np.testing.assert_array_equal(a.grad, [4.0, 4.0, 4.0])
+
+
+def test_node_reused_in_a_diamond_sums_all_paths() -> None:
+    a = leaf([1.5, -2.0])
+    b = a * a  # 2a
+    c = b * b + b * 3.0 + b  # 4a^3 + 6a + 2a -> d/da (a^4 + 4 a^2) = 4a^3 + 8a
+    c.sum().backward()
+    np.testing.assert_allclose(a.grad, 4 * a.data**3 + 8 * a.data)
+
+
+def test_gradient_accumulates_across_uses() -> None:
+    a = leaf([2.0, -1.0])
+    y = a * a + a * 3.0 + a.exp()
+    y.sum().backward()
+    np.testing.assert_allclose(a.grad, 2 * a.data + 3 + np.exp(a.data))
+
+
+def test_gradients_accumulate_across_backward_calls_until_zeroed() -> None:
+    a = leaf([1.0, 2.0])
+    (a * a).sum().backward()
+    (a * a).sum().backward()
+    np.testing.assert_allclose(a.grad, 2 * (2 * a.data))
+    a.zero_grad()
+    assert a.grad is None
+    (a * 3.0).sum().backward()
+    np.testing.assert_allclose(a.grad, [3.0, 3.0])
+    a.zero_grad(set_to_none=False)
+    np.testing.assert_array_equal(a.grad, [0.0, 0.0])
+
+
+def test_broadcast_gradients_are_summed_back_to_each_shape() -> None:
+    a = leaf(np.arange(3.0).reshape(3, 1))
+    b = leaf(np.arange(4.0))
+    ((a + b) * (a * b)).sum().backward()
+    # d/da sum(a^2 b + a b^2) = sum_j (2 a b_j + b_j^2), d/db = sum_i (a_i^2 + 2 a_i b)
+    np.testing.assert_allclose(a.grad, (2 * a.data * b.data + b.data**2).sum(1, keepdims=True))
+    np.testing.assert_allclose(b.grad, (a.data**2 + 2 * a.data * b.data).sum(0))
+    assert a.grad.shape == (3, 1) and b.grad.shape == (4,)
+
+
+def test_leaf_grad_keeps_leaf_dtype_and_owns_its_array() -> None:
+    w = mt.randn(3, 2, requires_grad=True)
+    x = mt.tensor(np.ones((4, 3)))
+    (x @ w).sum().backward()
+    assert w.grad.dtype == np.float32 and w.grad.shape == (3, 2)
+    a = leaf([1.0, 2.0])
+    b = a * 1.0
+    b.backward(np.array([5.0, 6.0]))
+    grad_before = a.grad.copy()
+    c = a * 1.0
+    g = np.array([1.0, 1.0])
+    c.backward(g)
+    np.testing.assert_array_equal(a.grad, grad_before + 1)
+    np.testing.assert_array_equal(g, [1.0, 1.0])
+
+
+def test_retain_graph_allows_a_second_backward() -> None:
+    a = leaf([1.0, 3.0])
+    y = (a * a).sum()
+    y.backward(retain_graph=True)
+    y.backward()
+    np.testing.assert_allclose(a.grad, 2 * (2 * a.data))
+
+
+def test_second_backward_on_freed_graph_is_a_clear_error() -> None:
+    a = leaf([1.0, 3.0])
+    y = (a.exp() * a).sum()
+    y.backward()
+    with pytest.raises(AutogradError, match="retain_graph=True"):
+        y.backward()
+    with pytest.raises(RuntimeError):
+        y.backward()
+
+
+def test_backward_on_non_scalar_needs_a_gradient() -> None:
+    a = leaf(np.ones((2, 3)))
+    y = a * 2.0
+    with pytest.raises(AutogradError, match=r"shape \(2, 3\)"):
+        y.backward()
+    y.backward(np.full((2, 3), 0.5))
+    np.testing.assert_allclose(a.grad, np.ones((2, 3)))
+    with pytest.raises(AutogradError, match="gradient of shape"):
+        (a * 2.0).backward(np.ones(3))
+
+
+def test_backward_on_a_tensor_without_graph_is_an_error() -> None:
+    with pytest.raises(AutogradError, match="does not require grad"):
+        mt.tensor([1.0, 2.0]).sum().backward()
+
+
+def test_backward_on_a_leaf_sets_its_own_gradient() -> None:
+    a = leaf(3.0)
+    a.backward()
+    assert a.grad == 1.0
+
+
+def test_unused_parameter_keeps_grad_none() -> None:
+    used, unused = leaf([1.0, 2.0]), leaf([3.0])
+    (used * 2.0).sum().backward()
+    assert unused.grad is None
+    np.testing.assert_array_equal(used.grad, [2.0, 2.0])
+
+
+def test_no_grad_builds_no_graph() -> None:
+    a = leaf([1.0, 2.0])
+    with mt.no_grad():
+        assert not mt.is_grad_enabled()
+        y = (a * a).exp().sum()
+        with mt.enable_grad():
+            z = a * 2.0
+    assert mt.is_grad_enabled()
+    assert not y.requires_grad and y.grad_fn is None and y.is_leaf
+    assert z.requires_grad and z.grad_fn is not None
+
+    @mt.no_grad()
+    def double(t):
+        return t * 2.0
+
+    out = double(a)
+    assert not out.requires_grad and out.grad_fn is None
+    assert mt.is_grad_enabled()
+
+
+def test_no_grad_restores_mode_after_an_exception() -> None:
+    with pytest.raises(KeyError), mt.no_grad():
+        raise KeyError("boom")
+    assert mt.is_grad_enabled()
+
+
+def test_in_place_change_of_a_saved_tensor_is_detected() -> None:
+    a = leaf([1.0, 2.0])
+    b = mt.tensor(np.array([3.0, 4.0]))
+    y = (a * b).sum()
+    b += 1.0  # b does not require grad, so the change itself is allowed ...
+    with pytest.raises(AutogradError, match="modified in place"):
+        y.backward()  # ... but Mul saved b for a's gradient
+
+
+def test_in_place_change_through_detach_is_detected() -> None:
+    a = leaf([1.0, 2.0])
+    y = a.exp()  # Exp saves its output
+    y.detach().mul_(2.0)
+    with pytest.raises(AutogradError, match="Exp"):
+        y.sum().backward()
+
+
+def test_in_place_change_of_unsaved_tensor_is_fine() -> None:
+    a = leaf([1.0, 2.0])
+    b = mt.tensor(np.array([3.0, 4.0]))
+    y = (a + b).sum()  # Add saves nothing
+    b += 1.0
+    y.backward()
+    np.testing.assert_array_equal(a.grad, [1.0, 1.0])
+
+
+def test_in_place_on_a_tensor_requiring_grad_is_refused_outside_no_grad() -> None:
+    a = leaf([1.0, 2.0])
+    with pytest.raises(AutogradError, match=r"\+="):
+        a += 1.0
+    with mt.no_grad():
+        a -= 1.0
+    np.testing.assert_array_equal(a.data, [0.0, 1.0])
+
+
+def test_comparisons_carry_no_gradient_and_do_not_break_backward() -> None:
+    a = leaf([-1.0, 0.5, 2.0])
+    masks = [a < 0, a <= 0.5, a > 0, a >= 2.0, a == 0.5, a != 0.5]
+    for m in masks:
+        assert m.dtype == np.bool_ and not m.requires_grad and m.grad_fn is None
+    np.testing.assert_array_equal(masks[1].data, [True, True, False])
+    idx = a.argmax()
+    assert idx.item() == 2 and not idx.requires_grad
+    y = mt.where(a > 0, a * a, -a) + a.masked_fill(a == 0.5, 0.0) * (a > 0).to(np.float64)
+    y.sum().backward()
+    np.testing.assert_allclose(a.grad, [-1.0, 1.0, 5.0])
+
+
+def test_detach_shares_data_and_leaves_the_graph() -> None:
+    a = leaf([1.0, 2.0])
+    d = (a * 2.0).detach()
+    assert not d.requires_grad and d.grad_fn is None
+    y = (a * d).sum()
+    y.backward()
+    np.testing.assert_array_equal(a.grad, [2.0, 4.0])
+
+
+class Cube(Function):
+    """x ** 3 with its own backward, saving the input."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x**3
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return 3 * x * x * grad
+
+
+class ScaledAdd(Function):
+    """a + alpha * b with a keyword argument; returns None for inputs that need no gradient."""
+
+    @staticmethod
+    def forward(ctx, a, b, alpha=1.0):
+        ctx.alpha = alpha
+        return a + alpha * b
+
+    @staticmethod
+    def backward(ctx, grad):
+        need_a, need_b = ctx.needs_input_grad
+        return (grad if need_a else None), (ctx.alpha * grad if need_b else None)
+
+
+def test_user_defined_function_with_save_for_backward() -> None:
+    x = leaf([1.0, -2.0, 0.5])
+    y = Cube.apply(x)
+    assert isinstance(y, mt.Tensor) and isinstance(y.grad_fn, Cube)
+    np.testing.assert_allclose(y.data, x.data**3)
+    y.sum().backward()
+    np.testing.assert_allclose(x.grad, 3 * x.data**2)
+    assert mt.gradcheck(lambda t: Cube.apply(t * 2.0), [leaf([0.3, -0.7])])
+
+
+def test_user_defined_function_with_kwargs_and_a_constant_input() -> None:
+    a = leaf([1.0, 2.0])
+    b = mt.tensor(np.array([10.0, 20.0]))
+    y = ScaledAdd.apply(a, b, alpha=0.5)
+    np.testing.assert_allclose(y.data, [6.0, 12.0])
+    assert tuple(y.grad_fn.needs_input_grad) == (True, False)
+    (y * y).sum().backward()
+    np.testing.assert_allclose(a.grad, 2 * y.data)
+    assert b.grad is None
+    assert mt.gradcheck(lambda p, q: ScaledAdd.apply(p, q, alpha=-3.0), [leaf([0.1, 0.2]), leaf([0.3, 0.4])])
+
+
+def test_user_function_under_no_grad_records_nothing() -> None:
+    x = leaf([1.0])
+    with mt.no_grad():
+        y = Cube.apply(x)
+    assert not y.requires_grad and y.grad_fn is None
+
+
+def test_user_function_returning_too_few_gradients_is_an_error() -> None:
+    class Bad(Function):
+        @staticmethod
+        def forward(ctx, a, b):
+            return a * b
+
+        @staticmethod
+        def backward(ctx, grad):
+            return (grad,)
+
+    with pytest.raises(AutogradError, match="Bad returned 1 gradients for 2 inputs"):
+        Bad.apply(leaf([1.0]), leaf([2.0])).sum().backward()
+
+
+def test_gradcheck_reports_input_and_worst_element_of_a_wrong_gradient() -> None:
+    class WrongSquare(Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return x * x
+
+        @staticmethod
+        def backward(ctx, grad):
+            (x,) = ctx.saved_tensors
+            wrong = 2 * x * grad
+            wrong[1] *= 1.5
+            return wrong
+
+    x = leaf([0.5, 1.0, -1.0])
+    with pytest.raises(mt.GradcheckError, match=r"input 0 .*index \(1,\)"):
+        mt.gradcheck(WrongSquare.apply, [x])
+
+
+def test_gradcheck_needs_float64_and_an_input_requiring_grad() -> None:
+    with pytest.raises(TypeError, match="float64"):
+        mt.gradcheck(lambda t: t * 2, [mt.tensor([1.0], requires_grad=True)])
+    with pytest.raises(ValueError, match="no input requires grad"):
+        mt.gradcheck(lambda t: t * 2, [mt.tensor(np.array([1.0]))])
