@@ -1,0 +1,65 @@
+/* Helpers shared by the kernel files; not part of the public kernel list. */
+#ifndef MICROTENSOR_INTERNAL_H
+#define MICROTENSOR_INTERNAL_H
+
+#include <stdint.h>
+#include <string.h>
+
+/* Run fn(ctx, t) for t in [0, ntasks) on up to mt_num_threads() threads; returns when all are done.
+ * Runs inline (no thread wake-up) when ntasks <= 1 or only one thread is allowed. */
+typedef void (*mt_task_fn)(void *ctx, int64_t task);
+void mt_parallel_for(int64_t ntasks, mt_task_fn fn, void *ctx);
+int mt_num_threads(void);
+
+/* fn(ctx, r0, r1) over [0, rows) in contiguous chunks, one per thread, when rows * cost_per_row
+ * is worth a second thread; otherwise fn(ctx, 0, rows) on the calling thread. */
+typedef void (*mt_rows_fn)(void *ctx, int64_t r0, int64_t r1);
+void mt_parallel_rows(int64_t rows, int64_t cost_per_row, mt_rows_fn fn, void *ctx);
+
+/* Clones of a hot function for AVX-512, AVX2+FMA and baseline x86-64, picked by the loader
+ * on the running CPU; plain functions elsewhere. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define MT_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define MT_CLONES
+#endif
+
+/* Work (in multiply-adds) below which a kernel stays on the calling thread: waking a
+ * second thread costs about a microsecond, more than small kernels take. */
+#define MT_PAR_MIN_WORK 65536
+
+/* expf written so gcc vectorises loops that call it: Cody-Waite range reduction and a
+ * degree-6 polynomial (about 2 ulp). Results below FLT_MIN flush to 0, above FLT_MAX give inf,
+ * and inputs in (88.37, 88.72] saturate at expf(88.37). */
+static inline float mt_expf(float x) {
+    float hi = x > -87.3f ? x : -87.3f; /* NaN goes here too: no undefined int conversion */
+    hi = hi < 88.37f ? hi : 88.37f;
+    float n = (hi * 1.44269504088896341f + 12582912.0f) - 12582912.0f; /* round to nearest */
+    float r = hi - n * 0.693359375f;
+    r = r + n * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    uint32_t bits = (uint32_t)((int32_t)n + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    float y = p * scale;
+    y = x < -87.3f ? 0.0f : y;
+    y = x > 88.72f ? __builtin_inff() : y;
+    return x == x ? y : x;
+}
+
+/* tanhf via mt_expf, exact at the saturated ends. */
+static inline float mt_tanhf(float x) {
+    float ax = x < 0 ? -x : x;
+    ax = ax > 9.0f ? 9.0f : ax;
+    float e = mt_expf(-2.0f * ax);
+    float t = (1.0f - e) / (1.0f + e);
+    return x < 0 ? -t : t;
+}
+
+#endif

@@ -1,0 +1,106 @@
+/* LayerNorm over the last axis: forward caches mean and rstd per row (llm.c style) so
+ * backward needs no second pass over the statistics. */
+#include <math.h>
+#include <stdlib.h>
+
+#include "internal.h"
+#include "microtensor.h"
+
+typedef struct {
+    const float *x, *weight, *bias, *g, *mean, *rstd;
+    float *y, *mean_out, *rstd_out, *dx, *dweight, *dbias;
+    int64_t R, C, chunk;
+    float eps;
+} ln_job;
+
+static MT_CLONES void ln_forward_rows(void *ctx, int64_t r0, int64_t r1) {
+    const ln_job *s = ctx;
+    int64_t C = s->C;
+    const float *w = s->weight, *b = s->bias;
+    for (int64_t r = r0; r < r1; r++) {
+        const float *x = s->x + r * C;
+        float *y = s->y + r * C;
+        float sum = 0.0f, var = 0.0f;
+#pragma omp simd reduction(+ : sum)
+        for (int64_t j = 0; j < C; j++) sum += x[j];
+        float mean = sum / (float)C;
+#pragma omp simd reduction(+ : var)
+        for (int64_t j = 0; j < C; j++) var += (x[j] - mean) * (x[j] - mean);
+        float rstd = 1.0f / sqrtf(var / (float)C + s->eps);
+#pragma omp simd
+        for (int64_t j = 0; j < C; j++) {
+            float v = (x[j] - mean) * rstd;
+            v = w ? v * w[j] : v;
+            y[j] = b ? v + b[j] : v;
+        }
+        s->mean_out[r] = mean;
+        s->rstd_out[r] = rstd;
+    }
+}
+
+void mt_layernorm_forward(const float *x, const float *weight, const float *bias, float *y, float *mean,
+                          float *rstd, int64_t R, int64_t C, float eps) {
+    ln_job s = {x, weight, bias, NULL, NULL, NULL, y, mean, rstd, NULL, NULL, NULL, R, C, 0, eps};
+    mt_parallel_rows(R, 4 * C, ln_forward_rows, &s);
+}
+
+/* Rows [r0, r1): dx, and the sums of g * xhat and g into dw, db (length C, accumulated). */
+static MT_CLONES void ln_backward_range(const ln_job *s, int64_t r0, int64_t r1, float *dw, float *db) {
+    int64_t C = s->C;
+    const float *w = s->weight;
+    for (int64_t r = r0; r < r1; r++) {
+        const float *x = s->x + r * C, *g = s->g + r * C;
+        float *dx = s->dx + r * C;
+        float mean = s->mean[r], rstd = s->rstd[r];
+        float sum_gx = 0.0f, sum_gx_xhat = 0.0f;
+#pragma omp simd reduction(+ : sum_gx, sum_gx_xhat)
+        for (int64_t j = 0; j < C; j++) {
+            float xhat = (x[j] - mean) * rstd;
+            float gx = w ? g[j] * w[j] : g[j];
+            sum_gx += gx;
+            sum_gx_xhat += gx * xhat;
+            dw[j] += g[j] * xhat;
+            db[j] += g[j];
+        }
+        float mean_gx = sum_gx / (float)C, mean_gx_xhat = sum_gx_xhat / (float)C;
+#pragma omp simd
+        for (int64_t j = 0; j < C; j++) {
+            float xhat = (x[j] - mean) * rstd;
+            float gx = w ? g[j] * w[j] : g[j];
+            dx[j] = rstd * (gx - mean_gx - xhat * mean_gx_xhat);
+        }
+    }
+}
+
+static void ln_backward_task(void *ctx, int64_t t) {
+    const ln_job *s = ctx;
+    int64_t r0 = t * s->chunk, r1 = r0 + s->chunk < s->R ? r0 + s->chunk : s->R;
+    float *partial = s->dweight + t * 2 * s->C; /* scratch: 2*C per task */
+    if (r0 < r1) ln_backward_range(s, r0, r1, partial, partial + s->C);
+}
+
+void mt_layernorm_backward(const float *g, const float *x, const float *weight, const float *mean,
+                           const float *rstd, float *dx, float *dweight, float *dbias, int64_t R, int64_t C) {
+    ln_job s = {x, weight, NULL, g, mean, rstd, NULL, NULL, NULL, dx, dweight, dbias, R, C, R, 0.0f};
+    for (int64_t j = 0; j < C; j++) dweight[j] = dbias[j] = 0.0f;
+    int threads = mt_num_threads();
+    float *scratch = NULL;
+    if (threads > 1 && R >= 2 * threads && R * C * 6 >= MT_PAR_MIN_WORK)
+        scratch = calloc((size_t)(threads * 2 * C), sizeof(float));
+    if (!scratch) {
+        ln_backward_range(&s, 0, R, dweight, dbias);
+        return;
+    }
+    /* Each task sums into its own scratch row; adding them in task order keeps results
+     * the same from run to run for a given thread count. */
+    s.chunk = (R + threads - 1) / threads;
+    s.dweight = scratch;
+    int64_t ntasks = (R + s.chunk - 1) / s.chunk;
+    mt_parallel_for(ntasks, ln_backward_task, &s);
+    for (int64_t t = 0; t < ntasks; t++)
+        for (int64_t j = 0; j < C; j++) {
+            dweight[j] += scratch[t * 2 * C + j];
+            dbias[j] += scratch[t * 2 * C + C + j];
+        }
+    free(scratch);
+}

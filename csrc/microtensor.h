@@ -1,0 +1,79 @@
+/* microtensor C kernels: every kernel the Python backend can call.
+ *
+ * Conventions: float32, contiguous row-major buffers, sizes as int64_t.
+ * The kernels trust their caller: microtensor/_backend/c.py checks dtypes,
+ * shapes, contiguity and index ranges before a pointer reaches this code.
+ * Nullable pointers are marked "or NULL".
+ */
+#ifndef MICROTENSOR_H
+#define MICROTENSOR_H
+
+#include <stdint.h>
+
+/* Threads: the number the kernels may use (MICROTENSOR_NUM_THREADS caps it). */
+int mt_num_threads(void);
+void mt_set_num_threads(int n);
+/* Which sgemm micro-kernel the running CPU selected: "avx512", "avx2" or "generic". */
+const char *mt_sgemm_isa(void);
+
+/* C = alpha * op(A) @ op(B) + beta * C; op(A) is M x K, op(B) is K x N, C is M x N.
+ * lda/ldb/ldc are the row strides (in elements) of A, B, C as stored. */
+void mt_sgemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+              const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
+              float *C, int64_t ldc);
+/* `batch` sgemms; matrix b of A/B/C starts at b*stride_a/b/c (a stride may be 0). */
+void mt_sgemm_strided_batched(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K,
+                              float alpha, const float *A, int64_t lda, int64_t stride_a,
+                              const float *B, int64_t ldb, int64_t stride_b, float beta,
+                              float *C, int64_t ldc, int64_t stride_c, int64_t batch);
+/* y (N, out) = x (N, in) @ w (out, in)^T + bias (out, or NULL). */
+void mt_linear_forward(const float *x, const float *w, const float *bias, float *y,
+                       int64_t N, int64_t in, int64_t out);
+
+/* Softmax over rows of length cols. causal_tq > 0 masks column j of row r when
+ * j > (r % causal_tq) + (cols - causal_tq); 0 means no mask. */
+void mt_softmax_forward(const float *x, float *y, int64_t rows, int64_t cols, int64_t causal_tq);
+void mt_softmax_backward(const float *y, const float *g, float *dx, int64_t rows, int64_t cols);
+void mt_log_softmax_forward(const float *x, float *y, int64_t rows, int64_t cols);
+void mt_log_softmax_backward(const float *y, const float *g, float *dx, int64_t rows, int64_t cols);
+
+/* LayerNorm over rows of x (R, C); weight/bias (C) or NULL; caches mean and rstd (R). */
+void mt_layernorm_forward(const float *x, const float *weight, const float *bias, float *y,
+                          float *mean, float *rstd, int64_t R, int64_t C, float eps);
+/* dx (R, C), dweight and dbias (C) from the upstream gradient g and the cached mean/rstd. */
+void mt_layernorm_backward(const float *g, const float *x, const float *weight, const float *mean,
+                           const float *rstd, float *dx, float *dweight, float *dbias,
+                           int64_t R, int64_t C);
+
+/* Scaled dot-product attention: q (BH, Tq, D), k and v (BH, Tk, D); mask (BH, Tq, Tk)
+ * of 0/1 bytes (1 = attend) or NULL; rows with nothing to attend get zero weights. */
+void mt_attention_forward(const float *q, const float *k, const float *v, const uint8_t *mask,
+                          int causal, float scale, float *out, float *weights, int64_t BH,
+                          int64_t Tq, int64_t Tk, int64_t D);
+void mt_attention_backward(const float *g, const float *q, const float *k, const float *v,
+                           const float *weights, float scale, float *dq, float *dk, float *dv,
+                           int64_t BH, int64_t Tq, int64_t Tk, int64_t D);
+
+/* Cross-entropy of logits (N, C) against targets (N) in [0, C) or == ignore_index.
+ * Writes dlogits = softmax - onehot (0 for ignored rows), the loss sum and the count. */
+void mt_cross_entropy_forward(const float *logits, const int64_t *targets, int64_t ignore_index,
+                              float *dlogits, double *loss_sum, int64_t *count, int64_t N, int64_t C);
+/* Per-row losses (0 for ignored rows). */
+void mt_cross_entropy_rows(const float *logits, const int64_t *targets, int64_t ignore_index,
+                           float *losses, int64_t N, int64_t C);
+
+/* GELU, tanh approximation, elementwise over n values. */
+void mt_gelu_forward(const float *x, float *y, int64_t n);
+void mt_gelu_backward(const float *x, const float *g, float *dx, int64_t n);
+
+/* One Adam (decoupled = 0, L2 decay) or AdamW step over n flat values, in place. */
+void mt_adam_update(float *param, const float *grad, float *m, float *v, int64_t n, int64_t step,
+                    float lr, float beta1, float beta2, float eps, float weight_decay, int decoupled);
+
+/* out (n, D) = weight[ids]; ids in [0, V). */
+void mt_embedding_forward(const float *weight, const int64_t *ids, float *out, int64_t n, int64_t D);
+/* dweight (V, D) = 0, then dweight[ids[i]] += g[i] for i < n. */
+void mt_embedding_backward(const int64_t *ids, const float *g, float *dweight, int64_t n, int64_t D,
+                           int64_t V);
+
+#endif

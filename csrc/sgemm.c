@@ -1,0 +1,542 @@
+/* sgemm: C = alpha * op(A) @ op(B) + beta * C, row-major, float32.
+ *
+ * One register-blocked micro-kernel per instruction set (AVX-512: 8x32 tile,
+ * AVX2+FMA: 6x16, portable C: 4x16), picked once at run time from the running
+ * CPU (MICROTENSOR_ISA=avx2|generic forces a lower one, for tests).
+ *
+ * Two drivers:
+ *  - small: the model's shapes (K <= 256 fits L1). A is read in place through
+ *    (row, column) strides, so op(A) = A^T costs nothing; B is read in place when
+ *    its rows are contiguous and packed into NR-wide panels only for op(B) = B^T.
+ *    Threads split the columns (or rows) of C above a work threshold.
+ *  - blocked: large shapes. GotoBLAS/BLIS loops with A and B packed into
+ *    micro-panels so the micro-kernel streams from L1/L2; threads split the rows.
+ */
+#include <stdlib.h>
+
+#include "internal.h"
+#include "microtensor.h"
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define MT_X86 1
+#endif
+
+/* C[0:mr, 0:nr] = alpha * sum_p a(i, p) b(p, j) + beta * C + bias[j];
+ * a(i, p) = a[i*rs_a + p*cs_a], b(p, j) = b[p*ldb + j]; beta == 0 never reads C. */
+typedef void (*ukr_fn)(int64_t mr, int64_t nr, int64_t k, const float *a, int64_t rs_a, int64_t cs_a,
+                       const float *b, int64_t ldb, float *c, int64_t ldc, float alpha, float beta,
+                       const float *bias);
+
+typedef struct {
+    int mr, nr;
+    ukr_fn fn;
+    const char *name;
+} isa_t;
+
+#define KC 256        /* depth of one block of K */
+#define MC 128        /* rows of A packed per task in the blocked driver */
+#define NC 3072       /* columns of B packed at once in the blocked driver */
+#define BLOCKED_MIN_WORK ((int64_t)1 << 24) /* M*N*K from which packing both pays */
+#define GEMM_PAR_MIN_WORK ((int64_t)1 << 17)
+
+/* ---------------------------------------------------------------- portable */
+
+#define G_MR 4
+#define G_NR 16
+
+static void ukr_generic(int64_t mr, int64_t nr, int64_t k, const float *a, int64_t rs_a, int64_t cs_a,
+                        const float *b, int64_t ldb, float *c, int64_t ldc, float alpha, float beta,
+                        const float *bias) {
+    float acc[G_MR][G_NR] = {{0}};
+    for (int64_t p = 0; p < k; p++) {
+        const float *bp = b + p * ldb;
+        for (int64_t i = 0; i < mr; i++) {
+            float ai = a[i * rs_a + p * cs_a];
+            for (int64_t j = 0; j < nr; j++) acc[i][j] += ai * bp[j];
+        }
+    }
+    for (int64_t i = 0; i < mr; i++) {
+        float *cr = c + i * ldc;
+        for (int64_t j = 0; j < nr; j++) {
+            float r = alpha * acc[i][j] + (bias ? bias[j] : 0.0f);
+            cr[j] = beta != 0.0f ? r + beta * cr[j] : r;
+        }
+    }
+}
+
+#ifdef MT_X86
+/* ---------------------------------------------------------------- AVX-512 */
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx2,fma")
+
+#define Z_MR 8
+#define Z_NR 32
+
+static inline __attribute__((always_inline)) void ukr512_t(const int MR, const int full, int64_t nr,
+                                                           int64_t k, const float *a, int64_t rs_a,
+                                                           int64_t cs_a, const float *b, int64_t ldb,
+                                                           float *c, int64_t ldc, float alpha,
+                                                           float beta, const float *bias) {
+    __mmask16 m0 = nr >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << nr) - 1u);
+    __mmask16 m1 = nr >= 32 ? (__mmask16)0xFFFF : nr <= 16 ? 0 : (__mmask16)((1u << (nr - 16)) - 1u);
+    __m512 c0[Z_MR], c1[Z_MR];
+    for (int i = 0; i < MR; i++) {
+        c0[i] = _mm512_setzero_ps();
+        c1[i] = _mm512_setzero_ps();
+    }
+    for (int64_t p = 0; p < k; p++) {
+        __m512 b0 = full ? _mm512_loadu_ps(b) : _mm512_maskz_loadu_ps(m0, b);
+        __m512 b1 = full ? _mm512_loadu_ps(b + 16) : _mm512_maskz_loadu_ps(m1, b + 16);
+        for (int i = 0; i < MR; i++) {
+            __m512 ai = _mm512_set1_ps(a[i * rs_a]);
+            c0[i] = _mm512_fmadd_ps(ai, b0, c0[i]);
+            c1[i] = _mm512_fmadd_ps(ai, b1, c1[i]);
+        }
+        a += cs_a;
+        b += ldb;
+    }
+    __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+    __m512 bias0 = bias ? _mm512_maskz_loadu_ps(m0, bias) : _mm512_setzero_ps();
+    __m512 bias1 = bias ? _mm512_maskz_loadu_ps(m1, bias + 16) : _mm512_setzero_ps();
+    for (int i = 0; i < MR; i++) {
+        float *cr = c + i * ldc;
+        __m512 r0 = _mm512_fmadd_ps(va, c0[i], bias0);
+        __m512 r1 = _mm512_fmadd_ps(va, c1[i], bias1);
+        if (beta != 0.0f) {
+            r0 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m0, cr), r0);
+            r1 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m1, cr + 16), r1);
+        }
+        _mm512_mask_storeu_ps(cr, m0, r0);
+        _mm512_mask_storeu_ps(cr + 16, m1, r1);
+    }
+}
+
+#define Z_CASE(R)                                                                            \
+    case R:                                                                                  \
+        if (nr == Z_NR)                                                                      \
+            ukr512_t(R, 1, nr, k, a, rs_a, cs_a, b, ldb, c, ldc, alpha, beta, bias);         \
+        else                                                                                 \
+            ukr512_t(R, 0, nr, k, a, rs_a, cs_a, b, ldb, c, ldc, alpha, beta, bias);         \
+        break;
+
+static void ukr_avx512(int64_t mr, int64_t nr, int64_t k, const float *a, int64_t rs_a, int64_t cs_a,
+                       const float *b, int64_t ldb, float *c, int64_t ldc, float alpha, float beta,
+                       const float *bias) {
+    switch (mr) {
+        Z_CASE(1) Z_CASE(2) Z_CASE(3) Z_CASE(4) Z_CASE(5) Z_CASE(6) Z_CASE(7) Z_CASE(8)
+        default: break;
+    }
+}
+#pragma GCC pop_options
+
+/* ---------------------------------------------------------------- AVX2 + FMA */
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+
+#define Y_MR 6
+#define Y_NR 16
+
+static const int32_t y_mask_table[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
+
+static inline __m256i y_mask(int64_t n) {
+    n = n < 0 ? 0 : n > 8 ? 8 : n;
+    return _mm256_loadu_si256((const __m256i *)(y_mask_table + 8 - n));
+}
+
+static inline __attribute__((always_inline)) void ukr256_t(const int MR, const int full, int64_t nr,
+                                                           int64_t k, const float *a, int64_t rs_a,
+                                                           int64_t cs_a, const float *b, int64_t ldb,
+                                                           float *c, int64_t ldc, float alpha,
+                                                           float beta, const float *bias) {
+    __m256i m0 = y_mask(nr), m1 = y_mask(nr - 8);
+    __m256 c0[Y_MR], c1[Y_MR];
+    for (int i = 0; i < MR; i++) {
+        c0[i] = _mm256_setzero_ps();
+        c1[i] = _mm256_setzero_ps();
+    }
+    for (int64_t p = 0; p < k; p++) {
+        __m256 b0 = full ? _mm256_loadu_ps(b) : _mm256_maskload_ps(b, m0);
+        __m256 b1 = full ? _mm256_loadu_ps(b + 8) : _mm256_maskload_ps(b + 8, m1);
+        for (int i = 0; i < MR; i++) {
+            __m256 ai = _mm256_broadcast_ss(a + i * rs_a);
+            c0[i] = _mm256_fmadd_ps(ai, b0, c0[i]);
+            c1[i] = _mm256_fmadd_ps(ai, b1, c1[i]);
+        }
+        a += cs_a;
+        b += ldb;
+    }
+    __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
+    __m256 bias0 = bias ? _mm256_maskload_ps(bias, m0) : _mm256_setzero_ps();
+    __m256 bias1 = bias ? _mm256_maskload_ps(bias + 8, m1) : _mm256_setzero_ps();
+    for (int i = 0; i < MR; i++) {
+        float *cr = c + i * ldc;
+        __m256 r0 = _mm256_fmadd_ps(va, c0[i], bias0);
+        __m256 r1 = _mm256_fmadd_ps(va, c1[i], bias1);
+        if (beta != 0.0f) {
+            r0 = _mm256_fmadd_ps(vb, _mm256_maskload_ps(cr, m0), r0);
+            r1 = _mm256_fmadd_ps(vb, _mm256_maskload_ps(cr + 8, m1), r1);
+        }
+        _mm256_maskstore_ps(cr, m0, r0);
+        _mm256_maskstore_ps(cr + 8, m1, r1);
+    }
+}
+
+#define Y_CASE(R)                                                                            \
+    case R:                                                                                  \
+        if (nr == Y_NR)                                                                      \
+            ukr256_t(R, 1, nr, k, a, rs_a, cs_a, b, ldb, c, ldc, alpha, beta, bias);         \
+        else                                                                                 \
+            ukr256_t(R, 0, nr, k, a, rs_a, cs_a, b, ldb, c, ldc, alpha, beta, bias);         \
+        break;
+
+static void ukr_avx2(int64_t mr, int64_t nr, int64_t k, const float *a, int64_t rs_a, int64_t cs_a,
+                     const float *b, int64_t ldb, float *c, int64_t ldc, float alpha, float beta,
+                     const float *bias) {
+    switch (mr) {
+        Y_CASE(1) Y_CASE(2) Y_CASE(3) Y_CASE(4) Y_CASE(5) Y_CASE(6)
+        default: break;
+    }
+}
+#pragma GCC pop_options
+#endif /* MT_X86 */
+
+/* ---------------------------------------------------------------- dispatch */
+
+static const isa_t ISA_GENERIC = {G_MR, G_NR, ukr_generic, "generic"};
+#ifdef MT_X86
+static const isa_t ISA_AVX512 = {Z_MR, Z_NR, ukr_avx512, "avx512"};
+static const isa_t ISA_AVX2 = {Y_MR, Y_NR, ukr_avx2, "avx2"};
+#endif
+
+static const isa_t *select_isa(void) {
+    const char *force = getenv("MICROTENSOR_ISA");
+    int allow512 = 1, allow2 = 1;
+    if (force && force[0] == 'g') allow512 = allow2 = 0;
+    if (force && force[0] == 'a' && force[3] == '2' && force[4] == 0) allow512 = 0;
+#ifdef MT_X86
+    __builtin_cpu_init();
+    if (allow512 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma")) return &ISA_AVX512;
+    if (allow2 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return &ISA_AVX2;
+#else
+    (void)allow512;
+    (void)allow2;
+#endif
+    return &ISA_GENERIC;
+}
+
+static const isa_t *active_isa(void) {
+    static const isa_t *chosen;
+    const isa_t *isa = __atomic_load_n(&chosen, __ATOMIC_ACQUIRE);
+    if (!isa) {
+        isa = select_isa();
+        __atomic_store_n(&chosen, isa, __ATOMIC_RELEASE);
+    }
+    return isa;
+}
+
+const char *mt_sgemm_isa(void) { return active_isa()->name; }
+
+/* ---------------------------------------------------------------- helpers */
+
+static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+/* Copy columns [j0, j0+nc) and rows [p0, p0+kc) of op(B) into NR-wide panels (kc x NR each,
+ * zero-padded): panel q holds columns j0 + q*NR ... */
+static void pack_b(int trans_b, const float *B, int64_t ldb, int64_t p0, int64_t kc, int64_t j0,
+                   int64_t nc, int nr, float *dst) {
+    for (int64_t q = 0; q * nr < nc; q++) {
+        int64_t w = min64(nr, nc - q * nr);
+        float *d = dst + q * kc * nr;
+        int64_t j = j0 + q * nr;
+        if (trans_b) {
+            for (int64_t p = 0; p < kc; p++)
+                for (int64_t jj = 0; jj < nr; jj++)
+                    d[p * nr + jj] = jj < w ? B[(j + jj) * ldb + p0 + p] : 0.0f;
+        } else {
+            for (int64_t p = 0; p < kc; p++)
+                for (int64_t jj = 0; jj < nr; jj++) d[p * nr + jj] = jj < w ? B[(p0 + p) * ldb + j + jj] : 0.0f;
+        }
+    }
+}
+
+/* Copy rows [i0, i0+mc) and columns [p0, p0+kc) of op(A) into MR-row panels (kc x MR each). */
+static void pack_a(int trans_a, const float *A, int64_t lda, int64_t i0, int64_t mc, int64_t p0,
+                   int64_t kc, int mr, float *dst) {
+    for (int64_t q = 0; q * mr < mc; q++) {
+        int64_t h = min64(mr, mc - q * mr);
+        float *d = dst + q * kc * mr;
+        int64_t i = i0 + q * mr;
+        for (int64_t p = 0; p < kc; p++)
+            for (int64_t ii = 0; ii < mr; ii++)
+                d[p * mr + ii] = ii < h ? (trans_a ? A[(p0 + p) * lda + i + ii] : A[(i + ii) * lda + p0 + p])
+                                        : 0.0f;
+    }
+}
+
+/* ---------------------------------------------------------------- small driver */
+
+typedef struct {
+    const isa_t *isa;
+    int trans_b;
+    int64_t M, N, K;
+    float alpha, beta;
+    const float *a;
+    int64_t rs_a, cs_a;
+    const float *B;
+    int64_t ldb;
+    float *c;
+    int64_t ldc;
+    const float *bias;
+    float *bpack;      /* NULL when B is read in place */
+    int64_t split_cols; /* tasks split columns (1) or rows (0) */
+    int64_t chunk;      /* columns or rows per task */
+} small_job;
+
+/* C[i0:i1, j0:j1] over all of K, in KC-deep slices so the B panel stays in L1. */
+static void small_block(const small_job *s, int64_t i0, int64_t i1, int64_t j0, int64_t j1) {
+    const isa_t *isa = s->isa;
+    for (int64_t p0 = 0; p0 < s->K || p0 == 0; p0 += KC) {
+        int64_t kc = min64(KC, s->K - p0);
+        float beta = p0 == 0 ? s->beta : 1.0f;
+        const float *bias = p0 == 0 ? s->bias : NULL;
+        for (int64_t j = j0; j < j1; j += isa->nr) {
+            int64_t nr = min64(isa->nr, j1 - j);
+            const float *b;
+            int64_t ldb;
+            if (s->bpack) {
+                b = s->bpack + (j / isa->nr) * s->K * isa->nr + p0 * isa->nr;
+                ldb = isa->nr;
+            } else {
+                b = s->B + p0 * s->ldb + j;
+                ldb = s->ldb;
+            }
+            for (int64_t i = i0; i < i1; i += isa->mr) {
+                int64_t mr = min64(isa->mr, i1 - i);
+                isa->fn(mr, nr, kc, s->a + i * s->rs_a + p0 * s->cs_a, s->rs_a, s->cs_a, b, ldb,
+                        s->c + i * s->ldc + j, s->ldc, s->alpha, beta, bias ? bias + j : NULL);
+            }
+        }
+        if (s->K == 0) break;
+    }
+}
+
+static void small_task(void *ctx, int64_t t) {
+    const small_job *s = ctx;
+    int64_t lo = t * s->chunk;
+    int64_t hi = min64(lo + s->chunk, s->split_cols ? s->N : s->M);
+    if (lo >= hi) return;
+    if (s->split_cols) {
+        if (s->bpack) {
+            int64_t q0 = lo / s->isa->nr;
+            pack_b(1, s->B, s->ldb, 0, s->K, lo, hi - lo, s->isa->nr, s->bpack + q0 * s->K * s->isa->nr);
+        }
+        small_block(s, 0, s->M, lo, hi);
+    } else {
+        small_block(s, lo, hi, 0, s->N);
+    }
+}
+
+static int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
+/* op(A) @ B^T by plain loops: only for when the memory for a packed panel is not there. */
+static void gemm_naive(int trans_a, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                       int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc,
+                       const float *bias) {
+    for (int64_t i = 0; i < M; i++)
+        for (int64_t j = 0; j < N; j++) {
+            float acc = 0.0f;
+            for (int64_t p = 0; p < K; p++) acc += (trans_a ? A[p * lda + i] : A[i * lda + p]) * B[j * ldb + p];
+            float r = alpha * acc + (bias ? bias[j] : 0.0f);
+            C[i * ldc + j] = beta != 0.0f ? r + beta * C[i * ldc + j] : r;
+        }
+}
+
+static void gemm_small(const isa_t *isa, int trans_a, int trans_b, int64_t M, int64_t N, int64_t K,
+                       float alpha, const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
+                       float *C, int64_t ldc, const float *bias, int threads) {
+    small_job s = {isa, trans_b, M, N, K, alpha, beta, A, trans_a ? 1 : lda, trans_a ? lda : 1,
+                   B, ldb, C, ldc, bias, NULL, 1, N};
+    int64_t panels = (N + isa->nr - 1) / isa->nr;
+    if (trans_b) {
+        s.bpack = malloc(sizeof(float) * (size_t)(panels * isa->nr * K));
+        if (!s.bpack) {
+            gemm_naive(trans_a, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bias);
+            return;
+        }
+    }
+    int64_t ntasks = 1;
+    if (threads > 1) {
+        if (panels >= threads) {
+            s.split_cols = 1;
+            s.chunk = round_up((N + threads - 1) / threads, isa->nr);
+            ntasks = (N + s.chunk - 1) / s.chunk;
+        } else if (M >= 2 * (int64_t)isa->mr) {
+            s.split_cols = 0;
+            s.chunk = round_up((M + threads - 1) / threads, isa->mr);
+            ntasks = (M + s.chunk - 1) / s.chunk;
+        }
+    }
+    if (!s.split_cols && s.bpack) pack_b(1, B, ldb, 0, K, 0, N, isa->nr, s.bpack);
+    if (ntasks > 1)
+        mt_parallel_for(ntasks, small_task, &s);
+    else
+        small_task(&s, 0);
+    free(s.bpack);
+}
+
+/* ---------------------------------------------------------------- blocked driver */
+
+typedef struct {
+    const isa_t *isa;
+    int trans_a, trans_b;
+    int64_t M, N, K;
+    float alpha, beta;
+    const float *A;
+    int64_t lda;
+    const float *B;
+    int64_t ldb;
+    float *C;
+    int64_t ldc;
+    const float *bias;
+    float *apack, *bpack;
+    int64_t j0, nc, p0, kc, mc;
+} blocked_job;
+
+static void blocked_pack_b_task(void *ctx, int64_t t) {
+    const blocked_job *s = ctx;
+    int nr = s->isa->nr;
+    int64_t lo = t * 8 * nr, w = min64(8 * nr, s->nc - lo);
+    pack_b(s->trans_b, s->B, s->ldb, s->p0, s->kc, s->j0 + lo, w, nr, s->bpack + (lo / nr) * s->kc * nr);
+}
+
+static void blocked_compute_task(void *ctx, int64_t t) {
+    const blocked_job *s = ctx;
+    const isa_t *isa = s->isa;
+    int64_t i0 = t * s->mc, mc = min64(s->mc, s->M - i0);
+    float *ap = s->apack + t * round_up(s->mc, isa->mr) * s->kc;
+    pack_a(s->trans_a, s->A, s->lda, i0, mc, s->p0, s->kc, isa->mr, ap);
+    float beta = s->p0 == 0 ? s->beta : 1.0f;
+    const float *bias = s->p0 == 0 ? s->bias : NULL;
+    for (int64_t j = 0; j < s->nc; j += isa->nr) {
+        int64_t nr = min64(isa->nr, s->nc - j);
+        const float *bp = s->bpack + (j / isa->nr) * s->kc * isa->nr;
+        for (int64_t i = 0; i < mc; i += isa->mr) {
+            int64_t mr = min64(isa->mr, mc - i);
+            isa->fn(mr, nr, s->kc, ap + (i / isa->mr) * s->kc * isa->mr, 1, isa->mr, bp, isa->nr,
+                    s->C + (i0 + i) * s->ldc + s->j0 + j, s->ldc, s->alpha, beta,
+                    bias ? bias + s->j0 + j : NULL);
+        }
+    }
+}
+
+static int gemm_blocked(const isa_t *isa, int trans_a, int trans_b, int64_t M, int64_t N, int64_t K,
+                        float alpha, const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
+                        float *C, int64_t ldc, const float *bias, int threads) {
+    int64_t mc = MC;
+    if ((M + mc - 1) / mc < 2 * threads) mc = round_up((M + 2 * threads - 1) / (2 * threads), isa->mr);
+    int64_t nblocks = (M + mc - 1) / mc;
+    int64_t kc_max = min64(KC, K), nc_max = min64(NC, round_up(N, isa->nr));
+    float *apack = malloc(sizeof(float) * (size_t)(nblocks * round_up(mc, isa->mr) * kc_max));
+    float *bpack = malloc(sizeof(float) * (size_t)(round_up(nc_max, isa->nr) * kc_max));
+    if (!apack || !bpack) {
+        free(apack);
+        free(bpack);
+        return 0;
+    }
+    blocked_job s = {isa, trans_a, trans_b, M, N, K, alpha, beta, A, lda, B, ldb, C, ldc, bias,
+                     apack, bpack, 0, 0, 0, 0, mc};
+    for (s.j0 = 0; s.j0 < N; s.j0 += NC) {
+        s.nc = min64(NC, N - s.j0);
+        for (s.p0 = 0; s.p0 < K; s.p0 += KC) {
+            s.kc = min64(KC, K - s.p0);
+            int64_t npack = (s.nc + 8 * isa->nr - 1) / (8 * isa->nr);
+            if (threads > 1)
+                mt_parallel_for(npack, blocked_pack_b_task, &s);
+            else
+                for (int64_t t = 0; t < npack; t++) blocked_pack_b_task(&s, t);
+            if (threads > 1)
+                mt_parallel_for(nblocks, blocked_compute_task, &s);
+            else
+                for (int64_t t = 0; t < nblocks; t++) blocked_compute_task(&s, t);
+        }
+    }
+    free(apack);
+    free(bpack);
+    return 1;
+}
+
+/* ---------------------------------------------------------------- entry points */
+
+/* C = beta * C + bias when there is nothing to multiply. */
+static void scale_only(int64_t M, int64_t N, float beta, float *C, int64_t ldc, const float *bias) {
+    for (int64_t i = 0; i < M; i++)
+        for (int64_t j = 0; j < N; j++) {
+            float r = beta != 0.0f ? beta * C[i * ldc + j] : 0.0f;
+            C[i * ldc + j] = r + (bias ? bias[j] : 0.0f);
+        }
+}
+
+static void gemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                 int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc,
+                 const float *bias, int allow_threads) {
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0 || alpha == 0.0f) {
+        scale_only(M, N, beta, C, ldc, bias);
+        return;
+    }
+    const isa_t *isa = active_isa();
+    int64_t work = M * N * K;
+    int threads = allow_threads && work >= GEMM_PAR_MIN_WORK ? mt_num_threads() : 1;
+    if (work >= BLOCKED_MIN_WORK &&
+        gemm_blocked(isa, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bias, threads))
+        return;
+    gemm_small(isa, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bias, threads);
+}
+
+void mt_sgemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+              int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+    gemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, NULL, 1);
+}
+
+typedef struct {
+    int trans_a, trans_b;
+    int64_t M, N, K;
+    float alpha, beta;
+    const float *A;
+    int64_t lda, stride_a;
+    const float *B;
+    int64_t ldb, stride_b;
+    float *C;
+    int64_t ldc, stride_c, per_task, batch;
+} batched_job;
+
+static void batched_task(void *ctx, int64_t t) {
+    const batched_job *s = ctx;
+    int64_t hi = min64((t + 1) * s->per_task, s->batch);
+    for (int64_t b = t * s->per_task; b < hi; b++)
+        gemm(s->trans_a, s->trans_b, s->M, s->N, s->K, s->alpha, s->A + b * s->stride_a, s->lda,
+             s->B + b * s->stride_b, s->ldb, s->beta, s->C + b * s->stride_c, s->ldc, NULL, 0);
+}
+
+void mt_sgemm_strided_batched(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                              const float *A, int64_t lda, int64_t stride_a, const float *B, int64_t ldb,
+                              int64_t stride_b, float beta, float *C, int64_t ldc, int64_t stride_c,
+                              int64_t batch) {
+    if (batch <= 0) return;
+    if (batch == 1) {
+        mt_sgemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+    int threads = M * N * K * batch >= GEMM_PAR_MIN_WORK ? mt_num_threads() : 1;
+    int64_t ntasks = threads > 1 ? min64(batch, 4 * (int64_t)threads) : 1;
+    batched_job s = {trans_a, trans_b, M, N, K, alpha, beta, A, lda, stride_a, B, ldb, stride_b,
+                     C, ldc, stride_c, (batch + ntasks - 1) / ntasks, batch};
+    ntasks = (batch + s.per_task - 1) / s.per_task;
+    mt_parallel_for(ntasks, batched_task, &s);
+}
+
+void mt_linear_forward(const float *x, const float *w, const float *bias, float *y, int64_t N, int64_t in,
+                       int64_t out) {
+    gemm(0, 1, N, out, in, 1.0f, x, in, w, in, 0.0f, y, out, bias, 1);
+}

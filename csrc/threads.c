@@ -1,0 +1,191 @@
+/* A tiny persistent thread pool for the kernels.
+ *
+ * Workers spin briefly after each job (so back-to-back kernel calls in a training
+ * step wake them in well under a microsecond), then sleep on a condition variable
+ * (so they never hold a core while Python or numpy's BLAS does other work).
+ * MICROTENSOR_NUM_THREADS caps the thread count; the default is the cores this
+ * process may run on. Tasks are claimed with an atomic counter; every task writes
+ * its own output range, so results do not depend on which thread ran which task.
+ */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "internal.h"
+#include "microtensor.h"
+
+#define MT_MAX_THREADS 64
+#define MT_SPIN_ITERS 20000 /* pause iterations (~100 us) before a worker sleeps */
+
+static struct {
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+    int nthreads; /* including the calling thread */
+    int started;  /* workers created */
+    int64_t generation;
+    int sleepers;
+    mt_task_fn fn;
+    void *ctx;
+    int64_t ntasks;
+    int64_t next;
+    int64_t pending; /* workers still inside the current job */
+    int busy;        /* a job is in flight (nested or concurrent calls run inline) */
+    int active;      /* workers with an index below this take part in the current job */
+} pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+
+static pthread_once_t pool_once = PTHREAD_ONCE_INIT;
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+static int available_cores(void) {
+#ifdef CPU_COUNT
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0) return CPU_COUNT(&set);
+#endif
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
+
+static void after_fork_in_child(void) {
+    /* The workers do not exist in a forked child: start afresh there. */
+    pool.started = 0;
+    pool.sleepers = 0;
+    pool.busy = 0;
+    pthread_mutex_init(&pool.lock, NULL);
+    pthread_cond_init(&pool.wake, NULL);
+}
+
+static void init_count(void) {
+    int n = available_cores();
+    const char *env = getenv("MICROTENSOR_NUM_THREADS");
+    if (env && *env) {
+        int cap = atoi(env);
+        if (cap >= 1 && cap < n) n = cap;
+    }
+    if (n > MT_MAX_THREADS) n = MT_MAX_THREADS;
+    pool.nthreads = n < 1 ? 1 : n;
+    pthread_atfork(NULL, NULL, after_fork_in_child);
+}
+
+int mt_num_threads(void) {
+    pthread_once(&pool_once, init_count);
+    return pool.nthreads;
+}
+
+void mt_set_num_threads(int n) {
+    pthread_once(&pool_once, init_count);
+    if (n < 1) n = 1;
+    if (n > MT_MAX_THREADS) n = MT_MAX_THREADS;
+    __atomic_store_n(&pool.nthreads, n, __ATOMIC_RELEASE);
+}
+
+static void run_tasks(void) {
+    mt_task_fn fn = pool.fn;
+    void *ctx = pool.ctx;
+    int64_t n = pool.ntasks;
+    for (;;) {
+        int64_t t = __atomic_fetch_add(&pool.next, 1, __ATOMIC_ACQ_REL);
+        if (t >= n) break;
+        fn(ctx, t);
+    }
+}
+
+static void *worker_main(void *arg) {
+    int index = (int)(intptr_t)arg;
+    int64_t seen = __atomic_load_n(&pool.generation, __ATOMIC_ACQUIRE);
+    for (;;) {
+        int spins = 0;
+        while (__atomic_load_n(&pool.generation, __ATOMIC_ACQUIRE) == seen && spins < MT_SPIN_ITERS) {
+            cpu_relax();
+            spins++;
+        }
+        if (__atomic_load_n(&pool.generation, __ATOMIC_ACQUIRE) == seen) {
+            pthread_mutex_lock(&pool.lock);
+            pool.sleepers++;
+            while (__atomic_load_n(&pool.generation, __ATOMIC_ACQUIRE) == seen)
+                pthread_cond_wait(&pool.wake, &pool.lock);
+            pool.sleepers--;
+            pthread_mutex_unlock(&pool.lock);
+        }
+        seen = __atomic_load_n(&pool.generation, __ATOMIC_ACQUIRE);
+        if (index < pool.active) run_tasks();
+        __atomic_fetch_sub(&pool.pending, 1, __ATOMIC_ACQ_REL);
+    }
+    return NULL;
+}
+
+/* Start workers up to want-1 (the caller is the other thread); returns how many run. */
+static int ensure_workers(int want) {
+    while (pool.started < want - 1) {
+        pthread_t th;
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        int err = pthread_create(&th, &attr, worker_main, (void *)(intptr_t)pool.started);
+        pthread_attr_destroy(&attr);
+        if (err) break;
+        pool.started++;
+    }
+    return pool.started;
+}
+
+static void run_inline(int64_t ntasks, mt_task_fn fn, void *ctx) {
+    for (int64_t t = 0; t < ntasks; t++) fn(ctx, t);
+}
+
+void mt_parallel_for(int64_t ntasks, mt_task_fn fn, void *ctx) {
+    int nthreads = mt_num_threads();
+    if (ntasks <= 1 || nthreads <= 1 || __atomic_exchange_n(&pool.busy, 1, __ATOMIC_ACQ_REL)) {
+        run_inline(ntasks, fn, ctx);
+        return;
+    }
+    int workers = ensure_workers(nthreads);
+    if (workers > ntasks - 1) workers = (int)(ntasks - 1);
+    if (workers == 0) {
+        __atomic_store_n(&pool.busy, 0, __ATOMIC_RELEASE);
+        run_inline(ntasks, fn, ctx);
+        return;
+    }
+    pool.fn = fn;
+    pool.ctx = ctx;
+    pool.ntasks = ntasks;
+    pool.active = workers;
+    __atomic_store_n(&pool.next, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&pool.pending, pool.started, __ATOMIC_RELAXED);
+    pthread_mutex_lock(&pool.lock);
+    __atomic_fetch_add(&pool.generation, 1, __ATOMIC_ACQ_REL);
+    if (pool.sleepers) pthread_cond_broadcast(&pool.wake);
+    pthread_mutex_unlock(&pool.lock);
+    run_tasks();
+    while (__atomic_load_n(&pool.pending, __ATOMIC_ACQUIRE) > 0) cpu_relax();
+    __atomic_store_n(&pool.busy, 0, __ATOMIC_RELEASE);
+}
+
+typedef struct {
+    mt_rows_fn fn;
+    void *ctx;
+    int64_t rows, chunk;
+} rows_job;
+
+static void rows_task(void *ctx, int64_t t) {
+    const rows_job *j = ctx;
+    int64_t r0 = t * j->chunk, r1 = r0 + j->chunk < j->rows ? r0 + j->chunk : j->rows;
+    if (r0 < r1) j->fn(j->ctx, r0, r1);
+}
+
+void mt_parallel_rows(int64_t rows, int64_t cost_per_row, mt_rows_fn fn, void *ctx) {
+    int threads = mt_num_threads();
+    if (rows < 2 || threads < 2 || rows * cost_per_row < MT_PAR_MIN_WORK) {
+        if (rows > 0) fn(ctx, 0, rows);
+        return;
+    }
+    int64_t ntasks = rows < threads ? rows : threads;
+    rows_job j = {fn, ctx, rows, (rows + ntasks - 1) / ntasks};
+    mt_parallel_for((rows + j.chunk - 1) / j.chunk, rows_task, &j);
+}
