@@ -14,7 +14,8 @@ class Reshape(Function):
         try:
             return a.reshape(shape)
         except (ValueError, TypeError):
-            raise ValueError(f"reshape: cannot reshape shape {a.shape} ({a.size} elements) into {shape}") from None
+            msg = f"reshape: cannot reshape shape {a.shape} ({a.size} elements) into {shape}"
+            raise ValueError(msg) from None
 
     @staticmethod
     def backward(ctx, g):
@@ -53,11 +54,27 @@ def _is_basic(index) -> bool:
     return all(isinstance(p, (int, np.integer, slice)) or p is None or p is Ellipsis for p in parts)
 
 
+def _check_index_dtypes(index) -> None:
+    """Array indices must be integers or bools; anything else is a TypeError naming its dtype."""
+    for part in index if isinstance(index, tuple) else (index,):
+        if isinstance(part, (np.ndarray, list)):
+            dtype = np.asarray(part).dtype
+            if dtype.kind not in "iub":
+                raise TypeError(f"getitem: index arrays must be integers or bools, got dtype {dtype}")
+
+
+def _check_axis(op: str, axis: int, ndim: int, shapes: list) -> None:
+    """Raise a ValueError naming the op when axis is not in [-ndim, ndim)."""
+    if not isinstance(axis, (int, np.integer)) or not -ndim <= axis < ndim:
+        raise ValueError(f"{op}: axis {axis} is out of range for shapes {shapes}")
+
+
 class GetItem(Function):
     """Indexing with ints, slices, integer arrays and boolean masks; repeated indices add up."""
 
     @staticmethod
     def forward(ctx, a, index=None):
+        _check_index_dtypes(index)
         ctx.index, ctx.shape, ctx.dtype = index, a.shape, a.dtype
         try:
             return a[index]
@@ -79,6 +96,7 @@ class Cat(Function):
     def forward(ctx, *arrays, axis=0):
         if not arrays:
             raise ValueError("cat: expected at least one tensor")
+        _check_axis("cat", axis, arrays[0].ndim, [a.shape for a in arrays])
         ctx.sizes = np.cumsum([a.shape[axis] for a in arrays])[:-1]
         ctx.axis = axis
         try:
@@ -99,6 +117,7 @@ class Stack(Function):
             raise ValueError("stack: expected at least one tensor")
         if len({a.shape for a in arrays}) != 1:
             raise ValueError(f"stack: all shapes must be equal, got {[a.shape for a in arrays]}")
+        _check_axis("stack", axis, arrays[0].ndim + 1, [a.shape for a in arrays])
         ctx.axis, ctx.count = axis, len(arrays)
         return np.stack(arrays, axis=axis)
 
