@@ -126,7 +126,9 @@ def test_repr_matches_pytorch_layout() -> None:
         "  (head): Linear(in_features=3, out_features=1, bias=False)\n"
         ")"
     )
-    assert repr(nn.LayerNorm(4)) == "LayerNorm((4,), eps=1e-05, elementwise_affine=True)"
+    assert repr(nn.LayerNorm(4)) == "LayerNorm((4,), eps=1e-05, elementwise_affine=True, bias=True)"
+    no_bias = "LayerNorm((4,), eps=1e-05, elementwise_affine=True, bias=False)"
+    assert repr(nn.LayerNorm(4, bias=False)) == no_bias
     assert repr(nn.Embedding(10, 3)) == "Embedding(10, 3)"
     assert repr(nn.Dropout(0.1)) == "Dropout(p=0.1)"
     assert repr(nn.Parameter(np.zeros(1, dtype=np.float32))).startswith("Parameter containing:\ntensor([0.]")
