@@ -169,7 +169,7 @@ class DiagnosticsRecorder:
         return arrays, meta
 
     def _ffn_stats(self, model: Any) -> dict[str, np.ndarray]:
-        """Per block: fraction of (input, position) pairs where each FFN neuron is > 0, its mean, mean per op."""
+        """Per block: share of real (input, position) pairs where each FFN neuron is > 0, its mean, per op."""
         if not hasattr(model, "ffn_activations"):
             return {}
         batch = encode_batch(self.stats_texts)
@@ -235,14 +235,14 @@ def load_epochs(run_dir: str | os.PathLike) -> dict[int, tuple[dict[str, np.ndar
 
 
 def export_bertviz(run_dir: str | os.PathLike, epoch: int, probe: str, write: bool = True) -> dict[str, Any]:
-    """Attention of one probe at one epoch in bertviz's layout: per block a (1, heads, T, T) list, plus tokens.
+    """One probe's attention at one epoch in bertviz's layout: per block a (1, heads, T, T) list, and tokens.
 
     With `write`, also saves diagnostics/bertviz_epoch_NNN_<probe>.json. In
     bertviz: `head_view([torch.tensor(a) for a in d["attention"]], d["tokens"])`.
     """
     snapshots = load_epochs(run_dir)
     if epoch not in snapshots:
-        raise ValueError(f"export_bertviz: no snapshot for epoch {epoch}; recorded epochs: {sorted(snapshots)}")
+        raise ValueError(f"export_bertviz: no snapshot of epoch {epoch}; recorded: {sorted(snapshots)}")
     arrays, meta = snapshots[epoch]
     probes = [p["probe"] for p in meta.get("probes", [])]
     if probe not in probes:

@@ -106,7 +106,7 @@ def series(run: RunData, key: str) -> tuple[np.ndarray, np.ndarray]:
     pts = [(r["epoch"], r[key]) for r in run.epochs if r.get(key) is not None]
     if not pts:
         return np.array([]), np.array([])
-    x, y = zip(*pts)
+    x, y = zip(*pts, strict=False)
     return np.asarray(x, dtype=float), np.asarray(y, dtype=float)
 
 
@@ -148,10 +148,12 @@ def fig_loss(run: RunData, out: Path) -> Path | None:
         x, y = series(run, key)
         if len(x):
             ax.plot(x, y, marker=".", label=label)
-    ax.axhline(CHANCE_LOSS, color="grey", ls="--", lw=1, label=f"chance (ln {len(VOCAB)} = {CHANCE_LOSS:.2f})")
+    chance = f"chance (ln {len(VOCAB)} = {CHANCE_LOSS:.2f})"
+    ax.axhline(CHANCE_LOSS, color="grey", ls="--", lw=1, label=chance)
     if "test/loss" in run.final:
         x, _ = series(run, "val/loss")
-        ax.scatter([x[-1] if len(x) else 0], [run.final["test/loss"]], color="k", zorder=5, label="test (final)")
+        ax.scatter([x[-1] if len(x) else 0], [run.final["test/loss"]], color="k", zorder=5,
+                   label="test (final)")
     ax.set(xlabel="epoch", ylabel="cross-entropy", title="Loss", yscale="log")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
@@ -171,7 +173,8 @@ def fig_accuracy(run: RunData, out: Path) -> Path | None:
     ax.axhline(CHANCE_ACC, color="grey", ls="--", lw=1, label="chance (1/10)")
     if "test/acc" in run.final:
         x, _ = series(run, "val/acc")
-        ax.scatter([x[-1] if len(x) else 0], [run.final["test/acc"]], color="k", zorder=5, label="test (final)")
+        ax.scatter([x[-1] if len(x) else 0], [run.final["test/acc"]], color="k", zorder=5,
+                   label="test (final)")
     ax.set(xlabel="epoch", ylabel="accuracy", title="Accuracy", ylim=(0, 1.02))
     ax.legend(fontsize=8, loc="lower right")
     ax.grid(alpha=0.3)
@@ -254,7 +257,8 @@ def fig_confusion_ops(run: RunData, out: Path) -> Path | None:
     ax.set_xticks(range(len(OPS)), OPS)
     ax.set_yticks(range(len(OPS)), OPS)
     ax.set(xlabel="prediction equals the answer of", ylabel="operation asked",
-           title="Test: which operation's answer the model gave\n(answers can coincide, so rows need not sum to 1)")
+           title="Test: which operation's answer the model gave\n"
+                 "(answers can coincide, so rows need not sum to 1)")
     fig.colorbar(im, ax=ax, fraction=0.046)
     return _save(fig, out / "confusion_ops.png")
 
@@ -266,7 +270,7 @@ def fig_confusion_digits(run: RunData, out: Path) -> Path | None:
     plt = _plt()
     panels = [("all operations", None)] + [(op, op) for op in OPS]
     fig, axes = plt.subplots(2, 3, figsize=(12, 7.5))
-    for ax, (title, op) in zip(axes.flat, panels):
+    for ax, (title, op) in zip(axes.flat, panels, strict=False):
         m = digit_confusion(run.predictions, op)
         rows = m / np.maximum(m.sum(axis=1, keepdims=True), 1)
         ax.imshow(rows, vmin=0, vmax=1, cmap="Blues")
@@ -344,7 +348,7 @@ def fig_attention_sharpness(run: RunData, out: Path) -> Path | None:
     blocks = sorted({b for _, b in data})
     plt = _plt()
     fig, axes = plt.subplots(1, len(blocks), figsize=(4.5 * len(blocks), 3.4), squeeze=False)
-    for ax, b in zip(axes[0], blocks):
+    for ax, b in zip(axes[0], blocks, strict=False):
         per_epoch: dict[int, list[np.ndarray]] = {}
         for (_, block), by_epoch in data.items():
             if block != b:
@@ -363,7 +367,9 @@ def fig_attention_sharpness(run: RunData, out: Path) -> Path | None:
     return _save(fig, out / "attention_sharpness.png")
 
 
-def pca_2d(matrix: np.ndarray, reference: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def pca_2d(
+    matrix: np.ndarray, reference: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(coords (n, 2), components (2, d), explained-variance ratios) of a centred matrix, by numpy SVD.
 
     Signs are chosen to agree with `reference` components, so panels of
@@ -391,7 +397,7 @@ def fig_embeddings(run: RunData, out: Path) -> Path | None:
     cols = min(len(epochs), 4)
     rows = math.ceil(len(epochs) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.4 * rows), squeeze=False)
-    for ax, e in zip(axes.flat, epochs):
+    for ax, e in zip(axes.flat, epochs, strict=False):
         emb = run.snapshots[e][0]["embedding"]
         coords, _, ratio = pca_2d(emb, ref)
         for t, tok in enumerate(VOCAB[: len(coords)]):
@@ -467,7 +473,7 @@ def layer_series(run: RunData, prefix: str) -> dict[str, tuple[np.ndarray, np.nd
         pts = [(r["epoch"], math.sqrt(sum(float(r[k]) ** 2 for k in ks))) for r in run.epochs
                if all(r.get(k) is not None for k in ks)]
         if pts:
-            x, y = zip(*pts)
+            x, y = zip(*pts, strict=False)
             out[name] = (np.asarray(x), np.asarray(y))
     return out
 
@@ -517,7 +523,7 @@ def fig_probe_confidence(run: RunData, out: Path) -> Path | None:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 3.6))
     for probe, pts in rows.items():
-        x, y = zip(*pts)
+        x, y = zip(*pts, strict=False)
         ax.plot(x, y, marker="o", label=probe)
     ax.set(title="Probability of the correct answer for each probe", xlabel="epoch", ylabel="p(answer)",
            ylim=(0, 1.02))
@@ -531,7 +537,8 @@ FIGURES: list[tuple[str, Callable[[RunData, Path], Any]]] = [
     ("Confusion between operations", fig_confusion_ops), ("Confusion of digits", fig_confusion_digits),
     ("Attention sharpening", fig_attention_sharpness), ("Attention heatmaps", fig_attention),
     ("Probe confidence", fig_probe_confidence), ("Embedding PCA", fig_embeddings),
-    ("FFN activations", fig_ffn), ("Gradients and updates", fig_gradients), ("Learning-rate schedule", fig_lr),
+    ("FFN activations", fig_ffn), ("Gradients and updates", fig_gradients),
+    ("Learning-rate schedule", fig_lr),
 ]
 
 
@@ -554,16 +561,17 @@ def summary_rows(run: RunData) -> list[tuple[str, str]]:
     if run.epochs:
         last = run.epochs[-1]
         rows.append(("epochs trained", str(last["epoch"])))
-        rows.append(("final train / validation accuracy", f"{pct(last.get('train/acc'))} / {pct(last.get('val/acc'))}"))
+        rows.append(("final train / validation accuracy",
+                     f"{pct(last.get('train/acc'))} / {pct(last.get('val/acc'))}"))
         rows.append(("final train / validation loss", f"{last.get('train/loss', float('nan')):.4f} / "
                                                       f"{last.get('val/loss', float('nan')):.4f}"))
         for t in THRESHOLDS:
             e = first_epoch_reaching(run, "val/acc", t)
-            rows.append((f"validation accuracy first >= {100 * t:g}%", "never" if e is None else f"epoch {e}"))
+            rows.append((f"validation accuracy first >= {100 * t:g}%", _epoch_or_never(e)))
         for op in OPS:
             e = first_epoch_reaching(run, f"val/acc/{op}", 0.9)
             if any(f"val/acc/{op}" in r for r in run.epochs):
-                rows.append((f"{op}: validation accuracy first >= 90%", "never" if e is None else f"epoch {e}"))
+                rows.append((f"{op}: validation accuracy first >= 90%", _epoch_or_never(e)))
     if "time/train_s" in f:
         rows.append(("training wall time", f"{f['time/train_s']:.1f} s"))
     seconds = run.diag_index.get("seconds", {})
@@ -572,6 +580,10 @@ def summary_rows(run: RunData) -> list[tuple[str, str]]:
         share = f" ({100 * total / f['time/train_s']:.2f}% of training)" if f.get("time/train_s") else ""
         rows.append(("diagnostics snapshots", f"{len(seconds)} taking {1000 * total:.0f} ms in all{share}"))
     return rows
+
+
+def _epoch_or_never(epoch: int | None) -> str:
+    return "never" if epoch is None else f"epoch {epoch}"
 
 
 def hardest_inputs(run: RunData, n: int = 12) -> list[dict[str, Any]]:
@@ -609,7 +621,8 @@ padding:0 1em;color:#222}
 h1{font-size:1.6em}h2{font-size:1.2em;border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}
 table{border-collapse:collapse;font-size:.9em;margin:.5em 0}td,th{border:1px solid #ddd;padding:.25em .6em;
 text-align:left}th{background:#f4f4f4}img{max-width:100%;display:block;margin:.6em 0}
-.note{background:#fff7e0;border-left:4px solid #f0b400;padding:.4em .8em}code{background:#f4f4f4;padding:0 .2em}
+.note{background:#fff7e0;border-left:4px solid #f0b400;padding:.4em .8em}
+code{background:#f4f4f4;padding:0 .2em}
 """
 
 
