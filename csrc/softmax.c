@@ -65,7 +65,7 @@ void mt_softmax_backward(const float *y, const float *g, float *dx, int64_t rows
     mt_parallel_rows(rows, 2 * cols, softmax_backward_rows, &s);
 }
 
-/* y = x - max - log(sum exp(x - max)). */
+/* y = (x - max) - log(sum exp(x - max)). */
 static MT_CLONES void log_softmax_rows(void *ctx, int64_t r0, int64_t r1) {
     const softmax_job *s = ctx;
     int64_t n = s->cols;
@@ -77,9 +77,10 @@ static MT_CLONES void log_softmax_rows(void *ctx, int64_t r0, int64_t r1) {
         for (int64_t j = 0; j < n; j++) m = x[j] > m ? x[j] : m;
 #pragma omp simd reduction(+ : sum)
         for (int64_t j = 0; j < n; j++) sum += mt_expf(x[j] - m);
-        float shift = m + logf(sum);
+        float log_sum = logf(sum);
 #pragma omp simd
-        for (int64_t j = 0; j < n; j++) y[j] = x[j] - shift;
+        for (int64_t j = 0; j < n; j++) y[j] = (x[j] - m) - log_sum; /* not x - (m + log_sum): keeps
+                                                                       small terms when |m| is huge */
     }
 }
 

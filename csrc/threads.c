@@ -36,6 +36,7 @@ static struct {
 } pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
 
 static pthread_once_t pool_once = PTHREAD_ONCE_INIT;
+static int64_t start_generation[MT_MAX_THREADS];
 
 static inline void cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -98,7 +99,9 @@ static void run_tasks(void) {
 
 static void *worker_main(void *arg) {
     int index = (int)(intptr_t)arg;
-    int64_t seen = __atomic_load_n(&pool.generation, __ATOMIC_ACQUIRE);
+    /* The generation when this worker was created, not when it first runs: a job posted in
+     * between must still find it. */
+    int64_t seen = start_generation[index];
     for (;;) {
         int spins = 0;
         while (__atomic_load_n(&pool.generation, __ATOMIC_ACQUIRE) == seen && spins < MT_SPIN_ITERS) {
@@ -127,6 +130,7 @@ static int ensure_workers(int want) {
         pthread_attr_t attr;
         pthread_attr_init(&attr);
         pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        start_generation[pool.started] = __atomic_load_n(&pool.generation, __ATOMIC_ACQUIRE);
         int err = pthread_create(&th, &attr, worker_main, (void *)(intptr_t)pool.started);
         pthread_attr_destroy(&attr);
         if (err) break;

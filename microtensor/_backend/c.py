@@ -1,0 +1,442 @@
+"""The C backend: every kernel of `reference.py`, same signatures, run by the cffi extension.
+
+float32 arrays go to C; any other float dtype (float64 for gradcheck, float16, ...)
+goes to the numpy reference. The C code trusts its caller, so this module checks
+everything first: arrays are ndarrays, float32 in native byte order, C-contiguous
+(copied once with np.ascontiguousarray when not), shapes agree, and targets and
+embedding ids lie in range. A bad argument raises ValueError/TypeError naming the
+kernel; no Python input reaches C in a shape that could make it read or write out
+of bounds. Pointers are made with `ffi.from_buffer` (the cheapest way cffi has).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import reference
+from ._kernels import ffi, lib
+
+NAME = "c"
+ISA = ffi.string(lib.mt_sgemm_isa()).decode()
+
+_F32 = np.dtype(np.float32)
+_I64 = np.dtype(np.int64)
+_NULL = ffi.NULL
+_from_buffer = ffi.from_buffer
+
+
+def num_threads() -> int:
+    """Threads the kernels may use (MICROTENSOR_NUM_THREADS caps it at load time)."""
+    return int(lib.mt_num_threads())
+
+
+def set_num_threads(n: int) -> None:
+    """Cap the kernels' threads at n (>= 1) from now on."""
+    lib.mt_set_num_threads(int(n))
+
+
+def _fp(a: np.ndarray):
+    """A float* cdata over a C-contiguous float32 array (no copy)."""
+    return _from_buffer("float[]", a)
+
+
+def _is_f32(kernel: str, *arrays: np.ndarray) -> bool:
+    """True when every array is native float32; False routes to the reference; TypeError for non-arrays."""
+    f32 = True
+    for a in arrays:
+        if not isinstance(a, np.ndarray):
+            raise TypeError(f"{kernel}: expected numpy arrays, got {type(a).__name__}")
+        if a.dtype is not _F32:
+            f32 = False
+    return f32
+
+
+def _contig(a: np.ndarray) -> np.ndarray:
+    """a itself when C-contiguous, else one contiguous copy."""
+    return a if a.flags.c_contiguous else np.ascontiguousarray(a)
+
+
+def _need(kernel: str, ok: bool, message: str) -> None:
+    """Raise ValueError naming the kernel unless ok."""
+    if not ok:
+        raise ValueError(f"{kernel}: {message}")
+
+
+def _ids(kernel: str, what: str, ids: np.ndarray, limit: int, ignore: int | None = None) -> np.ndarray:
+    """ids as contiguous int64, after checking each lies in [0, limit) (or equals `ignore`)."""
+    if not isinstance(ids, np.ndarray):
+        ids = np.asarray(ids)
+    if ids.dtype.kind not in "iu":
+        raise TypeError(f"{kernel}: {what} must be integers, got dtype {ids.dtype}")
+    ids = np.ascontiguousarray(ids, dtype=np.int64)
+    if ids.size and (ids.min() < 0 or ids.max() >= limit):
+        bad = (ids < 0) | (ids >= limit)
+        if ignore is not None:
+            bad &= ids != ignore
+        if bad.any():
+            raise ValueError(
+                f"{kernel}: {what} must lie in [0, {limit})"
+                + (f" or equal ignore_index={ignore}" if ignore is not None else "")
+                + f"; found {ids[bad][0]}"
+            )
+    return ids
+
+
+# ---------------------------------------------------------------- matmul
+
+
+def _operand(a: np.ndarray, trans: bool) -> tuple[np.ndarray, bool]:
+    """A 2-D operand as a C-contiguous array and transpose flag; a transposed view costs no copy."""
+    if a.flags.c_contiguous:
+        return a, trans
+    if a.flags.f_contiguous:
+        return a.T, not trans
+    return np.ascontiguousarray(a), trans
+
+
+def _matmul2(a: np.ndarray, b: np.ndarray, trans_a: bool, trans_b: bool) -> np.ndarray:
+    """op(a) @ op(b) for 2-D float32 arrays through mt_sgemm."""
+    a, trans_a = _operand(a, trans_a)
+    b, trans_b = _operand(b, trans_b)
+    m, k = (a.shape[1], a.shape[0]) if trans_a else a.shape
+    k2, n = (b.shape[1], b.shape[0]) if trans_b else b.shape
+    if k != k2:
+        raise ValueError(
+            f"matmul: inner dimensions differ: op(a) is {m}x{k} (a {a.shape}, trans_a={trans_a}) "
+            f"but op(b) is {k2}x{n} (b {b.shape}, trans_b={trans_b})"
+        )
+    out = np.empty((m, n), _F32)
+    lib.mt_sgemm(trans_a, trans_b, m, n, k, 1.0, _fp(a), max(a.shape[1], 1), _fp(b), max(b.shape[1], 1),
+                 0.0, _fp(out), max(n, 1))
+    return out
+
+
+def _matmul3(a: np.ndarray, b: np.ndarray, trans_a: bool, trans_b: bool) -> np.ndarray:
+    """Batched op(a) @ op(b) for 3-D/2-D float32 arrays; a batch of 1 or a 2-D operand broadcasts."""
+    if a.ndim == 3 and b.ndim == 2 and not trans_a and a.flags.c_contiguous:
+        out = _matmul2(a.reshape(-1, a.shape[2]), b, False, trans_b)
+        return out.reshape(a.shape[0], a.shape[1], out.shape[1])
+    a3 = _contig(a if a.ndim == 3 else a[None])
+    b3 = _contig(b if b.ndim == 3 else b[None])
+    batch = max(a3.shape[0], b3.shape[0])
+    _need("matmul", a3.shape[0] in (1, batch) and b3.shape[0] in (1, batch),
+          f"batch sizes differ: a {a.shape}, b {b.shape}")
+    m, k = (a3.shape[2], a3.shape[1]) if trans_a else a3.shape[1:]
+    k2, n = (b3.shape[2], b3.shape[1]) if trans_b else b3.shape[1:]
+    _need("matmul", k == k2, f"inner dimensions differ: op(a) is {m}x{k} (a {a.shape}, trans_a={trans_a}) "
+          f"but op(b) is {k2}x{n} (b {b.shape}, trans_b={trans_b})")
+    out = np.empty((batch, m, n), _F32)
+    stride_a = 0 if a3.shape[0] == 1 else m * k
+    stride_b = 0 if b3.shape[0] == 1 else k * n
+    lib.mt_sgemm_strided_batched(trans_a, trans_b, m, n, k, 1.0, _fp(a3), max(a3.shape[2], 1), stride_a,
+                                 _fp(b3), max(b3.shape[2], 1), stride_b, 0.0, _fp(out), max(n, 1), m * n,
+                                 batch)
+    return out
+
+
+def matmul(a: np.ndarray, b: np.ndarray, trans_a: bool = False, trans_b: bool = False) -> np.ndarray:
+    """op(a) @ op(b) for 2-D or 3-D arrays (a 2-D operand or batch of 1 broadcasts); others go to numpy."""
+    if not _is_f32("matmul", a, b):
+        return reference.matmul(a, b, trans_a, trans_b)
+    if a.ndim == 2 and b.ndim == 2:
+        return _matmul2(a, b, bool(trans_a), bool(trans_b))
+    if a.ndim in (2, 3) and b.ndim in (2, 3):
+        return _matmul3(a, b, bool(trans_a), bool(trans_b))
+    return reference.matmul(a, b, trans_a, trans_b)
+
+
+def linear(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
+    """x @ w.T + bias for x (..., in), w (out, in), bias (out,) or None, in one fused sgemm."""
+    if not _is_f32("linear", x, w, *(() if bias is None else (bias,))):
+        return reference.linear(x, w, bias)
+    _need("linear", w.ndim == 2 and x.ndim >= 1 and x.shape[-1] == w.shape[1],
+          f"x {x.shape} must end in in_features and w {w.shape} be (out_features, in_features)")
+    n_out, n_in = w.shape
+    _need("linear", bias is None or bias.shape == (n_out,),
+          f"bias {getattr(bias, 'shape', None)} must be ({n_out},)")
+    x2 = _contig(x).reshape(-1, n_in)
+    w = _contig(w)
+    out = np.empty((x2.shape[0], n_out), _F32)
+    lib.mt_linear_forward(_fp(x2), _fp(w), _NULL if bias is None else _fp(_contig(bias)), _fp(out),
+                          x2.shape[0], n_in, n_out)
+    return out.reshape(*x.shape[:-1], n_out)
+
+
+# ---------------------------------------------------------------- softmax
+
+
+def softmax_forward(x: np.ndarray, causal: bool = False) -> np.ndarray:
+    """Softmax over the last axis; `causal` masks j > i (aligned to the last query) of the last two axes."""
+    if not _is_f32("softmax_forward", x):
+        return reference.softmax_forward(x, causal)
+    _need("softmax_forward", x.ndim >= (2 if causal else 1),
+          f"x {x.shape} needs {'2' if causal else '1'}+ dimensions")
+    x = _contig(x)
+    y = np.empty_like(x)
+    cols = x.shape[-1]
+    lib.mt_softmax_forward(_fp(x), _fp(y), x.size // max(cols, 1), cols, x.shape[-2] if causal else 0)
+    return y
+
+
+def _rowwise_backward(kernel: str, fn, y: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """dx from a row-wise backward kernel fn(y, g, dx, rows, cols) after shape checks."""
+    _need(kernel, y.shape == g.shape and y.ndim >= 1, f"y {y.shape} and g {g.shape} must have one shape")
+    y, g = _contig(y), _contig(g)
+    dx = np.empty_like(y)
+    cols = y.shape[-1]
+    fn(_fp(y), _fp(g), _fp(dx), y.size // max(cols, 1), cols)
+    return dx
+
+
+def softmax_backward(y: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """Gradient of softmax given its output y and the upstream gradient g."""
+    if not _is_f32("softmax_backward", y, g):
+        return reference.softmax_backward(y, g)
+    return _rowwise_backward("softmax_backward", lib.mt_softmax_backward, y, g)
+
+
+def log_softmax_forward(x: np.ndarray) -> np.ndarray:
+    """Log-softmax over the last axis (log-sum-exp stable)."""
+    if not _is_f32("log_softmax_forward", x):
+        return reference.log_softmax_forward(x)
+    _need("log_softmax_forward", x.ndim >= 1, f"x {x.shape} needs 1+ dimensions")
+    x = _contig(x)
+    y = np.empty_like(x)
+    cols = x.shape[-1]
+    lib.mt_log_softmax_forward(_fp(x), _fp(y), x.size // max(cols, 1), cols)
+    return y
+
+
+def log_softmax_backward(y: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """Gradient of log-softmax given its output y and the upstream gradient g."""
+    if not _is_f32("log_softmax_backward", y, g):
+        return reference.log_softmax_backward(y, g)
+    return _rowwise_backward("log_softmax_backward", lib.mt_log_softmax_backward, y, g)
+
+
+# ---------------------------------------------------------------- layernorm
+
+
+def _affine(kernel: str, a: np.ndarray | None, what: str, c: int) -> object:
+    """A float* for an optional per-feature vector of length c, or NULL."""
+    if a is None:
+        return _NULL
+    _need(kernel, a.shape == (c,), f"{what} {a.shape} must be ({c},)")
+    return _fp(_contig(a))
+
+
+def layernorm_forward(
+    x: np.ndarray, weight: np.ndarray | None, bias: np.ndarray | None, eps: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Normalise the last axis of x; returns (y, mean, rstd) with mean/rstd of shape x.shape[:-1]."""
+    extra = tuple(a for a in (weight, bias) if a is not None)
+    if not _is_f32("layernorm_forward", x, *extra):
+        return reference.layernorm_forward(x, weight, bias, eps)
+    _need("layernorm_forward", x.ndim >= 1 and x.shape[-1] > 0, f"x {x.shape} needs a non-empty last axis")
+    c = x.shape[-1]
+    w, b = _affine("layernorm_forward", weight, "weight", c), _affine("layernorm_forward", bias, "bias", c)
+    x = _contig(x)
+    y = np.empty_like(x)
+    mean = np.empty(x.shape[:-1], _F32)
+    rstd = np.empty(x.shape[:-1], _F32)
+    lib.mt_layernorm_forward(_fp(x), w, b, _fp(y), _fp(mean), _fp(rstd), x.size // c, c, float(eps))
+    return y, mean, rstd
+
+
+def layernorm_backward(
+    g: np.ndarray, x: np.ndarray, weight: np.ndarray | None, mean: np.ndarray, rstd: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Gradients (dx, dweight, dbias) of layernorm over the last axis of x."""
+    extra = () if weight is None else (weight,)
+    if not _is_f32("layernorm_backward", g, x, mean, rstd, *extra):
+        return reference.layernorm_backward(g, x, weight, mean, rstd)
+    _need("layernorm_backward", x.ndim >= 1 and x.shape[-1] > 0 and g.shape == x.shape,
+          f"g {g.shape} and x {x.shape} must have one shape with a non-empty last axis")
+    c = x.shape[-1]
+    rows = x.size // c
+    _need("layernorm_backward", mean.size == rows and rstd.size == rows,
+          f"mean {mean.shape} and rstd {rstd.shape} must hold one value per row of x {x.shape}")
+    w = _affine("layernorm_backward", weight, "weight", c)
+    g, x, mean, rstd = _contig(g), _contig(x), _contig(mean), _contig(rstd)
+    dx = np.empty_like(x)
+    dw = np.empty(c, _F32)
+    db = np.empty(c, _F32)
+    lib.mt_layernorm_backward(_fp(g), _fp(x), w, _fp(mean), _fp(rstd), _fp(dx), _fp(dw), _fp(db), rows, c)
+    return dx, dw, db
+
+
+# ---------------------------------------------------------------- attention
+
+
+def _heads(kernel: str, q: np.ndarray, k: np.ndarray, v: np.ndarray) -> tuple[int, int, int, int]:
+    """(BH, Tq, Tk, D) after checking q (..., Tq, D) and k, v (..., Tk, D) agree."""
+    _need(kernel, q.ndim >= 3 and k.shape == v.shape and k.ndim == q.ndim
+          and k.shape[:-2] == q.shape[:-2] and k.shape[-1] == q.shape[-1],
+          f"q {q.shape}, k {k.shape}, v {v.shape} must be (BH, Tq, D), (BH, Tk, D), (BH, Tk, D)")
+    bh = int(np.prod(q.shape[:-2]))
+    return bh, q.shape[-2], k.shape[-2], q.shape[-1]
+
+
+def attention_forward(
+    q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray | None, causal: bool, scale: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fused scaled-dot-product attention; returns (out, weights). `mask` (True = attend) broadcasts."""
+    if not _is_f32("attention_forward", q, k, v):
+        return reference.attention_forward(q, k, v, mask, causal, scale)
+    bh, tq, tk, d = _heads("attention_forward", q, k, v)
+    mask_ptr = _NULL
+    if mask is not None:
+        mask = np.asarray(mask)
+        try:
+            full = np.broadcast_to(mask, q.shape[:-1] + (tk,))
+        except ValueError:
+            raise ValueError(f"attention_forward: mask {mask.shape} does not broadcast to "
+                             f"{q.shape[:-1] + (tk,)}") from None
+        full = np.ascontiguousarray(full if full.dtype == np.bool_ else full != 0)
+        mask_ptr = ffi.from_buffer("uint8_t[]", full.view(np.uint8))
+    q, k, v = _contig(q), _contig(k), _contig(v)
+    out = np.empty_like(q)
+    weights = np.empty(q.shape[:-1] + (tk,), _F32)
+    lib.mt_attention_forward(_fp(q), _fp(k), _fp(v), mask_ptr, bool(causal), float(scale), _fp(out),
+                             _fp(weights), bh, tq, tk, d)
+    return out, weights
+
+
+def attention_backward(
+    g: np.ndarray, q: np.ndarray, k: np.ndarray, v: np.ndarray, weights: np.ndarray, scale: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Gradients (dq, dk, dv) of attention from the weights the forward pass saved."""
+    if not _is_f32("attention_backward", g, q, k, v, weights):
+        return reference.attention_backward(g, q, k, v, weights, scale)
+    bh, tq, tk, d = _heads("attention_backward", q, k, v)
+    _need("attention_backward", g.shape == q.shape and weights.shape == q.shape[:-1] + (tk,),
+          f"g {g.shape} must match q {q.shape} and weights {weights.shape} be {q.shape[:-1] + (tk,)}")
+    g, q, k, v, weights = _contig(g), _contig(q), _contig(k), _contig(v), _contig(weights)
+    dq, dk, dv = np.empty_like(q), np.empty_like(k), np.empty_like(v)
+    lib.mt_attention_backward(_fp(g), _fp(q), _fp(k), _fp(v), _fp(weights), float(scale), _fp(dq), _fp(dk),
+                              _fp(dv), bh, tq, tk, d)
+    return dq, dk, dv
+
+
+# ---------------------------------------------------------------- cross-entropy
+
+
+def _ce_args(kernel: str, logits: np.ndarray, targets: np.ndarray, ignore_index: int) -> tuple:
+    """(logits, int64 targets) checked: logits (N, C), targets (N,) in [0, C) or == ignore_index."""
+    _need(kernel, logits.ndim == 2, f"logits {logits.shape} must be (N, C)")
+    n, c = logits.shape
+    targets = _ids(kernel, "targets", targets, c, int(ignore_index))
+    _need(kernel, targets.shape == (n,), f"targets {targets.shape} must be ({n},) for logits {logits.shape}")
+    return _contig(logits), targets
+
+
+def cross_entropy_forward(
+    logits: np.ndarray, targets: np.ndarray, ignore_index: int
+) -> tuple[float, int, np.ndarray]:
+    """(loss sum, rows counted, dlogits = softmax - onehot) in one pass; ignored rows count 0."""
+    if not _is_f32("cross_entropy_forward", logits):
+        return reference.cross_entropy_forward(logits, targets, ignore_index)
+    logits, targets = _ce_args("cross_entropy_forward", logits, targets, ignore_index)
+    dlogits = np.empty_like(logits)
+    loss = ffi.new("double *")
+    count = ffi.new("int64_t *")
+    lib.mt_cross_entropy_forward(_fp(logits), ffi.from_buffer("int64_t[]", targets), int(ignore_index),
+                                 _fp(dlogits), loss, count, logits.shape[0], logits.shape[1])
+    return float(loss[0]), int(count[0]), dlogits
+
+
+def cross_entropy_rows(logits: np.ndarray, targets: np.ndarray, ignore_index: int) -> np.ndarray:
+    """Per-row cross-entropy losses (0 for ignored rows), for reduction='none'."""
+    if not _is_f32("cross_entropy_rows", logits):
+        return reference.cross_entropy_rows(logits, targets, ignore_index)
+    logits, targets = _ce_args("cross_entropy_rows", logits, targets, ignore_index)
+    losses = np.empty(logits.shape[0], _F32)
+    lib.mt_cross_entropy_rows(_fp(logits), ffi.from_buffer("int64_t[]", targets), int(ignore_index),
+                              _fp(losses), logits.shape[0], logits.shape[1])
+    return losses
+
+
+# ---------------------------------------------------------------- gelu
+
+
+def gelu_forward(x: np.ndarray) -> np.ndarray:
+    """GELU, tanh approximation, elementwise."""
+    if not _is_f32("gelu_forward", x):
+        return reference.gelu_forward(x)
+    x = _contig(x)
+    y = np.empty_like(x)
+    lib.mt_gelu_forward(_fp(x), _fp(y), x.size)
+    return y
+
+
+def gelu_backward(x: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """Gradient of the tanh-approximated GELU."""
+    if not _is_f32("gelu_backward", x, g):
+        return reference.gelu_backward(x, g)
+    _need("gelu_backward", x.shape == g.shape, f"x {x.shape} and g {g.shape} must have one shape")
+    x, g = _contig(x), _contig(g)
+    dx = np.empty_like(x)
+    lib.mt_gelu_backward(_fp(x), _fp(g), _fp(dx), x.size)
+    return dx
+
+
+# ---------------------------------------------------------------- adam
+
+
+def adam_update(
+    param: np.ndarray,
+    grad: np.ndarray,
+    m: np.ndarray,
+    v: np.ndarray,
+    step: int,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+    decoupled: bool,
+) -> None:
+    """One Adam/AdamW step over flat buffers, in place (non-contiguous buffers go to numpy)."""
+    arrays = (param, grad, m, v)
+    if not _is_f32("adam_update", *arrays) or not all(a.flags.c_contiguous for a in arrays):
+        reference.adam_update(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled)
+        return
+    _need("adam_update", param.size == grad.size == m.size == v.size,
+          f"param {param.shape}, grad {grad.shape}, m {m.shape}, v {v.shape} must have one size")
+    _need("adam_update", param.flags.writeable and m.flags.writeable and v.flags.writeable,
+          "param, m and v must be writeable")
+    _need("adam_update", int(step) >= 1, f"step must be >= 1, got {step}")
+    lib.mt_adam_update(_fp(param), _fp(grad), _fp(m), _fp(v), param.size, int(step), float(lr), float(beta1),
+                       float(beta2), float(eps), float(weight_decay), bool(decoupled))
+
+
+# ---------------------------------------------------------------- embedding
+
+
+def embedding_forward(weight: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Rows of weight (V, D) picked by integer ids of any shape; result (*ids.shape, D)."""
+    if not _is_f32("embedding_forward", weight):
+        return reference.embedding_forward(weight, ids)
+    _need("embedding_forward", weight.ndim == 2, f"weight {weight.shape} must be (V, D)")
+    ids = _ids("embedding_forward", "ids", ids, weight.shape[0])
+    weight = _contig(weight)
+    out = np.empty(ids.shape + (weight.shape[1],), _F32)
+    lib.mt_embedding_forward(_fp(weight), ffi.from_buffer("int64_t[]", ids), _fp(out), ids.size,
+                             weight.shape[1])
+    return out
+
+
+def embedding_backward(ids: np.ndarray, g: np.ndarray, num_embeddings: int) -> np.ndarray:
+    """Scatter-add rows of g (*ids.shape, D) into a (num_embeddings, D) gradient."""
+    if not _is_f32("embedding_backward", g):
+        return reference.embedding_backward(ids, g, num_embeddings)
+    num_embeddings = int(num_embeddings)
+    _need("embedding_backward", num_embeddings >= 0, f"num_embeddings must be >= 0, got {num_embeddings}")
+    ids = _ids("embedding_backward", "ids", ids, num_embeddings)
+    _need("embedding_backward", g.ndim >= 1 and g.shape[:-1] == ids.shape,
+          f"g {g.shape} must be ids.shape {ids.shape} + (D,)")
+    g = _contig(g)
+    dweight = np.empty((num_embeddings, g.shape[-1]), _F32)
+    lib.mt_embedding_backward(ffi.from_buffer("int64_t[]", ids), _fp(g), _fp(dweight), ids.size, g.shape[-1],
+                              num_embeddings)
+    return dweight

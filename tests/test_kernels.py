@@ -1,0 +1,366 @@
+"""Every C kernel against its numpy reference, plus the argument checks that keep C in bounds."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+try:
+    c = importlib.import_module("microtensor._backend.c")
+except ImportError as err:  # the extension is not built: nothing here can run
+    pytest.skip(f"C kernels not built ({err})", allow_module_level=True)
+ref = importlib.import_module("microtensor._backend.reference")
+
+SIZES = [1, 3, 15, 16, 17, 33, 64]
+F32 = np.float32
+
+
+def rand(rng: np.random.Generator, *shape: int, scale: float = 1.0) -> np.ndarray:
+    """Standard-normal float32 values times scale."""
+    return (rng.standard_normal(shape) * scale).astype(F32)
+
+
+def close(actual, expected, rtol: float = 2e-5, atol: float = 2e-5) -> None:
+    """Assert float32 kernel output matches the (float64-evaluated) reference."""
+    np.testing.assert_allclose(np.asarray(actual, np.float64), np.asarray(expected, np.float64),
+                               rtol=rtol, atol=atol)
+
+
+def f64(*arrays: np.ndarray) -> list[np.ndarray]:
+    """float64 copies, so the reference is computed more precisely than the kernel."""
+    return [a.astype(np.float64) for a in arrays]
+
+
+# ---------------------------------------------------------------- sgemm
+
+
+@pytest.mark.parametrize("trans_a", [False, True])
+@pytest.mark.parametrize("trans_b", [False, True])
+@pytest.mark.parametrize("m,k,n", [(1, 1, 1), (1, 7, 1), (5, 1, 9), (17, 33, 31), (256, 64, 64),
+                                   (256, 64, 192), (64, 256, 64), (33, 300, 47), (300, 17, 500)])
+def test_matmul_2d(m: int, k: int, n: int, trans_a: bool, trans_b: bool) -> None:
+    rng = np.random.default_rng(m * 1000 + k * 10 + n)
+    a = rand(rng, *((k, m) if trans_a else (m, k)))
+    b = rand(rng, *((n, k) if trans_b else (k, n)))
+    close(c.matmul(a, b, trans_a, trans_b), ref.matmul(*f64(a, b), trans_a, trans_b), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("trans_a", [False, True])
+@pytest.mark.parametrize("trans_b", [False, True])
+def test_matmul_blocked_path(trans_a: bool, trans_b: bool) -> None:
+    rng = np.random.default_rng(7)
+    m, k, n = 261, 531, 333  # above the packing threshold, ragged against every tile size
+    a = rand(rng, *((k, m) if trans_a else (m, k)))
+    b = rand(rng, *((n, k) if trans_b else (k, n)))
+    close(c.matmul(a, b, trans_a, trans_b), ref.matmul(*f64(a, b), trans_a, trans_b), rtol=1e-4, atol=2e-4)
+
+
+@pytest.mark.parametrize("shapes", [((4, 5, 6), (4, 6, 7)), ((1, 5, 6), (3, 6, 7)), ((3, 5, 6), (6, 7)),
+                                    ((5, 6), (3, 6, 7)), ((128, 8, 16), (128, 16, 8))])
+def test_matmul_batched(shapes) -> None:
+    rng = np.random.default_rng(1)
+    a, b = rand(rng, *shapes[0]), rand(rng, *shapes[1])
+    close(c.matmul(a, b), ref.matmul(*f64(a, b)), rtol=1e-4, atol=1e-4)
+    bt = np.ascontiguousarray(np.swapaxes(b, -1, -2))
+    close(c.matmul(a, bt, False, True), ref.matmul(*f64(a, bt), False, True), rtol=1e-4, atol=1e-4)
+
+
+def test_matmul_views_and_zero_sizes() -> None:
+    rng = np.random.default_rng(2)
+    a, b = rand(rng, 40, 30), rand(rng, 50, 30)
+    close(c.matmul(a, b.T), a.astype(np.float64) @ b.T.astype(np.float64), rtol=1e-4, atol=1e-4)
+    close(c.matmul(a[:, ::2], b[:, ::2], False, True), ref.matmul(*f64(a[:, ::2], b[:, ::2]), False, True),
+          rtol=1e-4, atol=1e-4)
+    assert c.matmul(np.zeros((0, 3), F32), np.zeros((3, 4), F32)).shape == (0, 4)
+    assert np.all(c.matmul(np.zeros((2, 0), F32), np.zeros((0, 4), F32)) == 0)
+
+
+def test_sgemm_alpha_beta_leading_dims() -> None:
+    rng = np.random.default_rng(3)
+    big_a, big_b, big_c = rand(rng, 20, 40), rand(rng, 30, 50), rand(rng, 25, 60)
+    m, n, k = 9, 21, 13
+    expected = 0.5 * big_a[:m, :k] @ big_b[:k, :n] + 2.0 * big_c[:m, :n]
+    c.lib.mt_sgemm(0, 0, m, n, k, 0.5, c.ffi.from_buffer("float[]", big_a), 40,
+                   c.ffi.from_buffer("float[]", big_b), 50, 2.0, c.ffi.from_buffer("float[]", big_c), 60)
+    close(big_c[:m, :n], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_linear_matches_reference() -> None:
+    rng = np.random.default_rng(4)
+    for n, i, o in [(1, 1, 1), (256, 64, 192), (7, 33, 20), (32, 256, 64)]:
+        x, w, b = rand(rng, n, i), rand(rng, o, i), rand(rng, o)
+        close(c.linear(x, w, b), ref.linear(*f64(x, w, b)), rtol=1e-4, atol=1e-4)
+        close(c.linear(x, w, None), ref.linear(*f64(x, w), None), rtol=1e-4, atol=1e-4)
+    x3 = rand(rng, 4, 8, 64)
+    w, b = rand(rng, 16, 64), rand(rng, 16)
+    close(c.linear(x3, w, b), ref.linear(*f64(x3, w, b)), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("isa", ["avx2", "generic"])
+def test_lower_instruction_sets_agree(isa: str) -> None:
+    """The AVX2 and portable micro-kernels (forced in a child process) match the reference too."""
+    code = (
+        "import numpy as np; from microtensor._backend import c, reference as r\n"
+        f"assert c.ISA == {isa!r}, c.ISA\n"
+        "rng = np.random.default_rng(0)\n"
+        "for m, k, n in [(1, 1, 1), (7, 5, 3), (256, 64, 192), (65, 300, 41), (300, 270, 290)]:\n"
+        "    for ta in (0, 1):\n"
+        "        for tb in (0, 1):\n"
+        "            a = rng.standard_normal((k, m) if ta else (m, k)).astype(np.float32)\n"
+        "            b = rng.standard_normal((n, k) if tb else (k, n)).astype(np.float32)\n"
+        "            want = r.matmul(a.astype(float), b.astype(float), ta, tb)\n"
+        "            np.testing.assert_allclose(c.matmul(a, b, ta, tb), want, rtol=1e-4, atol=2e-4)\n"
+    )
+    env = dict(os.environ, MICROTENSOR_ISA=isa)
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+
+
+# ---------------------------------------------------------------- softmax
+
+
+@pytest.mark.parametrize("cols", SIZES)
+def test_softmax_forward_backward(cols: int) -> None:
+    rng = np.random.default_rng(cols)
+    x, g = rand(rng, 5, cols, scale=3.0), rand(rng, 5, cols)
+    y = c.softmax_forward(x)
+    close(y, ref.softmax_forward(x.astype(np.float64)))
+    close(c.softmax_backward(y, g), ref.softmax_backward(*f64(y, g)))
+    ly = c.log_softmax_forward(x)
+    close(ly, ref.log_softmax_forward(x.astype(np.float64)), rtol=1e-5, atol=1e-5)
+    close(c.log_softmax_backward(ly, g), ref.log_softmax_backward(*f64(ly, g)), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("t", [1, 4, 8, 17])
+def test_softmax_causal(t: int) -> None:
+    rng = np.random.default_rng(t)
+    x = rand(rng, 3, t, t, scale=2.0)
+    close(c.softmax_forward(x, causal=True), ref.softmax_forward(x.astype(np.float64), causal=True))
+    wide = rand(rng, 2, t, t + 5)  # rectangular: aligned so the last query sees every key
+    close(c.softmax_forward(wide, causal=True), ref.softmax_forward(wide.astype(np.float64), causal=True))
+
+
+def test_softmax_large_magnitude_stays_finite() -> None:
+    x = np.array([[1e4, -1e4, 3e4, 88.0], [-1e30, 1e30, 0.0, 5.0], [1e38, 1e38, -1e38, 0.0]], F32)
+    y = c.softmax_forward(x)
+    assert np.isfinite(y).all()
+    close(y, ref.softmax_forward(x.astype(np.float64)))
+    ly = c.log_softmax_forward(x)
+    assert np.isfinite(ly).all()
+    close(ly, ref.log_softmax_forward(x.astype(np.float64)), rtol=1e-6)
+
+
+def test_softmax_many_rows_threads() -> None:
+    rng = np.random.default_rng(9)
+    x, g = rand(rng, 2000, 37), rand(rng, 2000, 37)
+    y = c.softmax_forward(x)
+    close(y, ref.softmax_forward(x.astype(np.float64)))
+    close(c.softmax_backward(y, g), ref.softmax_backward(*f64(y, g)))
+
+
+# ---------------------------------------------------------------- layernorm
+
+
+@pytest.mark.parametrize("rows,cols", [(1, 1), (1, 5), (7, 16), (256, 64), (33, 17), (3000, 40)])
+@pytest.mark.parametrize("affine", [True, False])
+def test_layernorm(rows: int, cols: int, affine: bool) -> None:
+    rng = np.random.default_rng(rows + cols)
+    x, g = rand(rng, rows, cols, scale=2.0) + 3.0, rand(rng, rows, cols)
+    w, b = (rand(rng, cols), rand(rng, cols)) if affine else (None, None)
+    wd, bd = (w.astype(np.float64), b.astype(np.float64)) if affine else (None, None)
+    y, mean, rstd = c.layernorm_forward(x, w, b, 1e-5)
+    ry, rmean, rrstd = ref.layernorm_forward(x.astype(np.float64), wd, bd, 1e-5)
+    close(y, ry, rtol=1e-4, atol=1e-4)
+    close(mean, rmean, rtol=1e-5, atol=1e-5)
+    close(rstd, rrstd, rtol=1e-4, atol=1e-4)
+    grads = c.layernorm_backward(g, x, w, mean, rstd)
+    expected = ref.layernorm_backward(*f64(g, x), wd, *f64(mean, rstd))
+    for got, want in zip(grads, expected, strict=True):
+        close(got, want, rtol=1e-4, atol=2e-4 * np.sqrt(rows))
+
+
+# ---------------------------------------------------------------- attention
+
+
+def _attention_case(bh: int, tq: int, tk: int, d: int, seed: int):
+    rng = np.random.default_rng(seed)
+    return rand(rng, bh, tq, d), rand(rng, bh, tk, d), rand(rng, bh, tk, d), rand(rng, bh, tq, d)
+
+
+@pytest.mark.parametrize("bh,tq,tk,d", [(1, 1, 1, 1), (128, 8, 8, 16), (3, 5, 5, 17), (2, 4, 9, 33),
+                                        (2, 31, 31, 8)])
+@pytest.mark.parametrize("causal", [False, True])
+def test_attention(bh: int, tq: int, tk: int, d: int, causal: bool) -> None:
+    q, k, v, g = _attention_case(bh, tq, tk, d, bh + tq + d)
+    scale = 1.0 / np.sqrt(d)
+    out, w = c.attention_forward(q, k, v, None, causal, scale)
+    rout, rw = ref.attention_forward(*f64(q, k, v), None, causal, scale)
+    close(out, rout, rtol=1e-4, atol=1e-5)
+    close(w, rw, rtol=1e-4, atol=1e-6)
+    for got, want in zip(c.attention_backward(g, q, k, v, w, scale),
+                         ref.attention_backward(*f64(g, q, k, v, w), scale), strict=True):
+        close(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_attention_padding_mask_and_fully_masked_rows() -> None:
+    q, k, v, g = _attention_case(4, 6, 6, 16, 5)
+    rng = np.random.default_rng(6)
+    mask = rng.random((4, 6, 6)) > 0.4
+    mask[1, 2, :] = False  # a query with nothing to attend to
+    mask[3] = False
+    out, w = c.attention_forward(q, k, v, mask, True, 0.25)
+    rout, rw = ref.attention_forward(*f64(q, k, v), mask, True, 0.25)
+    assert np.isfinite(out).all() and np.isfinite(w).all()
+    assert not w[1, 2].any() and not out[1, 2].any() and not w[3].any()
+    close(out, rout, rtol=1e-4, atol=1e-5)
+    close(w, rw, rtol=1e-4, atol=1e-6)
+    expected = ref.attention_backward(*f64(g, q, k, v, w), 0.25)
+    for got, want in zip(c.attention_backward(g, q, k, v, w, 0.25), expected, strict=True):
+        assert np.isfinite(got).all()
+        close(got, want, rtol=1e-4, atol=1e-4)
+    key_padding = np.array([True, True, True, False, False, True])  # broadcasts over heads and queries
+    close(c.attention_forward(q, k, v, key_padding, False, 0.25)[0],
+          ref.attention_forward(*f64(q, k, v), key_padding, False, 0.25)[0], rtol=1e-4, atol=1e-5)
+
+
+# ---------------------------------------------------------------- cross-entropy
+
+
+@pytest.mark.parametrize("n,classes", [(1, 1), (1, 20), (256, 20), (7, 17), (300, 1000)])
+def test_cross_entropy(n: int, classes: int) -> None:
+    rng = np.random.default_rng(n + classes)
+    logits = rand(rng, n, classes, scale=4.0)
+    targets = rng.integers(0, classes, n)
+    targets[::3] = -100
+    loss, count, d = c.cross_entropy_forward(logits, targets, -100)
+    rloss, rcount, rd = ref.cross_entropy_forward(logits.astype(np.float64), targets, -100)
+    assert count == rcount
+    assert loss == pytest.approx(rloss, rel=1e-5, abs=1e-5)
+    close(d, rd)
+    close(c.cross_entropy_rows(logits, targets, -100), ref.cross_entropy_rows(logits.astype(np.float64),
+                                                                              targets, -100), atol=1e-5)
+
+
+def test_cross_entropy_large_logits_and_all_ignored() -> None:
+    logits = np.array([[1e4, -1e4, 0.0], [3e38, -3e38, 1.0], [-50.0, 50.0, 0.0]], F32)
+    targets = np.array([1, 0, 2])
+    loss, count, d = c.cross_entropy_forward(logits, targets, -1)
+    rloss, _, rd = ref.cross_entropy_forward(logits.astype(np.float64), targets, -1)
+    assert np.isfinite(loss) and np.isfinite(d).all() and count == 3
+    assert loss == pytest.approx(rloss, rel=1e-6)
+    close(d, rd)
+    loss, count, d = c.cross_entropy_forward(logits, np.full(3, 7), 7)
+    assert (loss, count) == (0.0, 0) and not d.any()
+
+
+# ---------------------------------------------------------------- gelu, adam, embedding
+
+
+@pytest.mark.parametrize("n", [1, 15, 16, 17, 1000, 100_003])
+def test_gelu(n: int) -> None:
+    rng = np.random.default_rng(n)
+    x, g = rand(rng, n, scale=3.0), rand(rng, n)
+    x[:3] = [-30.0, 30.0, 0.0][: min(3, n)]
+    close(c.gelu_forward(x), ref.gelu_forward(x.astype(np.float64)), rtol=1e-5, atol=1e-6)
+    close(c.gelu_backward(x, g), ref.gelu_backward(*f64(x, g)), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("decoupled,weight_decay", [(False, 0.0), (False, 0.1), (True, 0.1)])
+def test_adam_update(decoupled: bool, weight_decay: float) -> None:
+    rng = np.random.default_rng(11)
+    n = 1001
+    p, m, v = rand(rng, n), rand(rng, n) * 0.1, np.abs(rand(rng, n)) * 0.01
+    pr, mr, vr = p.astype(np.float64), m.astype(np.float64), v.astype(np.float64)
+    for step in range(1, 4):
+        grad = rand(rng, n)
+        c.adam_update(p, grad, m, v, step, 1e-2, 0.9, 0.999, 1e-8, weight_decay, decoupled)
+        ref.adam_update(pr, grad.astype(np.float64), mr, vr, step, 1e-2, 0.9, 0.999, 1e-8, weight_decay,
+                        decoupled)
+    close(p, pr, rtol=1e-5, atol=1e-6)
+    close(m, mr, rtol=1e-5, atol=1e-6)
+    close(v, vr, rtol=1e-5, atol=1e-7)
+
+
+def test_embedding() -> None:
+    rng = np.random.default_rng(12)
+    w = rand(rng, 20, 17)
+    ids = rng.integers(0, 20, (32, 8))
+    close(c.embedding_forward(w, ids), ref.embedding_forward(w, ids))
+    g = rand(rng, 256, 17)
+    flat = ids.reshape(-1)
+    want = ref.embedding_backward(flat, g.astype(np.float64), 20)
+    close(c.embedding_backward(flat, g, 20), want, atol=1e-5)
+    close(c.embedding_backward(flat.astype(np.int32), g, 20), ref.embedding_backward(flat, g, 20), atol=1e-5)
+
+
+# ---------------------------------------------------------------- routing and argument checks
+
+
+def test_float64_goes_to_the_reference() -> None:
+    rng = np.random.default_rng(13)
+    a, b = rng.standard_normal((5, 6)), rng.standard_normal((6, 7))
+    out = c.matmul(a, b)
+    assert out.dtype == np.float64
+    np.testing.assert_array_equal(out, a @ b)
+    assert c.softmax_forward(a).dtype == np.float64
+
+
+@pytest.mark.parametrize("call", [
+    lambda: c.matmul(np.zeros((3, 4), F32), np.zeros((5, 6), F32)),
+    lambda: c.matmul(np.zeros((2, 3, 4), F32), np.zeros((3, 4, 5), F32)),
+    lambda: c.linear(np.zeros((3, 4), F32), np.zeros((5, 6), F32), None),
+    lambda: c.linear(np.zeros((3, 4), F32), np.zeros((5, 4), F32), np.zeros(4, F32)),
+    lambda: c.softmax_backward(np.zeros((3, 4), F32), np.zeros((3, 5), F32)),
+    lambda: c.softmax_forward(np.zeros(4, F32), causal=True),
+    lambda: c.layernorm_forward(np.zeros((3, 4), F32), np.zeros(5, F32), None, 1e-5),
+    lambda: c.layernorm_backward(np.zeros((3, 4), F32), np.zeros((3, 4), F32), None, np.zeros(2, F32),
+                                 np.zeros(3, F32)),
+    lambda: c.attention_forward(np.zeros((2, 3, 4), F32), np.zeros((2, 5, 4), F32), np.zeros((2, 5, 3), F32),
+                                None, False, 1.0),
+    lambda: c.attention_forward(np.zeros((2, 3, 4), F32), np.zeros((2, 5, 4), F32), np.zeros((2, 5, 4), F32),
+                                np.ones((2, 3, 4), bool), False, 1.0),
+    lambda: c.attention_backward(np.zeros((2, 3, 4), F32), np.zeros((2, 3, 4), F32), np.zeros((2, 5, 4), F32),
+                                 np.zeros((2, 5, 4), F32), np.zeros((2, 3, 4), F32), 1.0),
+    lambda: c.cross_entropy_forward(np.zeros((3, 4), F32), np.array([0, 4, 1]), -100),
+    lambda: c.cross_entropy_forward(np.zeros((3, 4), F32), np.array([0, -1, 1]), -100),
+    lambda: c.cross_entropy_forward(np.zeros((3, 4), F32), np.array([0, 1]), -100),
+    lambda: c.cross_entropy_rows(np.zeros((3, 4), F32), np.array([0, 9, 1]), -100),
+    lambda: c.embedding_forward(np.zeros((5, 3), F32), np.array([0, 5])),
+    lambda: c.embedding_forward(np.zeros((5, 3), F32), np.array([-1])),
+    lambda: c.embedding_backward(np.array([0, 7]), np.zeros((2, 3), F32), 5),
+    lambda: c.embedding_backward(np.array([0, 1]), np.zeros((3, 3), F32), 5),
+    lambda: c.gelu_backward(np.zeros(3, F32), np.zeros(4, F32)),
+    lambda: c.adam_update(np.zeros(3, F32), np.zeros(4, F32), np.zeros(3, F32), np.zeros(3, F32), 1, 0.1, 0.9,
+                          0.99, 1e-8, 0.0, False),
+])
+def test_bad_shapes_and_ids_raise_value_error(call) -> None:
+    with pytest.raises(ValueError):
+        call()
+
+
+@pytest.mark.parametrize("call", [
+    lambda: c.matmul([[1.0]], np.zeros((1, 1), F32)),
+    lambda: c.cross_entropy_forward(np.zeros((2, 3), F32), np.array([0.0, 1.0]), -100),
+    lambda: c.embedding_forward(np.zeros((5, 3), F32), np.array([0.5])),
+    lambda: c.embedding_backward(np.array([True]), np.zeros((1, 3), F32), 5),
+])
+def test_bad_types_raise_type_error(call) -> None:
+    with pytest.raises(TypeError):
+        call()
+
+
+def test_non_contiguous_inputs_are_copied_once() -> None:
+    rng = np.random.default_rng(14)
+    x = rand(rng, 8, 40)[:, ::2]
+    close(c.softmax_forward(x), ref.softmax_forward(x.astype(np.float64)))
+    close(c.gelu_forward(x), ref.gelu_forward(x.astype(np.float64)), rtol=1e-5, atol=1e-6)
+    big = rand(rng, 5000, 3)
+    before = big[:, 0].copy()
+    m, v = np.zeros(5000, F32), np.zeros(5000, F32)
+    c.adam_update(big[:, 0], np.ones(5000, F32), m, v, 1, 0.1, 0.9, 0.99, 1e-8, 0.0, False)  # strided: numpy
+    close(big[:, 0], before - 0.1, atol=1e-5)
