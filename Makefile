@@ -30,3 +30,13 @@ lint:
 
 clean:
 	rm -rf build *.egg-info $(STAMP) microtensor/_backend/_kernels*.so
+
+# The kernels built with AddressSanitizer + UndefinedBehaviorSanitizer and their tests run under
+# them (the sanitizer runtimes preloaded into Python; leak checks off, CPython keeps memory on
+# purpose). The normal build is restored afterwards, whether the tests passed or not.
+sanitize: install
+	MICROTENSOR_SANITIZE=1 $(PY) setup.py -q build_ext --inplace --force --build-temp build/sanitize
+	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	LD_PRELOAD="$$($${CC:-cc} -print-file-name=libasan.so) $$($${CC:-cc} -print-file-name=libubsan.so)" \
+	$(PY) -m pytest tests/test_kernels.py -q -p no:cacheprovider; status=$$?; \
+	$(PY) setup.py -q build_ext --inplace --force >/dev/null; exit $$status
