@@ -1,0 +1,441 @@
+"""The design document's comparisons as one runner: `python -m transformer.study NAME`.
+
+    python -m transformer.study ablations --seeds 2          # full model vs each component removed
+    python -m transformer.study datasize --epochs 20         # 1k, 5k, 10k, 50k training examples
+    python -m transformer.study optimizers                   # Adam vs SGD with and without momentum
+    python -m transformer.study schedules                    # constant, warmup+cosine, step; clipping
+
+Every (configuration, seed) is one `python -m transformer.train` subprocess
+with one kernel thread, `--jobs` of them at a time (default 2, one per core).
+Finished runs are kept: running the same study again only trains what is
+missing (an interrupted run resumes from its checkpoint). Results go to
+runs/study-NAME/: results.md (markdown table), results.json, index.html
+(overlaid validation curves). Ctrl-C stops the children cleanly (each saves a
+checkpoint) and still writes the table of what finished.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .data import OPS
+
+
+@dataclass
+class Config:
+    """One configuration of a study: a name, the train arguments that define it, and a line of explanation."""
+
+    name: str
+    args: list[str]
+    note: str = ""
+
+
+def study_configs(name: str, epochs: int) -> list[Config]:
+    """The configurations of a study; the first is the baseline the others are compared with."""
+    step = max(1, round(epochs * 0.4))
+    warmup = max(1, epochs // 10)
+    studies = {
+        "ablations": [
+            Config("full", [], "the seed model: 2 blocks, attention, FFN, LayerNorm, residuals, positions"),
+            Config("no_attention", ["--ablate", "no_attention"], "attention replaced by mean pooling"),
+            Config("no_ffn", ["--ablate", "no_ffn"], "no feed-forward sublayer"),
+            Config("no_layernorm", ["--ablate", "no_layernorm"], "no LayerNorm"),
+            Config("no_residual", ["--ablate", "no_residual"], "no residual connections"),
+            Config("one_block", ["--n-blocks", "1"], "one block instead of two"),
+            Config("no_posenc", ["--ablate", "no_posenc"], "no positional encoding"),
+        ],
+        "datasize": [
+            Config(f"train_{n // 1000}k", ["--train-size", str(n)], f"{n:,} training examples")
+            for n in (10_000, 1_000, 5_000, 50_000)
+        ],
+        "optimizers": [
+            Config("adam_lr1e-3", ["--optimizer", "adam", "--lr", "1e-3"],
+                   "Adam, lr 1e-3, betas (0.9, 0.999)"),
+            Config("sgd_lr0.1", ["--optimizer", "sgd", "--lr", "0.1", "--momentum", "0"],
+                   "plain SGD, lr 0.1, no momentum"),
+            Config("sgd_momentum0.9_lr0.01", ["--optimizer", "sgd", "--lr", "0.01", "--momentum", "0.9"],
+                   "SGD with momentum 0.9, lr 0.01 (the same effective step lr/(1-m) = 0.1)"),
+        ],
+        "schedules": [
+            Config("constant", ["--schedule", "constant"], "constant lr 1e-3"),
+            Config("warmup_cosine", ["--schedule", "cosine", "--warmup-epochs", str(warmup)],
+                   f"linear warmup over {warmup} epochs, then cosine decay to 0"),
+            Config("step", ["--schedule", "step", "--step-size", str(step), "--gamma", "0.1"],
+                   f"lr x 0.1 every {step} epochs"),
+            Config("constant_clip1", ["--schedule", "constant", "--grad-clip", "1.0"],
+                   "constant lr, gradient norm clipped to 1.0"),
+            Config("warmup_cosine_clip1", ["--schedule", "cosine", "--warmup-epochs", str(warmup),
+                                           "--grad-clip", "1.0"], "warmup + cosine, clipped to 1.0"),
+        ],
+    }
+    if name not in studies:
+        raise ValueError(f"study: unknown study {name!r}; choose one of {', '.join(studies)}")
+    return studies[name]
+
+
+STUDIES = ("ablations", "datasize", "optimizers", "schedules")
+
+
+@dataclass
+class RunResult:
+    """The outcome of one (configuration, seed) run, read back from its metrics.jsonl."""
+
+    config: str
+    seed: int
+    run_dir: Path
+    status: str = "pending"
+    final: dict[str, Any] = field(default_factory=dict)
+    curve: list[tuple[int, float, float]] = field(default_factory=list)
+    wall_s: float | None = None
+
+
+def read_run(config: str, seed: int, run_dir: Path) -> RunResult:
+    """Parse a run folder: the test line (status ok), epochs only (incomplete), or nothing."""
+    result = RunResult(config, seed, run_dir)
+    metrics = run_dir / "metrics.jsonl"
+    if not metrics.exists():
+        return result
+    for line in metrics.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if "test/acc" in row:
+            result.final = row
+        elif "val/acc" in row:
+            loss = float(row.get("val/loss", math.nan))
+            result.curve.append((int(row["epoch"]), float(row["val/acc"]), loss))
+    result.status = "ok" if result.final else "incomplete"
+    timing = run_dir / "study_wall_s.txt"
+    if timing.exists():
+        result.wall_s = float(timing.read_text())
+    return result
+
+
+def train_command(config: Config, seed: int, run_dir: Path, epochs: int, base_args: Sequence[str],
+                  resume: bool) -> list[str]:
+    """The trainer invocation of one run; the configuration's own arguments come last and win."""
+    cmd = [sys.executable, "-m", "transformer.train", "--out", str(run_dir), "--quiet", "--no-diagnostics",
+           "--threads", "1"]
+    if resume:
+        return [*cmd, "--resume"]
+    return [*cmd, "--epochs", str(epochs), "--seed", str(seed), *base_args, *config.args]
+
+
+def child_env() -> dict[str, str]:
+    """One thread per run for our kernels and numpy's BLAS, so two runs share two cores without contention."""
+    env = dict(os.environ)
+    for var in ("MICROTENSOR_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        env[var] = "1"
+    return env
+
+
+@dataclass
+class _Job:
+    config: Config
+    seed: int
+    run_dir: Path
+    resume: bool
+    proc: subprocess.Popen | None = None
+    started: float = 0.0
+    log: Any = None
+
+
+def plan_jobs(
+    configs: Sequence[Config], seeds: Sequence[int], out: Path, epochs: int, base_args: Sequence[str]
+) -> tuple[list[_Job], list[RunResult]]:
+    """Jobs still to run, and the results already complete in `out` with the same command (kept)."""
+    jobs, done = [], []
+    for config in configs:
+        for seed in seeds:
+            run_dir = out / config.name / f"seed{seed}"
+            command = train_command(config, seed, run_dir, epochs, base_args, resume=False)
+            stamp = run_dir / "study_command.json"
+            same = stamp.exists() and json.loads(stamp.read_text()) == command[1:]
+            previous = read_run(config.name, seed, run_dir)
+            if same and previous.status == "ok":
+                done.append(previous)
+                continue
+            resume = same and (run_dir / "ckpt_last.npz").exists() and previous.status == "incomplete"
+            if not resume and run_dir.exists():
+                shutil.rmtree(run_dir)
+            jobs.append(_Job(config, seed, run_dir, resume))
+    return jobs, done
+
+
+def _start(job: _Job, epochs: int, base_args: Sequence[str]) -> None:
+    job.run_dir.mkdir(parents=True, exist_ok=True)
+    if not job.resume:
+        fresh = train_command(job.config, job.seed, job.run_dir, epochs, base_args, resume=False)
+        (job.run_dir / "study_command.json").write_text(json.dumps(fresh[1:]))
+    job.log = open(job.run_dir / "train.log", "a")
+    cmd = train_command(job.config, job.seed, job.run_dir, epochs, base_args, job.resume)
+    job.log.write("$ " + " ".join(cmd) + "\n")
+    job.log.flush()
+    job.started = time.perf_counter()
+    job.proc = subprocess.Popen(cmd, stdout=job.log, stderr=subprocess.STDOUT, env=child_env(),
+                                stdin=subprocess.DEVNULL)
+
+
+def _finish(job: _Job, code: int) -> RunResult:
+    """Close the job's log, keep its wall time, read its result."""
+    elapsed = time.perf_counter() - job.started
+    job.log.close()
+    previous = job.run_dir / "study_wall_s.txt"
+    total = elapsed + (float(previous.read_text()) if job.resume and previous.exists() else 0.0)
+    previous.write_text(f"{total:.3f}")
+    result = read_run(job.config.name, job.seed, job.run_dir)
+    if result.status != "ok":
+        lines = [ln for ln in (job.run_dir / "train.log").read_text().splitlines() if ln.strip()]
+        last = lines[-1].strip()[:200] if lines else "no output"
+        result.status = f"failed (exit {code}: {last}; log {job.run_dir / 'train.log'})"
+    return result
+
+
+def _describe(result: RunResult) -> str:
+    if result.status != "ok":
+        return result.status
+    f = result.final
+    return f"test acc {100 * f['test/acc']:.2f}%, trained in {f.get('time/train_s', 0):.1f}s"
+
+
+def _stop(running: list[_Job]) -> None:
+    """Ask each child to stop (SIGINT: it checkpoints between steps), then kill what is left after 20 s."""
+    for job in running:
+        if job.proc is not None and job.proc.poll() is None:
+            job.proc.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + 20
+    for job in running:
+        if job.proc is None:
+            continue
+        try:
+            job.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            job.proc.kill()
+            job.proc.wait()
+        if job.log is not None and not job.log.closed:
+            job.log.close()
+
+
+def run_jobs(jobs: list[_Job], epochs: int, base_args: Sequence[str], n_jobs: int, total: int,
+             done_before: int) -> tuple[list[RunResult], bool]:
+    """Run the jobs `n_jobs` at a time, printing each as it finishes; (results, interrupted)."""
+    queue, running, results = list(jobs), [], []
+    finished = done_before
+    try:
+        while queue or running:
+            while queue and len(running) < n_jobs:
+                job = queue.pop(0)
+                _start(job, epochs, base_args)
+                running.append(job)
+            time.sleep(0.2)
+            for job in list(running):
+                code = job.proc.poll()
+                if code is None:
+                    continue
+                running.remove(job)
+                result = _finish(job, code)
+                results.append(result)
+                finished += 1
+                print(f"[{finished}/{total}] {job.config.name} seed {job.seed}: {_describe(result)} "
+                      f"({len(running)} running, {len(queue)} queued)", flush=True)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: stopping {len(running)} running job(s)...", flush=True)
+        _stop(running)
+        return results, True
+    return results, False
+
+
+# ---- tables and pages -------------------------------------------------------------------------------
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    arr = np.asarray(values, dtype=float)
+    return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
+
+
+def summarize(configs: Sequence[Config], results: Sequence[RunResult]) -> list[dict[str, Any]]:
+    """Per configuration: test accuracy mean/std over seeds, per-op means, change vs the first, times."""
+    rows = []
+    base_acc = None
+    for k, config in enumerate(configs):
+        runs = [r for r in results if r.config == config.name]
+        ok = [r for r in runs if r.status == "ok"]
+        row: dict[str, Any] = {"config": config.name, "note": config.note, "args": " ".join(config.args),
+                               "seeds": sorted(r.seed for r in ok), "failed": sorted(r.seed for r in runs
+                                                                                     if r.status != "ok")}
+        if ok:
+            row["acc_mean"], row["acc_std"] = _mean_std([r.final["test/acc"] for r in ok])
+            row["loss_mean"], _ = _mean_std([r.final["test/loss"] for r in ok])
+            row["per_op"] = {op: float(np.mean([r.final.get(f"test/acc/{op}", math.nan) for r in ok]))
+                             for op in OPS}
+            row["train_s"] = _mean_std([r.final.get("time/train_s", math.nan) for r in ok])[0]
+            walls = [r.wall_s for r in ok if r.wall_s is not None]
+            row["wall_s"] = _mean_std(walls)[0] if walls else None
+            row["epochs"] = int(max(r.final.get("epoch", 0) for r in ok))
+        if k == 0:
+            base_acc = row.get("acc_mean")
+        if base_acc is not None and "acc_mean" in row:
+            row["delta"] = row["acc_mean"] - base_acc
+        rows.append(row)
+    return rows
+
+
+def _pct(v: float | None) -> str:
+    return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.1f}"
+
+
+def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
+    """The results as a markdown table (accuracies in %, change in percentage points vs the first row)."""
+    head = ["config", "test acc % (mean ± std)", *OPS, "Δ vs baseline (pp)", "seeds", "train s/run",
+            "wall s/run"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for i, r in enumerate(rows):
+        if "acc_mean" not in r:
+            failed = "failed: " + ", ".join(f"seed {s}" for s in r["failed"])
+            lines.append("| " + " | ".join([r["config"], failed, *["—"] * (len(head) - 2)]) + " |")
+            continue
+        delta = "baseline" if i == 0 else f"{100 * r['delta']:+.1f}"
+        seeds = ",".join(map(str, r["seeds"])) + (f" (failed: {r['failed']})" if r["failed"] else "")
+        cells = [r["config"], f"{100 * r['acc_mean']:.1f} ± {100 * r['acc_std']:.1f}",
+                 *(_pct(r["per_op"][op]) for op in OPS), delta, seeds, f"{r['train_s']:.0f}",
+                 "—" if r.get("wall_s") is None else f"{r['wall_s']:.0f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _curves_png(configs: Sequence[Config], results: Sequence[RunResult], path: Path) -> Path | None:
+    """Validation accuracy and loss per epoch, mean over seeds with a min-max band, one colour per config."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    drawn = False
+    for i, config in enumerate(configs):
+        curves = [r.curve for r in results if r.config == config.name and r.curve]
+        if not curves:
+            continue
+        n = min(len(c) for c in curves)
+        epochs = np.array([c[0] for c in curves[0][:n]])
+        color = plt.get_cmap("tab10")(i % 10)
+        for ax, col in ((axes[0], 1), (axes[1], 2)):
+            values = np.array([[row[col] for row in c[:n]] for c in curves])
+            ax.plot(epochs, values.mean(axis=0), color=color, label=config.name)
+            if len(curves) > 1:
+                ax.fill_between(epochs, values.min(axis=0), values.max(axis=0), color=color, alpha=0.15)
+        drawn = True
+    if not drawn:
+        plt.close(fig)
+        return None
+    axes[0].axhline(0.1, color="grey", ls="--", lw=1, label="chance")
+    axes[0].set(title="validation accuracy (mean over seeds, band = min..max)", xlabel="epoch",
+                ylim=(0, 1.02))
+    axes[1].axhline(math.log(20), color="grey", ls="--", lw=1, label="chance (ln 20)")
+    axes[1].set(title="validation loss", xlabel="epoch", yscale="log")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def write_outputs(name: str, out: Path, configs: Sequence[Config], results: Sequence[RunResult],
+                  command: str) -> Path:
+    """results.md, results.json and index.html in `out`; returns the markdown path."""
+    rows = summarize(configs, results)
+    table = markdown_table(rows)
+    notes = "\n".join(f"- `{c.name}`: {c.note}" + (f" (`{' '.join(c.args)}`)" if c.args else "")
+                      for c in configs)
+    md = (f"# Study: {name}\n\nCommand: `{command}`\n\n"
+          "Test accuracy on held-out inputs at the end of training; "
+          f"per-operation columns are means over seeds; Δ is in percentage points vs the first row.\n\n"
+          f"{table}\n\nConfigurations:\n\n{notes}\n")
+    (out / "results.md").write_text(md)
+    raw = [{"config": r.config, "seed": r.seed, "status": r.status, "wall_s": r.wall_s, "final": r.final}
+           for r in results]
+    (out / "results.json").write_text(json.dumps({"study": name, "summary": rows, "runs": raw}, indent=1))
+    png = _curves_png(configs, results, out / "val_curves.png")
+    img = ""
+    if png is not None:
+        img = f'<img alt="validation curves" src="data:image/png;base64,' \
+              f'{base64.b64encode(png.read_bytes()).decode("ascii")}">'
+    page = ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+            f"<title>Study: {html.escape(name)}</title>"
+            "<style>body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}"
+            "table{border-collapse:collapse;font-size:.9em}td,th{border:1px solid #ddd;padding:.25em .6em}"
+            "img{max-width:100%}</style></head><body>"
+            f"<h1>Study: {html.escape(name)}</h1><p><code>{html.escape(command)}</code></p>{img}"
+            f"{_html_table(table)}<ul>"
+            + "".join(f"<li><b>{html.escape(c.name)}</b>: {html.escape(c.note)}</li>" for c in configs)
+            + "</ul></body></html>")
+    (out / "index.html").write_text(page)
+    return out / "results.md"
+
+
+def _html_table(markdown: str) -> str:
+    """The markdown table as an HTML table (header row, then body rows)."""
+    lines = [ln.strip().strip("|").split("|") for ln in markdown.splitlines()]
+    head, body = lines[0], lines[2:]
+    cells = "".join(f"<th>{html.escape(c.strip())}</th>" for c in head)
+    rows = "".join("<tr>" + "".join(f"<td>{html.escape(c.strip())}</td>" for c in r) + "</tr>" for r in body)
+    return f"<table><tr>{cells}</tr>{rows}</table>"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m transformer.study", description=__doc__.split("\n")[0])
+    parser.add_argument("name", choices=STUDIES)
+    parser.add_argument("--seeds", type=int, default=1, help="seeds per configuration: 0..N-1 (default 1)")
+    parser.add_argument("--epochs", type=int, default=50, help="epochs per run (default 50, the seed config)")
+    parser.add_argument("--jobs", type=int, default=2, help="runs at a time (default 2, one per core)")
+    parser.add_argument("--out", help="output folder (default runs/study-NAME)")
+    parser.add_argument("--configs", help="only these configurations (comma-separated names)")
+    parser.add_argument("--train-size", type=int, help="training examples for every run (the datasize study "
+                                                      "sets its own)")
+    args = parser.parse_args(argv)
+    if args.seeds < 1 or args.epochs < 1 or args.jobs < 1:
+        parser.error("--seeds, --epochs and --jobs must be >= 1")
+    configs = study_configs(args.name, args.epochs)
+    if args.configs:
+        wanted = args.configs.split(",")
+        unknown = sorted(set(wanted) - {c.name for c in configs})
+        if unknown:
+            parser.error(f"--configs: unknown {unknown}; {args.name} has {[c.name for c in configs]}")
+        configs = [c for c in configs if c.name in wanted]
+    out = Path(args.out or f"runs/study-{args.name}")
+    out.mkdir(parents=True, exist_ok=True)
+    base_args = ["--train-size", str(args.train_size)] if args.train_size else []
+    seeds = list(range(args.seeds))
+    jobs, done = plan_jobs(configs, seeds, out, args.epochs, base_args)
+    total = len(jobs) + len(done)
+    print(f"study {args.name}: {len(configs)} configurations x {len(seeds)} seeds x {args.epochs} epochs = "
+          f"{total} runs ({len(done)} already done), {args.jobs} at a time -> {out}", flush=True)
+    new, interrupted = run_jobs(jobs, args.epochs, base_args, args.jobs, total, len(done))
+    results = done + new
+    command = "python -m transformer.study " + " ".join(argv if argv is not None else sys.argv[1:])
+    path = write_outputs(args.name, out, configs, results, command)
+    print(f"results: {path}\npage: {out / 'index.html'}", flush=True)
+    return 130 if interrupted else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
