@@ -1,4 +1,4 @@
-"""A real 3-epoch training run, then transformer.report: every figure, a self-contained page, true heatmaps."""
+"""A real 3-epoch run, then transformer.report: every figure, a self-contained page, true heatmaps."""
 
 from __future__ import annotations
 
@@ -40,8 +40,9 @@ def built(run_dir) -> Path:
 
 
 def expected_figures(n_blocks: int = 2) -> list[str]:
-    names = ["loss", "accuracy", "accuracy_per_op", "confusion_ops", "confusion_digits", "attention_sharpness",
-             "probe_confidence", "embeddings_pca", "ffn_activations", "gradients", "lr_schedule"]
+    names = ["loss", "accuracy", "accuracy_per_op", "confusion_ops", "confusion_digits",
+             "attention_sharpness", "probe_confidence", "embeddings_pca", "ffn_activations", "gradients",
+             "lr_schedule"]
     names += [f"attention_{probe_slug(p)}_block{b}" for p in DEFAULT_PROBES for b in range(n_blocks)]
     return [n + ".png" for n in names]
 
