@@ -239,6 +239,33 @@ const char *mt_sgemm_isa(void) { return active_isa()->name; }
 
 /* ---------------------------------------------------------------- helpers */
 
+/* One cached scratch buffer for packed panels: a fresh malloc of a megabyte is a fresh mmap,
+ * and its page faults cost as much as a 512^3 product's packing saves. A call that finds the
+ * cache in use (another Python thread inside sgemm) falls back to malloc. */
+#define SCRATCH_CACHE_MAX ((size_t)64 << 20)
+static float *scratch_buf;
+static size_t scratch_len;
+static int scratch_busy;
+
+static float *scratch_get(size_t n) {
+    if (n * sizeof(float) > SCRATCH_CACHE_MAX || __atomic_exchange_n(&scratch_busy, 1, __ATOMIC_ACQUIRE))
+        return malloc(n * sizeof(float));
+    if (scratch_len < n) {
+        free(scratch_buf);
+        scratch_buf = malloc(n * sizeof(float));
+        scratch_len = scratch_buf ? n : 0;
+    }
+    if (!scratch_buf) __atomic_store_n(&scratch_busy, 0, __ATOMIC_RELEASE);
+    return scratch_buf ? scratch_buf : malloc(n * sizeof(float));
+}
+
+static void scratch_put(float *p) {
+    if (p && p == scratch_buf)
+        __atomic_store_n(&scratch_busy, 0, __ATOMIC_RELEASE);
+    else
+        free(p);
+}
+
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
 /* Copy columns [j0, j0+nc) and rows [p0, p0+kc) of op(B) into NR-wide panels (kc x NR each,
@@ -359,7 +386,7 @@ static void gemm_small(const isa_t *isa, int trans_a, int trans_b, int64_t M, in
                    B, ldb, C, ldc, bias, NULL, 1, N};
     int64_t panels = (N + isa->nr - 1) / isa->nr;
     if (trans_b) {
-        s.bpack = malloc(sizeof(float) * (size_t)(panels * isa->nr * K));
+        s.bpack = scratch_get((size_t)(panels * isa->nr * K));
         if (!s.bpack) {
             gemm_naive(trans_a, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bias);
             return;
@@ -382,7 +409,7 @@ static void gemm_small(const isa_t *isa, int trans_a, int trans_b, int64_t M, in
         mt_parallel_for(ntasks, small_task, &s);
     else
         small_task(&s, 0);
-    free(s.bpack);
+    scratch_put(s.bpack);
 }
 
 /* ---------------------------------------------------------------- blocked driver */
@@ -437,13 +464,10 @@ static int gemm_blocked(const isa_t *isa, int trans_a, int trans_b, int64_t M, i
     if ((M + mc - 1) / mc < 2 * threads) mc = round_up((M + 2 * threads - 1) / (2 * threads), isa->mr);
     int64_t nblocks = (M + mc - 1) / mc;
     int64_t kc_max = min64(KC, K), nc_max = min64(NC, round_up(N, isa->nr));
-    float *apack = malloc(sizeof(float) * (size_t)(nblocks * round_up(mc, isa->mr) * kc_max));
-    float *bpack = malloc(sizeof(float) * (size_t)(round_up(nc_max, isa->nr) * kc_max));
-    if (!apack || !bpack) {
-        free(apack);
-        free(bpack);
-        return 0;
-    }
+    size_t alen = (size_t)(nblocks * round_up(mc, isa->mr) * kc_max);
+    float *apack = scratch_get(alen + (size_t)(round_up(nc_max, isa->nr) * kc_max));
+    if (!apack) return 0;
+    float *bpack = apack + alen;
     blocked_job s = {isa, trans_a, trans_b, M, N, K, alpha, beta, A, lda, B, ldb, C, ldc, bias,
                      apack, bpack, 0, 0, 0, 0, mc};
     for (s.j0 = 0; s.j0 < N; s.j0 += NC) {
@@ -461,8 +485,7 @@ static int gemm_blocked(const isa_t *isa, int trans_a, int trans_b, int64_t M, i
                 for (int64_t t = 0; t < nblocks; t++) blocked_compute_task(&s, t);
         }
     }
-    free(apack);
-    free(bpack);
+    scratch_put(apack);
     return 1;
 }
 

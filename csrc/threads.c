@@ -18,6 +18,8 @@
 
 #define MT_MAX_THREADS 64
 #define MT_SPIN_ITERS 20000 /* pause iterations (~100 us) before a worker sleeps */
+#define GATE_CLOSED ((uint64_t)1 << 31)
+#define GATE_COUNT (GATE_CLOSED - 1)
 
 static struct {
     pthread_mutex_t lock;
@@ -30,10 +32,11 @@ static struct {
     void *ctx;
     int64_t ntasks;
     int64_t next;
-    int64_t pending; /* workers still inside the current job */
+    uint64_t gate;   /* (generation << 32) | closed bit | workers that entered the job */
+    int64_t exited;  /* workers that entered and have left the current job */
     int busy;        /* a job is in flight (nested or concurrent calls run inline) */
     int active;      /* workers with an index below this take part in the current job */
-} pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+} pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
 
 static pthread_once_t pool_once = PTHREAD_ONCE_INIT;
 static int64_t start_generation[MT_MAX_THREADS];
@@ -97,6 +100,16 @@ static void run_tasks(void) {
     }
 }
 
+/* Enter job `gen` unless the caller has already closed it (then its tasks are all done). */
+static int enter_job(int64_t gen) {
+    uint64_t v = __atomic_load_n(&pool.gate, __ATOMIC_ACQUIRE);
+    for (;;) {
+        if ((v >> 32) != ((uint64_t)gen & 0xffffffffu) || (v & GATE_CLOSED)) return 0;
+        if (__atomic_compare_exchange_n(&pool.gate, &v, v + 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+            return 1;
+    }
+}
+
 static void *worker_main(void *arg) {
     int index = (int)(intptr_t)arg;
     /* The generation when this worker was created, not when it first runs: a job posted in
@@ -117,8 +130,11 @@ static void *worker_main(void *arg) {
             pthread_mutex_unlock(&pool.lock);
         }
         seen = __atomic_load_n(&pool.generation, __ATOMIC_ACQUIRE);
+        /* A worker that wakes after the caller finished every task stays out, so the caller
+         * never waits for a thread the scheduler has not run yet. */
+        if (!enter_job(seen)) continue;
         if (index < pool.active) run_tasks();
-        __atomic_fetch_sub(&pool.pending, 1, __ATOMIC_ACQ_REL);
+        __atomic_fetch_add(&pool.exited, 1, __ATOMIC_ACQ_REL);
     }
     return NULL;
 }
@@ -161,13 +177,21 @@ void mt_parallel_for(int64_t ntasks, mt_task_fn fn, void *ctx) {
     pool.ntasks = ntasks;
     pool.active = workers;
     __atomic_store_n(&pool.next, 0, __ATOMIC_RELAXED);
-    __atomic_store_n(&pool.pending, pool.started, __ATOMIC_RELAXED);
+    __atomic_store_n(&pool.exited, 0, __ATOMIC_RELAXED);
+    int64_t gen = pool.generation + 1;
+    __atomic_store_n(&pool.gate, ((uint64_t)gen & 0xffffffffu) << 32, __ATOMIC_RELEASE);
     pthread_mutex_lock(&pool.lock);
-    __atomic_fetch_add(&pool.generation, 1, __ATOMIC_ACQ_REL);
+    __atomic_store_n(&pool.generation, gen, __ATOMIC_RELEASE);
     if (pool.sleepers) pthread_cond_broadcast(&pool.wake);
     pthread_mutex_unlock(&pool.lock);
     run_tasks();
-    while (__atomic_load_n(&pool.pending, __ATOMIC_ACQUIRE) > 0) cpu_relax();
+    int64_t entered = (int64_t)(__atomic_fetch_or(&pool.gate, GATE_CLOSED, __ATOMIC_ACQ_REL) & GATE_COUNT);
+    for (int spins = 0; __atomic_load_n(&pool.exited, __ATOMIC_ACQUIRE) < entered; spins++) {
+        if (spins < 4000)
+            cpu_relax();
+        else
+            sched_yield(); /* the worker we wait for may be waiting for this core */
+    }
     __atomic_store_n(&pool.busy, 0, __ATOMIC_RELEASE);
 }
 
