@@ -139,8 +139,10 @@ def train_command(config: Config, seed: int, run_dir: Path, epochs: int, base_ar
 
 
 def child_env() -> dict[str, str]:
-    """One thread per run for our kernels and numpy's BLAS, so two runs share two cores without contention."""
+    """One thread per run (our kernels and numpy's BLAS) so two runs share two cores; package importable."""
     env = dict(os.environ)
+    root = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     for var in ("MICROTENSOR_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env[var] = "1"
     return env
