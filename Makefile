@@ -40,3 +40,17 @@ sanitize: install
 	LD_PRELOAD="$$($${CC:-cc} -print-file-name=libasan.so) $$($${CC:-cc} -print-file-name=libubsan.so)" \
 	$(PY) -m pytest tests/test_kernels.py -q -p no:cacheprovider; status=$$?; \
 	$(PY) setup.py -q build_ext --inplace --force >/dev/null; exit $$status
+
+# ---- seeing inside: report, graph, studies (issue 5) ----
+RUN ?= runs/seed
+.PHONY: report graph studies
+
+report:  ## the self-contained HTML report of RUN (default runs/seed), after training it
+	$(PY) -m transformer.report $(RUN)
+
+graph: install  ## the seed model's loss graph, one node per module
+	$(PY) -m transformer.graph --out runs/graph.svg --collapse
+
+studies: install  ## the docs/STUDIES.md tables: ablations and optimizers, 2 seeds x 50 epochs, 2 runs at a time
+	$(PY) -m transformer.study ablations --seeds 2
+	$(PY) -m transformer.study optimizers --seeds 2
