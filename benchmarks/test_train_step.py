@@ -1,0 +1,147 @@
+"""One full training step of the seed transformer (forward, loss, backward, Adam) at batch 32.
+
+microtensor and, when installed, the same model in PyTorch (same shapes,
+same initial weights, same batch), at 1 and 2 threads, so the ratio of the
+medians can be read from one run:
+
+    python -m pytest benchmarks/test_train_step.py --benchmark-only --benchmark-columns=median,iqr,ops
+
+The C kernels' thread count is set in-process through the C backend's
+`set_num_threads` (the MICROTENSOR_NUM_THREADS cap read at import also works:
+run the file once per value to cross-check).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import microtensor as mt
+import microtensor.nn.functional as F
+from transformer.data import make_splits
+from transformer.model import ModelConfig, Transformer
+
+BATCH = 32
+THREADS = [1, 2]
+
+
+def _set_microtensor_threads(n: int) -> None:
+    """Cap the C kernels at n threads (a no-op on the numpy backend)."""
+    setter = getattr(mt.backend, "set_num_threads", None)
+    if setter is None:
+        from microtensor import _backend
+
+        setter = getattr(_backend.K, "set_num_threads", None)
+    if setter is not None:
+        setter(n)
+
+
+@pytest.fixture(scope="module")
+def batch():
+    data = make_splits(train_size=BATCH, seed=0).train
+    return data.ids[:BATCH], data.mask[:BATCH], data.targets[:BATCH]
+
+
+def microtensor_step(model: Transformer, optimizer, ids, mask, targets):
+    """Returns a closure doing one training step."""
+
+    def step() -> float:
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(ids, mask), targets)
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    return step
+
+
+@pytest.mark.parametrize("threads", THREADS)
+def test_step_microtensor(benchmark, batch, threads):
+    _set_microtensor_threads(threads)
+    model = Transformer(ModelConfig(), np.random.default_rng(0))
+    optimizer = mt.optim.Adam(model.parameters(), lr=1e-3)
+    step = microtensor_step(model, optimizer, *batch)
+    for _ in range(5):
+        step()
+    benchmark.extra_info.update(backend=mt.backend.name(), threads=threads)
+    benchmark.pedantic(step, rounds=200, warmup_rounds=5)
+
+
+def torch_model(config: ModelConfig, state: dict[str, np.ndarray]):
+    """The seed transformer in PyTorch, with parameter names matching microtensor's, loaded from `state`."""
+    import torch
+    from torch import nn
+    from torch.nn import functional as TF
+
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            d, h = config.d_model, config.d_ff
+            self.attn, self.ffn = nn.Module(), nn.Module()
+            self.attn.qkv_weight = nn.Parameter(torch.empty(3 * d, d))
+            self.attn.qkv_bias = nn.Parameter(torch.empty(3 * d))
+            self.attn.proj_weight, self.attn.proj_bias = nn.Parameter(torch.empty(d, d)), nn.Parameter(torch.empty(d))
+            self.ffn.fc_weight, self.ffn.fc_bias = nn.Parameter(torch.empty(h, d)), nn.Parameter(torch.empty(h))
+            self.ffn.proj_weight, self.ffn.proj_bias = nn.Parameter(torch.empty(d, h)), nn.Parameter(torch.empty(d))
+            self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
+
+        def forward(self, x, mask):
+            B, T, D = x.shape
+            H = config.n_heads
+            a, f, p = self.attn, self.ffn, config.dropout
+            qkv = TF.linear(x, a.qkv_weight, a.qkv_bias).view(B, T, 3, H, D // H).permute(2, 0, 3, 1, 4)
+            y = TF.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=mask)
+            y = TF.linear(y.transpose(1, 2).reshape(B, T, D), a.proj_weight, a.proj_bias)
+            x = self.ln1(x + TF.dropout(y, p, self.training))
+            h = TF.gelu(TF.linear(x, f.fc_weight, f.fc_bias), approximate="tanh")
+            y = TF.linear(h, f.proj_weight, f.proj_bias)
+            return self.ln2(x + TF.dropout(y, p, self.training))
+
+    class Model(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.tok_emb = nn.Parameter(torch.empty(config.vocab_size, config.d_model))
+            self.head_weight = nn.Parameter(torch.empty(config.vocab_size, config.d_model))
+            self.head_bias = nn.Parameter(torch.empty(config.vocab_size))
+            self.blocks = nn.ModuleList(Block() for _ in range(config.n_blocks))
+            self.register_buffer("pos_table", torch.from_numpy(state["pos_table"]))
+
+        def forward(self, ids, mask):
+            positions = (mask.cumsum(1) - 1).clamp(min=0)
+            x = TF.embedding(ids, self.tok_emb) + self.pos_table[positions]
+            key_mask = mask[:, None, None, :]
+            for block in self.blocks:
+                x = block(x, key_mask)
+            return TF.linear(x[:, -1], self.head_weight, self.head_bias)
+
+    model = Model()
+    names = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, value in state.items():
+            if name in names:
+                names[name].copy_(torch.from_numpy(np.ascontiguousarray(value)))
+    return model
+
+
+@pytest.mark.parametrize("threads", THREADS)
+def test_step_torch(benchmark, batch, threads):
+    torch = pytest.importorskip("torch")
+    torch.set_num_threads(threads)
+    config = ModelConfig()
+    ours = Transformer(config, np.random.default_rng(0))
+    state = {**ours.state_dict(), "pos_table": ours.pos_table}
+    model = torch_model(config, state)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    ids, mask, targets = (torch.from_numpy(np.ascontiguousarray(a)) for a in batch)
+
+    def step() -> float:
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(ids, mask), targets)
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    for _ in range(5):
+        step()
+    benchmark.extra_info.update(threads=threads)
+    benchmark.pedantic(step, rounds=200, warmup_rounds=5)
