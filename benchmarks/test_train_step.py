@@ -80,9 +80,18 @@ def torch_model(config: ModelConfig, state: dict[str, np.ndarray]):
             self.attn, self.ffn = nn.Module(), nn.Module()
             self.attn.qkv_weight = nn.Parameter(torch.empty(3 * d, d))
             self.attn.qkv_bias = nn.Parameter(torch.empty(3 * d))
-            self.attn.proj_weight, self.attn.proj_bias = nn.Parameter(torch.empty(d, d)), nn.Parameter(torch.empty(d))
-            self.ffn.fc_weight, self.ffn.fc_bias = nn.Parameter(torch.empty(h, d)), nn.Parameter(torch.empty(h))
-            self.ffn.proj_weight, self.ffn.proj_bias = nn.Parameter(torch.empty(d, h)), nn.Parameter(torch.empty(d))
+            self.attn.proj_weight, self.attn.proj_bias = (
+                nn.Parameter(torch.empty(d, d)),
+                nn.Parameter(torch.empty(d)),
+            )
+            self.ffn.fc_weight, self.ffn.fc_bias = (
+                nn.Parameter(torch.empty(h, d)),
+                nn.Parameter(torch.empty(h)),
+            )
+            self.ffn.proj_weight, self.ffn.proj_bias = (
+                nn.Parameter(torch.empty(d, h)),
+                nn.Parameter(torch.empty(d)),
+            )
             self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
 
         def forward(self, x, mask):

@@ -88,7 +88,11 @@ def test_targets_are_the_answers_and_padding_is_on_the_left():
 
 
 def test_splits_are_seeded():
-    a, b, c = make_splits(seed=3, train_size=100), make_splits(seed=3, train_size=100), make_splits(seed=4, train_size=100)
+    a, b, c = (
+        make_splits(seed=3, train_size=100),
+        make_splits(seed=3, train_size=100),
+        make_splits(seed=4, train_size=100),
+    )
     assert (a.train.ids == b.train.ids).all() and (a.test.ids == b.test.ids).all()
     assert _inputs(a.test) != _inputs(c.test)
 

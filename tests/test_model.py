@@ -1,4 +1,4 @@
-"""The seed transformer: shapes, parameter count, attention weights, ablations, determinism, PyTorch parity."""
+"""The seed transformer: shapes, size, attention weights, ablations, determinism, PyTorch parity."""
 
 from __future__ import annotations
 
@@ -36,7 +36,9 @@ def test_logits_attention_and_ffn_activations(batch):
     for weights in attention:
         assert weights.shape == (16, 2, ids.shape[1], ids.shape[1])
         np.testing.assert_allclose(weights.sum(-1), 1.0, rtol=1e-5)
-        assert np.all(weights[np.broadcast_to(~mask[:, None, None, :], weights.shape)] == 0)  # pads get nothing
+        assert np.all(
+            weights[np.broadcast_to(~mask[:, None, None, :], weights.shape)] == 0
+        )  # pads get nothing
     acts = model.ffn_activations(ids, mask)
     assert [a.shape for a in acts] == [(16, ids.shape[1], 32)] * 2
     assert model.training

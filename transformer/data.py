@@ -40,7 +40,9 @@ def tokenize(text: str) -> list[str]:
 def _check_grammar(tokens: list[str], text: str) -> None:
     """Raise ValueError naming what is wrong unless tokens read `Op ( digit (, digit)* )`."""
     if tokens[0] not in OPS:
-        raise ValueError(f"encode: unknown operation {tokens[0]!r} in {text!r}; expected one of {', '.join(OPS)}")
+        raise ValueError(
+            f"encode: unknown operation {tokens[0]!r} in {text!r}; expected one of {', '.join(OPS)}"
+        )
     if len(tokens) < 2 or tokens[1] != "(":
         raise ValueError(f"encode: expected '(' after {tokens[0]} in {text!r}")
     if tokens[-1] != ")":
@@ -53,9 +55,7 @@ def _check_grammar(tokens: list[str], text: str) -> None:
         if not (d.isdigit() and len(d) == 1):
             raise ValueError(f"encode: argument {d!r} in {text!r} is not a single digit 0-9")
     if not MIN_ARITY <= len(digits) <= MAX_ARITY:
-        raise ValueError(
-            f"encode: {len(digits)} arguments in {text!r}; expected {MIN_ARITY} to {MAX_ARITY}"
-        )
+        raise ValueError(f"encode: {len(digits)} arguments in {text!r}; expected {MIN_ARITY} to {MAX_ARITY}")
 
 
 def encode(text: str) -> list[int]:
@@ -80,7 +80,13 @@ def answer(op: str, args: Sequence[int]) -> int:
         raise ValueError(f"answer: unknown operation {op!r}; expected one of {', '.join(OPS)}")
     if len(args) < (2 if op == "Second" else 1):
         raise ValueError(f"answer: {op} needs more arguments than {list(args)}")
-    rule = {"First": lambda a: a[0], "Second": lambda a: a[1], "Last": lambda a: a[-1], "Max": max, "Min": min}
+    rule = {
+        "First": lambda a: a[0],
+        "Second": lambda a: a[1],
+        "Last": lambda a: a[-1],
+        "Max": max,
+        "Min": min,
+    }
     return int(rule[op](list(args)))
 
 
@@ -106,7 +112,9 @@ def parse_arity(spec: str | int | Sequence[int]) -> list[int]:
         raise ValueError(f"arity: {spec!r} names no arity")
     bad = [v for v in values if not MIN_ARITY <= v <= MAX_ARITY]
     if bad:
-        raise ValueError(f"arity: {bad[0]} is out of range; arguments per input must be {MIN_ARITY} to {MAX_ARITY}")
+        raise ValueError(
+            f"arity: {bad[0]} is out of range; arguments per input must be {MIN_ARITY} to {MAX_ARITY}"
+        )
     return sorted(set(values))
 
 
@@ -136,7 +144,7 @@ def make_dataset(inputs: Sequence[tuple[int, Sequence[int]]]) -> Dataset:
     lengths = [2 * len(args) + 2 for _, args in inputs]
     width = max(lengths, default=0)
     ids = np.full((len(inputs), width), PAD, dtype=np.int64)
-    for row, ((op, args), n) in enumerate(zip(inputs, lengths)):
+    for row, ((op, args), n) in enumerate(zip(inputs, lengths, strict=False)):
         ids[row, width - n :] = encode(format_input(OPS[op], args))
     targets = np.array([DIGIT0 + answer(OPS[op], args) for op, args in inputs], dtype=np.int64)
     ops = np.array([op for op, _ in inputs], dtype=np.int64)
@@ -199,7 +207,9 @@ def make_splits(
     test inputs from other arities than the training ones.
     """
     if len(split) != 3 or min(split) < 0 or not np.isclose(sum(split), 1.0) or min(split) == 0:
-        raise ValueError(f"make_splits: split must be three positive fractions summing to 1, got {list(split)}")
+        raise ValueError(
+            f"make_splits: split must be three positive fractions summing to 1, got {list(split)}"
+        )
     if train_size <= 0 or eval_size <= 0:
         raise ValueError(f"make_splits: train_size and eval_size must be > 0, got {train_size}, {eval_size}")
     train_arities = parse_arity(arity)

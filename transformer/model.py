@@ -1,4 +1,4 @@
-"""The seed transformer: token embedding + sinusoidal positions, N attention/FFN blocks, answer from the last token.
+"""The seed transformer: embeddings + sinusoidal positions, N attention/FFN blocks, answer at the end.
 
 minGPT-shaped, written on microtensor's public API with its fused ops
 (linear, scaled-dot-product attention, layer_norm, gelu, dropout,
@@ -45,7 +45,9 @@ class ModelConfig:
         if self.n_blocks < 0:
             raise ValueError(f"ModelConfig: n_blocks must be >= 0, got {self.n_blocks}")
         if self.d_model % self.n_heads:
-            raise ValueError(f"ModelConfig: d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
+            raise ValueError(
+                f"ModelConfig: d_model {self.d_model} is not divisible by n_heads {self.n_heads}"
+            )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"ModelConfig: dropout must be in [0, 1), got {self.dropout}")
 
@@ -90,9 +92,11 @@ class LayerNorm(nn.Module):
 
 
 class SelfAttention(nn.Module):
-    """Multi-head self-attention: one fused QKV projection, fused attention with the padding mask, output proj."""
+    """Multi-head self-attention: fused QKV projection, fused masked attention, output projection."""
 
-    def __init__(self, config: ModelConfig, rng: np.random.Generator, dropout_rng: np.random.Generator) -> None:
+    def __init__(
+        self, config: ModelConfig, rng: np.random.Generator, dropout_rng: np.random.Generator
+    ) -> None:
         super().__init__()
         d = config.d_model
         self.n_heads, self.p, self.dropout_rng = config.n_heads, config.dropout, dropout_rng
@@ -128,7 +132,9 @@ class MeanPool(nn.Module):
 class FeedForward(nn.Module):
     """Linear (d -> d_ff), GELU, linear (d_ff -> d), dropout."""
 
-    def __init__(self, config: ModelConfig, rng: np.random.Generator, dropout_rng: np.random.Generator) -> None:
+    def __init__(
+        self, config: ModelConfig, rng: np.random.Generator, dropout_rng: np.random.Generator
+    ) -> None:
         super().__init__()
         d, h = config.d_model, config.d_ff
         self.p, self.dropout_rng = config.dropout, dropout_rng
@@ -146,10 +152,14 @@ class FeedForward(nn.Module):
 class Block(nn.Module):
     """Attention then FFN, each with a residual add and LayerNorm (after the add, or before with pre_ln)."""
 
-    def __init__(self, config: ModelConfig, rng: np.random.Generator, dropout_rng: np.random.Generator) -> None:
+    def __init__(
+        self, config: ModelConfig, rng: np.random.Generator, dropout_rng: np.random.Generator
+    ) -> None:
         super().__init__()
         self.config = config
-        self.attn = MeanPool(config.n_heads) if config.no_attention else SelfAttention(config, rng, dropout_rng)
+        self.attn = (
+            MeanPool(config.n_heads) if config.no_attention else SelfAttention(config, rng, dropout_rng)
+        )
         self.ffn = None if config.no_ffn else FeedForward(config, rng, dropout_rng)
         norm = not config.no_layernorm
         self.ln1 = LayerNorm(config.d_model) if norm else None
@@ -165,7 +175,9 @@ class Block(nn.Module):
             x = ln(x)
         return x, extra
 
-    def forward(self, x: mt.Tensor, mask: np.ndarray, record: list | None = None) -> tuple[mt.Tensor, np.ndarray]:
+    def forward(
+        self, x: mt.Tensor, mask: np.ndarray, record: list | None = None
+    ) -> tuple[mt.Tensor, np.ndarray]:
         """x (B, T, D) -> (x, attention weights); FFN hidden values are appended to `record` when given."""
         x, weights = self._sublayer(x, lambda h: self.attn(h, mask), self.ln1)
         if self.ffn is not None:
@@ -178,7 +190,9 @@ class Block(nn.Module):
 class Transformer(nn.Module):
     """Embedding + positions, `n_blocks` blocks, a linear head on the last position: logits (B, vocab)."""
 
-    def __init__(self, config: ModelConfig | None = None, generator: np.random.Generator | None = None) -> None:
+    def __init__(
+        self, config: ModelConfig | None = None, generator: np.random.Generator | None = None
+    ) -> None:
         super().__init__()
         self.config = config = config or ModelConfig()
         rng = generator if generator is not None else np.random.default_rng(0)
@@ -187,7 +201,10 @@ class Transformer(nn.Module):
         self.register_buffer("pos_table", sinusoidal_table(config.max_len, config.d_model), persistent=False)
         self.blocks = nn.ModuleList(Block(config, rng, self.dropout_rng) for _ in range(config.n_blocks))
         self.ln_f = LayerNorm(config.d_model) if config.pre_ln and not config.no_layernorm else None
-        self.head_weight, self.head_bias = _normal(rng, config.vocab_size, config.d_model), _zeros(config.vocab_size)
+        self.head_weight, self.head_bias = (
+            _normal(rng, config.vocab_size, config.d_model),
+            _zeros(config.vocab_size),
+        )
 
     def _prepare(self, ids: Any, mask: Any) -> tuple[np.ndarray, np.ndarray]:
         """ids (B, T) int64 and the key mask (B, T) bool, checked against the config."""
@@ -198,7 +215,9 @@ class Transformer(nn.Module):
             raise ValueError(f"Transformer: length {ids.shape[1]} exceeds max_len {self.config.max_len}")
         mask = ids != 0 if mask is None else np.asarray(mask.numpy() if isinstance(mask, mt.Tensor) else mask)
         if mask.shape != ids.shape or not mask.any(axis=1).all():
-            raise ValueError(f"Transformer: mask of shape {mask.shape} for ids {ids.shape}, each row needs a token")
+            raise ValueError(
+                f"Transformer: mask of shape {mask.shape} for ids {ids.shape}, each row needs a token"
+            )
         return ids, mask.astype(bool, copy=False)
 
     def embed(self, ids: np.ndarray, mask: np.ndarray) -> mt.Tensor:

@@ -1,4 +1,6 @@
-"""Answer inputs with a trained checkpoint: `python -m transformer.predict --ckpt runs/seed/ckpt_best.npz "Max(5,3,9)"`.
+"""Answer inputs with a trained checkpoint.
+
+    python -m transformer.predict --ckpt runs/seed/ckpt_best.npz "Max(5,3,9)"
 
 Several inputs (arguments, or one per line on stdin) are answered in one batch.
 Malformed input gets a message and exit code 2, never a traceback.
@@ -25,9 +27,15 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m transformer.predict",
         description="Answer operations such as Max(5,3,9) with a trained checkpoint.",
     )
-    p.add_argument("inputs", nargs="*", help="inputs such as 'Max(5,3,9)'; none: read one per line from stdin")
-    p.add_argument("--ckpt", default="runs/seed/ckpt_best.npz", help="checkpoint (default runs/seed/ckpt_best.npz)")
-    p.add_argument("--top", type=int, default=3, help="how many of the most likely tokens to show (default 3)")
+    p.add_argument(
+        "inputs", nargs="*", help="inputs such as 'Max(5,3,9)'; none: read one per line from stdin"
+    )
+    p.add_argument(
+        "--ckpt", default="runs/seed/ckpt_best.npz", help="checkpoint (default runs/seed/ckpt_best.npz)"
+    )
+    p.add_argument(
+        "--top", type=int, default=3, help="how many of the most likely tokens to show (default 3)"
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object per input")
     return p
 
@@ -42,8 +50,13 @@ def predict(model: Transformer, texts: list[str], top: int = 3) -> list[dict[str
     results = []
     for text, row in zip(texts, probs, strict=True):
         best = np.argsort(-row)[:top]
-        results.append({"input": text, "answer": VOCAB[best[0]],
-                        "top": [[VOCAB[i], round(float(row[i]), 4)] for i in best]})
+        results.append(
+            {
+                "input": text,
+                "answer": VOCAB[best[0]],
+                "top": [[VOCAB[i], round(float(row[i]), 4)] for i in best],
+            }
+        )
     return results
 
 

@@ -143,13 +143,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", default="runs/seed", help="run directory (default: runs/seed)")
     run.add_argument("--resume", action="store_true", default=False, help="continue from OUT/ckpt_last.npz")
     run.add_argument("--config", help="JSON file of settings ({'model': {...}, 'train': {...}} or flat)")
-    run.add_argument("--seed", type=int, help=f"seed of data split, init, dropout and order (default {t.seed})")
+    run.add_argument(
+        "--seed", type=int, help=f"seed of data split, init, dropout and order (default {t.seed})"
+    )
     run.add_argument("--backend", choices=["c", "numpy"], help="kernel backend (default: C when built)")
     run.add_argument("--threads", type=_positive(int), help="kernel threads (MICROTENSOR_NUM_THREADS)")
     run.add_argument("--quiet", action="store_true", default=False, help="no progress bar")
-    run.add_argument("--no-diagnostics", dest="diagnostics", action="store_false", help="record no diagnostics")
-    run.add_argument("--diagnostics-epochs", type=_int_list,
-                     help="epochs at which diagnostics are recorded (default 1,5,10,20,30,50)")
+    run.add_argument(
+        "--no-diagnostics", dest="diagnostics", action="store_false", help="record no diagnostics"
+    )
+    run.add_argument(
+        "--diagnostics-epochs",
+        type=_int_list,
+        help="epochs at which diagnostics are recorded (default 1,5,10,20,30,50)",
+    )
     opt = p.add_argument_group("optimisation")
     opt.add_argument("--epochs", type=_positive(int), help=f"default {t.epochs}")
     opt.add_argument("--lr", type=_positive(float), help=f"learning rate (default {t.lr})")
@@ -157,14 +164,26 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--momentum", type=_non_negative(float), help="SGD momentum (default 0: plain SGD)")
     opt.add_argument("--weight-decay", type=_non_negative(float), help="default 0.01 for adamw, else 0")
     opt.add_argument("--batch-size", type=_positive(int), help=f"default {t.batch_size}")
-    opt.add_argument("--schedule", choices=["constant", "cosine", "step"],
-                     help="constant (default), cosine (linear warmup then cosine), step")
-    opt.add_argument("--warmup-epochs", type=_non_negative(int), help="warmup of the cosine schedule (default 0)")
-    opt.add_argument("--step-size", type=_positive(int), help=f"epochs between step decays (default {t.step_size})")
+    opt.add_argument(
+        "--schedule",
+        choices=["constant", "cosine", "step"],
+        help="constant (default), cosine (linear warmup then cosine), step",
+    )
+    opt.add_argument(
+        "--warmup-epochs", type=_non_negative(int), help="warmup of the cosine schedule (default 0)"
+    )
+    opt.add_argument(
+        "--step-size", type=_positive(int), help=f"epochs between step decays (default {t.step_size})"
+    )
     opt.add_argument("--gamma", type=_positive(float), help=f"step decay factor (default {t.gamma})")
-    opt.add_argument("--grad-clip", type=_positive(float), help="clip the gradient norm to this (default off)")
-    opt.add_argument("--patience", type=_positive(int),
-                     help="stop after this many epochs without a better val loss, restore the best (default off)")
+    opt.add_argument(
+        "--grad-clip", type=_positive(float), help="clip the gradient norm to this (default off)"
+    )
+    opt.add_argument(
+        "--patience",
+        type=_positive(int),
+        help="stop after this many epochs without a better val loss, restore the best (default off)",
+    )
     data = p.add_argument_group("data")
     data.add_argument("--arity", type=_arity, help="arguments per input: 3 (default), 2-5 or 2,4")
     data.add_argument("--test-arity", type=_arity, help="test on other arities (length generalisation)")
@@ -178,9 +197,15 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--n-blocks", type=_non_negative(int), help=f"default {m.n_blocks}")
     model.add_argument("--dropout", type=_non_negative(float), help=f"default {m.dropout}")
     model.add_argument("--max-len", type=_positive(int), help=f"default {m.max_len}")
-    model.add_argument("--pre-ln", action="store_true", help="LayerNorm before each sublayer (default: after)")
-    model.add_argument("--ablate", type=_ablations, action="append",
-                       help=f"switch a component off (repeatable or comma list): {', '.join(ABLATIONS)}")
+    model.add_argument(
+        "--pre-ln", action="store_true", help="LayerNorm before each sublayer (default: after)"
+    )
+    model.add_argument(
+        "--ablate",
+        type=_ablations,
+        action="append",
+        help=f"switch a component off (repeatable or comma list): {', '.join(ABLATIONS)}",
+    )
     return p
 
 
@@ -254,8 +279,11 @@ def _validate(model_cfg: ModelConfig, cfg: TrainConfig, parser: argparse.Argumen
         (cfg.train_size >= 1 and cfg.eval_size >= 1, "train and eval sizes must be >= 1"),
         (cfg.momentum >= 0 and (cfg.weight_decay or 0) >= 0, "momentum and weight decay must be >= 0"),
         (cfg.backend in (None, "c", "numpy"), f"unknown backend {cfg.backend!r}"),
-        (model_cfg.max_len >= 2 * max(parse_arity(cfg.test_arity or cfg.arity) + parse_arity(cfg.arity)) + 2,
-         f"max_len {model_cfg.max_len} is too short for arity {cfg.arity} / {cfg.test_arity}"),
+        (
+            model_cfg.max_len
+            >= 2 * max(parse_arity(cfg.test_arity or cfg.arity) + parse_arity(cfg.arity)) + 2,
+            f"max_len {model_cfg.max_len} is too short for arity {cfg.arity} / {cfg.test_arity}",
+        ),
     ]
     for ok, message in checks:
         if not ok:
@@ -273,8 +301,13 @@ def _from_json_array(array: np.ndarray) -> Any:
     return json.loads(np.asarray(array, dtype=np.uint8).tobytes().decode())
 
 
-def save_checkpoint(path: Path, model: Transformer, optimizer: Any, meta: dict[str, Any],
-                    extra: dict[str, np.ndarray] | None = None) -> None:
+def save_checkpoint(
+    path: Path,
+    model: Transformer,
+    optimizer: Any,
+    meta: dict[str, Any],
+    extra: dict[str, np.ndarray] | None = None,
+) -> None:
     """Model, optimizer, and a JSON `meta` (config, progress, RNG, scheduler, early stopping), atomically."""
     state = {f"model/{k}": v for k, v in model.state_dict().items()}
     state.update({f"optim/{k}": v for k, v in optimizer.state_dict().items()})
@@ -292,7 +325,7 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, 
 
 
 def _section(arrays: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
-    return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+    return {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
 
 
 def load_model(path: str | os.PathLike) -> Transformer:
@@ -320,7 +353,9 @@ def make_scheduler(optimizer: Any, cfg: TrainConfig, steps_per_epoch: int) -> An
     """A per-step schedule (None for constant): warmup + cosine to 0, or step decay every step_size epochs."""
     total = cfg.epochs * steps_per_epoch
     if cfg.schedule == "step":
-        return optim.lr_scheduler.StepLR(optimizer, step_size=cfg.step_size * steps_per_epoch, gamma=cfg.gamma)
+        return optim.lr_scheduler.StepLR(
+            optimizer, step_size=cfg.step_size * steps_per_epoch, gamma=cfg.gamma
+        )
     if cfg.schedule != "cosine":
         return None
     warmup = cfg.warmup_epochs * steps_per_epoch
@@ -333,7 +368,7 @@ def make_scheduler(optimizer: Any, cfg: TrainConfig, steps_per_epoch: int) -> An
 
 @mt.no_grad()
 def evaluate(model: Transformer, data: Dataset, details: bool = False) -> dict[str, Any]:
-    """Loss and accuracy (overall and per op) in eval mode; with details also predictions and losses per input."""
+    """Loss and accuracy (overall, per op) in eval mode; with details, predictions and losses per input."""
     was_training = model.training
     model.eval()
     preds, losses = [], []
@@ -397,7 +432,9 @@ class Trainer:
     def __init__(self, model_cfg: ModelConfig, cfg: TrainConfig, run_dir: Path, quiet: bool = False) -> None:
         self.model_cfg, self.cfg, self.run_dir, self.quiet = model_cfg, cfg, run_dir, quiet
         mt.manual_seed(cfg.seed)
-        self.data: Splits = make_splits(cfg.arity, cfg.train_size, cfg.eval_size, cfg.split, cfg.test_arity, cfg.seed)
+        self.data: Splits = make_splits(
+            cfg.arity, cfg.train_size, cfg.eval_size, cfg.split, cfg.test_arity, cfg.seed
+        )
         self.model = Transformer(model_cfg, np.random.default_rng(cfg.seed))
         self.names = [name for name, _ in self.model.named_parameters()]
         self.params = list(self.model.parameters())
@@ -415,10 +452,14 @@ class Trainer:
     def meta(self) -> dict[str, Any]:
         return {
             "config": {"model": self.model_cfg.__dict__.copy(), "train": asdict(self.cfg)},
-            "epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "global_step": self.global_step,
+            "epoch": self.epoch,
+            "step_in_epoch": self.step_in_epoch,
+            "global_step": self.global_step,
             "scheduler": self.scheduler.state_dict() if self.scheduler else None,
             "dropout_rng": self.model.dropout_rng.bit_generator.state,
-            "best": self.best, "stats": asdict(self.stats), "train_seconds": self.train_seconds,
+            "best": self.best,
+            "stats": asdict(self.stats),
+            "train_seconds": self.train_seconds,
         }
 
     def save(self, name: str) -> None:
@@ -436,12 +477,18 @@ class Trainer:
             self.scheduler.load_state_dict(meta["scheduler"])
         self.model.dropout_rng.bit_generator.state = meta["dropout_rng"]
         self.epoch, self.step_in_epoch = meta["epoch"], meta["step_in_epoch"]
-        self.global_step, self.best, self.train_seconds = meta["global_step"], meta["best"], meta["train_seconds"]
+        self.global_step, self.best, self.train_seconds = (
+            meta["global_step"],
+            meta["best"],
+            meta["train_seconds"],
+        )
         self.stats = _EpochStats(**meta["stats"])
         starts = _section(arrays, "epoch_start/")
-        self.epoch_start = [starts[str(i)] for i in range(len(self.params))] if starts else [
-            p.data.copy() for p in self.params
-        ]
+        self.epoch_start = (
+            [starts[str(i)] for i in range(len(self.params))]
+            if starts
+            else [p.data.copy() for p in self.params]
+        )
 
     def _make_recorder(self) -> Any:
         if not self.cfg.diagnostics:
@@ -454,7 +501,7 @@ class Trainer:
 
     # ---- the loop ----
     def order(self, epoch: int) -> np.ndarray:
-        """The epoch's example order: a function of (seed, epoch) only, so a resumed run sees the same batches."""
+        """The order of an epoch, a function of (seed, epoch) only: a resumed run sees the same batches."""
         return np.random.default_rng([self.cfg.seed, 1, epoch]).permutation(len(self.data.train))
 
     def train_step(self, index: np.ndarray) -> float:
@@ -490,14 +537,20 @@ class Trainer:
 
     def epoch_metrics(self, val: dict[str, Any], seconds: float) -> dict[str, Any]:
         s = self.stats
-        row: dict[str, Any] = {"epoch": self.epoch, "step": self.global_step,
-                               "train/loss": s.loss_sum / max(s.count, 1), "train/acc": s.correct / max(s.count, 1)}
+        row: dict[str, Any] = {
+            "epoch": self.epoch,
+            "step": self.global_step,
+            "train/loss": s.loss_sum / max(s.count, 1),
+            "train/acc": s.correct / max(s.count, 1),
+        }
         row.update({f"val/{k}": v for k, v in val.items()})
         row["lr"] = float(self.optimizer.param_groups[0]["lr"])
-        for name, total in zip(self.names, s.grad_norms):
+        for name, total in zip(self.names, s.grad_norms, strict=False):
             row[f"grad_norm/{name}"] = total / max(s.norm_samples, 1)
-        for name, p, start in zip(self.names, self.params, self.epoch_start):
-            row[f"update_ratio/{name}"] = float(np.linalg.norm(p.data - start) / (np.linalg.norm(start) + 1e-12))
+        for name, p, start in zip(self.names, self.params, self.epoch_start, strict=False):
+            row[f"update_ratio/{name}"] = float(
+                np.linalg.norm(p.data - start) / (np.linalg.norm(start) + 1e-12)
+            )
         row["time/epoch_s"] = seconds
         return row
 
@@ -509,7 +562,9 @@ class Trainer:
                 return status
             stop = self._end_epoch()
             if interrupt.requested:
-                self._say(f"interrupted after epoch {self.epoch}; checkpoint saved: {self.run_dir / CKPT_LAST}")
+                self._say(
+                    f"interrupted after epoch {self.epoch}; checkpoint saved: {self.run_dir / CKPT_LAST}"
+                )
                 return 130
             if stop:
                 self._say(f"early stopping: val loss has not improved for {self.cfg.patience} epochs")
@@ -528,8 +583,10 @@ class Trainer:
                 index = order[self.step_in_epoch * bs : (self.step_in_epoch + 1) * bs]
                 loss = self.train_step(index)
                 if not math.isfinite(loss):
-                    self._say(f"loss became {loss} at epoch {self.epoch + 1}, step {self.step_in_epoch + 1}; "
-                              f"stopping (last good checkpoint: {self.run_dir / CKPT_LAST}, epoch {self.epoch})")
+                    self._say(
+                        f"loss became {loss} at epoch {self.epoch + 1}, step {self.step_in_epoch + 1}; "
+                        f"stopping (last good checkpoint: {self.run_dir / CKPT_LAST}, epoch {self.epoch})"
+                    )
                     return 1
                 self.step_in_epoch += 1
                 self.global_step += 1
@@ -538,8 +595,10 @@ class Trainer:
                     self.stats.seconds += time.perf_counter() - started
                     self.train_seconds += time.perf_counter() - started
                     self.save(CKPT_LAST)
-                    self._say(f"interrupted at epoch {self.epoch + 1}, step {self.step_in_epoch}; "
-                              f"checkpoint saved: {self.run_dir / CKPT_LAST} (continue with --resume)")
+                    self._say(
+                        f"interrupted at epoch {self.epoch + 1}, step {self.step_in_epoch}; "
+                        f"checkpoint saved: {self.run_dir / CKPT_LAST} (continue with --resume)"
+                    )
                     return 130
         finally:
             if bar is not None:
@@ -573,7 +632,7 @@ class Trainer:
         return self.cfg.patience is not None and self.best["bad_epochs"] >= self.cfg.patience
 
     def _finish(self) -> None:
-        """Restore the best weights (with early stopping), test, write the last metrics line and predictions."""
+        """Restore the best weights (early stopping), test, write the last metrics line and predictions."""
         if self.cfg.patience is not None and self.best["epoch"] != self.epoch:
             _, arrays = read_checkpoint(self.run_dir / CKPT_BEST)
             self.model.load_state_dict(_section(arrays, "model/"))
@@ -581,7 +640,10 @@ class Trainer:
         if self.recorder is not None and hasattr(self.recorder, "on_train_end"):
             self.recorder.on_train_end(self.epoch, self.model)
         test = evaluate(self.model, self.data.test, details=True)
-        row = {"epoch": self.epoch, **{f"test/{k}": v for k, v in test.items() if k not in ("pred", "losses")}}
+        row = {
+            "epoch": self.epoch,
+            **{f"test/{k}": v for k, v in test.items() if k not in ("pred", "losses")},
+        }
         row["time/train_s"] = self.train_seconds
         self._append_metrics(row)
         self._write_predictions(test)
@@ -593,8 +655,15 @@ class Trainer:
             return None
         from tqdm import tqdm
 
-        return tqdm(total=self.steps_per_epoch, initial=self.step_in_epoch, leave=False, dynamic_ncols=True,
-                    desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}", file=sys.stderr, mininterval=0.2)
+        return tqdm(
+            total=self.steps_per_epoch,
+            initial=self.step_in_epoch,
+            leave=False,
+            dynamic_ncols=True,
+            desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}",
+            file=sys.stderr,
+            mininterval=0.2,
+        )
 
     def _update_bar(self, bar: Any, loss: float) -> None:
         if bar is None:
@@ -608,9 +677,11 @@ class Trainer:
         print(text, flush=True)
 
     def _summary(self, row: dict[str, Any]) -> str:
-        return (f"epoch {row['epoch']:3d}/{self.cfg.epochs}  train loss {row['train/loss']:.4f} "
-                f"acc {row['train/acc']:.1%}  val loss {row['val/loss']:.4f} acc {row['val/acc']:.1%}  "
-                f"lr {row['lr']:.2e}  {row['time/epoch_s']:.1f}s")
+        return (
+            f"epoch {row['epoch']:3d}/{self.cfg.epochs}  train loss {row['train/loss']:.4f} "
+            f"acc {row['train/acc']:.1%}  val loss {row['val/loss']:.4f} acc {row['val/acc']:.1%}  "
+            f"lr {row['lr']:.2e}  {row['time/epoch_s']:.1f}s"
+        )
 
     def _append_metrics(self, row: dict[str, Any]) -> None:
         with open(self.run_dir / "metrics.jsonl", "a") as f:
@@ -620,20 +691,33 @@ class Trainer:
         data = self.data.test
         lines = []
         for i, text in enumerate(data.texts()):
-            lines.append(json.dumps({"input": text, "op": OPS[data.ops[i]], "target": VOCAB[data.targets[i]],
-                                     "pred": VOCAB[test["pred"][i]], "loss": float(test["losses"][i])}))
+            lines.append(
+                json.dumps(
+                    {
+                        "input": text,
+                        "op": OPS[data.ops[i]],
+                        "target": VOCAB[data.targets[i]],
+                        "pred": VOCAB[test["pred"][i]],
+                        "loss": float(test["losses"][i]),
+                    }
+                )
+            )
         tmp = self.run_dir / "test_predictions.jsonl.tmp"
         tmp.write_text("\n".join(lines) + "\n")
         os.replace(tmp, self.run_dir / "test_predictions.jsonl")
 
     def _report_test(self, row: dict[str, Any], test: dict[str, Any]) -> None:
         per_op = "  ".join(f"{op} {row[f'test/acc/{op}']:.1%}" for op in OPS if f"test/acc/{op}" in row)
-        self._say(f"test accuracy {row['test/acc']:.2%} on {len(self.data.test)} held-out inputs never seen "
-                  f"in training ({per_op}); loss {row['test/loss']:.4f}; trained in {self.train_seconds:.1f}s")
+        self._say(
+            f"test accuracy {row['test/acc']:.2%} on {len(self.data.test)} held-out inputs never seen "
+            f"in training ({per_op}); loss {row['test/loss']:.4f}; trained in {self.train_seconds:.1f}s"
+        )
         wrong = np.flatnonzero(test["pred"] != self.data.test.targets)
         for i in wrong[:5]:
-            self._say(f"  {decode(self.data.test.ids[i])} -> predicted {VOCAB[test['pred'][i]]}, "
-                      f"expected {VOCAB[self.data.test.targets[i]]}")
+            self._say(
+                f"  {decode(self.data.test.ids[i])} -> predicted {VOCAB[test['pred'][i]]}, "
+                f"expected {VOCAB[self.data.test.targets[i]]}"
+            )
         if len(wrong) > 5:
             self._say(f"  ... {len(wrong) - 5} more mistakes in {self.run_dir / 'test_predictions.jsonl'}")
 
@@ -657,8 +741,11 @@ def _truncate_metrics(run_dir: Path, epoch: int) -> None:
     path = run_dir / "metrics.jsonl"
     if not path.exists():
         return
-    keep = [line for line in path.read_text().splitlines()
-            if line.strip() and "test/acc" not in line and json.loads(line).get("epoch", 0) <= epoch]
+    keep = [
+        line
+        for line in path.read_text().splitlines()
+        if line.strip() and "test/acc" not in line and json.loads(line).get("epoch", 0) <= epoch
+    ]
     path.write_text("".join(line + "\n" for line in keep))
 
 
@@ -691,11 +778,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     trainer = _prepare_run(args, parser)
     cfg, data = trainer.cfg, trainer.data
-    print(f"model: {trainer.model.num_parameters():,} parameters | backend {mt.backend.name()} | "
-          f"data: {len(data.train)} train examples, {len(data.val)} val and {len(data.test)} test inputs "
-          f"(distinct inputs disjoint across splits) | {cfg.epochs} epochs x {trainer.steps_per_epoch} steps"
-          + (f" | resuming at epoch {trainer.epoch + 1}, step {trainer.step_in_epoch}" if args.resume else ""),
-          flush=True)
+    print(
+        f"model: {trainer.model.num_parameters():,} parameters | backend {mt.backend.name()} | "
+        f"data: {len(data.train)} train examples, {len(data.val)} val and {len(data.test)} test inputs "
+        f"(distinct inputs disjoint across splits) | {cfg.epochs} epochs x {trainer.steps_per_epoch} steps"
+        + (f" | resuming at epoch {trainer.epoch + 1}, step {trainer.step_in_epoch}" if args.resume else ""),
+        flush=True,
+    )
     if trainer.recorder is not None and not args.resume and hasattr(trainer.recorder, "on_train_begin"):
         trainer.recorder.on_train_begin(trainer.model)
     try:
