@@ -94,14 +94,15 @@ def torch_model(config: ModelConfig, state: dict[str, np.ndarray]):
             )
             self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
 
-        def forward(self, x, mask):
+        def forward(self, x, mask, last_only=False):
             B, T, D = x.shape
             H = config.n_heads
             a, f, p = self.attn, self.ffn, config.dropout
             qkv = TF.linear(x, a.qkv_weight, a.qkv_bias).view(B, T, 3, H, D // H).permute(2, 0, 3, 1, 4)
-            y = TF.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=mask)
-            y = TF.linear(y.transpose(1, 2).reshape(B, T, D), a.proj_weight, a.proj_bias)
-            x = self.ln1(x + TF.dropout(y, p, self.training))
+            q = qkv[0][:, :, -1:] if last_only else qkv[0]
+            y = TF.scaled_dot_product_attention(q, qkv[1], qkv[2], attn_mask=mask)
+            y = TF.linear(y.transpose(1, 2).reshape(B, q.shape[2], D), a.proj_weight, a.proj_bias)
+            x = self.ln1((x[:, -1:] if last_only else x) + TF.dropout(y, p, self.training))
             h = TF.gelu(TF.linear(x, f.fc_weight, f.fc_bias), approximate="tanh")
             y = TF.linear(h, f.proj_weight, f.proj_bias)
             return self.ln2(x + TF.dropout(y, p, self.training))
@@ -119,8 +120,8 @@ def torch_model(config: ModelConfig, state: dict[str, np.ndarray]):
             positions = (mask.cumsum(1) - 1).clamp(min=0)
             x = TF.embedding(ids, self.tok_emb) + self.pos_table[positions]
             key_mask = mask[:, None, None, :]
-            for block in self.blocks:
-                x = block(x, key_mask)
+            for i, block in enumerate(self.blocks):
+                x = block(x, key_mask, last_only=i == len(self.blocks) - 1)  # as microtensor's model
             return TF.linear(x[:, -1], self.head_weight, self.head_bias)
 
     model = Model()

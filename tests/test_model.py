@@ -77,6 +77,9 @@ def test_every_ablation_builds_and_trains_one_step(batch, switch):
     assert all(np.allclose(w.sum(-1), 1.0, rtol=1e-5) for w in attention)
     changed = [not np.array_equal(b, p.data) for b, p in zip(before, model.parameters(), strict=True)]
     assert all(changed)
+    model.eval()
+    full, _ = model(ids, mask, return_attention=True)
+    np.testing.assert_allclose(model(ids, mask).numpy(), full.numpy(), rtol=1e-4, atol=1e-5)  # last-only path
 
 
 def test_bad_configs_and_inputs_raise():

@@ -103,13 +103,19 @@ class SelfAttention(nn.Module):
         self.qkv_weight, self.qkv_bias = _normal(rng, 3 * d, d), _zeros(3 * d)
         self.proj_weight, self.proj_bias = _normal(rng, d, d), _zeros(d)
 
-    def forward(self, x: mt.Tensor, mask: np.ndarray) -> tuple[mt.Tensor, np.ndarray]:
-        """x (B, T, D) and key mask (B, 1, 1, T) -> output (B, T, D) and weights (B, H, T, T)."""
+    def forward(
+        self, x: mt.Tensor, mask: np.ndarray, last_only: bool = False
+    ) -> tuple[mt.Tensor, np.ndarray]:
+        """x (B, T, D) and key mask (B, 1, 1, T) -> output (B, T, D) and weights (B, H, T, T).
+
+        With last_only only the last position queries (output (B, 1, D)): all the head needs.
+        """
         B, T, D = x.shape
         qkv = F.linear(x, self.qkv_weight, self.qkv_bias).reshape(B, T, 3, self.n_heads, D // self.n_heads)
         qkv = qkv.permute(2, 0, 3, 1, 4)
-        y, weights = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], mask=mask, need_weights=True)
-        y = F.linear(y.permute(0, 2, 1, 3).reshape(B, T, D), self.proj_weight, self.proj_bias)
+        q = qkv[0, :, :, -1:] if last_only else qkv[0]
+        y, weights = F.scaled_dot_product_attention(q, qkv[1], qkv[2], mask=mask, need_weights=True)
+        y = F.linear(y.permute(0, 2, 1, 3).reshape(B, q.shape[2], D), self.proj_weight, self.proj_bias)
         return F.dropout(y, self.p, self.training, self.dropout_rng), weights.numpy()
 
 
@@ -120,13 +126,15 @@ class MeanPool(nn.Module):
         super().__init__()
         self.n_heads = n_heads
 
-    def forward(self, x: mt.Tensor, mask: np.ndarray) -> tuple[mt.Tensor, np.ndarray]:
+    def forward(
+        self, x: mt.Tensor, mask: np.ndarray, last_only: bool = False
+    ) -> tuple[mt.Tensor, np.ndarray]:
         keys = mask[:, 0, 0, :].astype(np.float32)  # (B, T)
         share = keys / keys.sum(axis=1, keepdims=True)
         pooled = (x * mt.tensor(share[:, :, None])).sum(axis=1, keepdims=True)
         B, T = keys.shape
         weights = np.broadcast_to(share[:, None, None, :], (B, self.n_heads, T, T))
-        return pooled.expand(*x.shape), np.ascontiguousarray(weights)
+        return (pooled if last_only else pooled.expand(*x.shape)), np.ascontiguousarray(weights)
 
 
 class FeedForward(nn.Module):
@@ -165,21 +173,26 @@ class Block(nn.Module):
         self.ln1 = LayerNorm(config.d_model) if norm else None
         self.ln2 = LayerNorm(config.d_model) if norm and self.ffn is not None else None
 
-    def _sublayer(self, x: mt.Tensor, fn: Any, ln: LayerNorm | None) -> Any:
+    def _sublayer(self, x: mt.Tensor, fn: Any, ln: LayerNorm | None, last_only: bool = False) -> Any:
         """x + fn(x) with the LayerNorm placed by pre_ln; returns (new x, whatever fn returned beside)."""
         h = ln(x) if ln is not None and self.config.pre_ln else x
         out = fn(h)
         y, extra = out if isinstance(out, tuple) else (out, None)
-        x = y if self.config.no_residual else x + y
+        if not self.config.no_residual:
+            y = (x[:, -1:, :] if last_only else x) + y
+        x = y
         if ln is not None and not self.config.pre_ln:
             x = ln(x)
         return x, extra
 
     def forward(
-        self, x: mt.Tensor, mask: np.ndarray, record: list | None = None
+        self, x: mt.Tensor, mask: np.ndarray, record: list | None = None, last_only: bool = False
     ) -> tuple[mt.Tensor, np.ndarray]:
-        """x (B, T, D) -> (x, attention weights); FFN hidden values are appended to `record` when given."""
-        x, weights = self._sublayer(x, lambda h: self.attn(h, mask), self.ln1)
+        """x (B, T, D) -> (x, attention weights); FFN hidden values are appended to `record` when given.
+
+        last_only computes the output of the last position only, (B, 1, D), for the final block.
+        """
+        x, weights = self._sublayer(x, lambda h: self.attn(h, mask, last_only), self.ln1, last_only)
         if self.ffn is not None:
             x, _ = self._sublayer(x, lambda h: self.ffn(h, record), self.ln2)
         elif record is not None:
@@ -230,16 +243,20 @@ class Transformer(nn.Module):
 
     def forward(self, ids: Any, mask: Any = None, return_attention: bool = False) -> Any:
         """Logits (B, vocab) for the answer, read from the last position (the ')' after left padding)."""
-        logits, attention = self._run(ids, mask, None)
+        logits, attention = self._run(ids, mask, None, full=return_attention)
         return (logits, attention) if return_attention else logits
 
-    def _run(self, ids: Any, mask: Any, record: list | None) -> tuple[mt.Tensor, list[np.ndarray]]:
+    def _run(
+        self, ids: Any, mask: Any, record: list | None, full: bool = True
+    ) -> tuple[mt.Tensor, list[np.ndarray]]:
+        """Logits and attention weights; unless `full`, the last block works on the last position only."""
         ids, mask = self._prepare(ids, mask)
         x = self.embed(ids, mask)
         key_mask = mask[:, None, None, :]
         attention = []
-        for block in self.blocks:
-            x, weights = block(x, key_mask, record)
+        for i, block in enumerate(self.blocks):
+            last_only = not full and record is None and i == len(self.blocks) - 1
+            x, weights = block(x, key_mask, record, last_only)
             attention.append(weights)
         last = x[:, -1, :]
         if self.ln_f is not None:
