@@ -16,45 +16,44 @@ typedef struct {
     int64_t count[CE_MAX_TASKS];
 } ce_job;
 
-/* Row max m and sum(exp(x - m)); writes exp(x - m) into e when e is not NULL. */
-static inline float row_sum_exp(const float *x, float *e, int64_t C, float *max_out) {
-    float m = -INFINITY, s = 0.0f;
-#pragma omp simd reduction(max : m)
-    for (int64_t j = 0; j < C; j++) m = x[j] > m ? x[j] : m;
-    if (e) {
-#pragma omp simd reduction(+ : s)
-        for (int64_t j = 0; j < C; j++) {
-            e[j] = mt_expf(x[j] - m);
-            s += e[j];
-        }
-    } else {
-#pragma omp simd reduction(+ : s)
-        for (int64_t j = 0; j < C; j++) s += mt_expf(x[j] - m);
+/* Rows [r0, r1) of a block: e = exp(x - max) into e (row stride C), max per row into m. */
+static inline void block_exp(const float *logits, float *e, float *m, int64_t r0, int64_t r1, int64_t C) {
+    for (int64_t r = r0; r < r1; r++) {
+        const float *x = logits + r * C;
+        float *er = e + (r - r0) * C, mr = mt_max(x, C);
+#pragma omp simd
+        for (int64_t j = 0; j < C; j++) er[j] = x[j] - mr;
+        m[r - r0] = mr;
     }
-    *max_out = m;
-    return s;
+    mt_exp_inplace(e, (r1 - r0) * C);
 }
 
+/* Loss and gradient for a block of rows whose exponentials are already in dlogits. */
 static MT_CLONES void ce_forward_task(void *ctx, int64_t t) {
     ce_job *s = ctx;
     int64_t C = s->C, r0 = t * s->chunk, r1 = r0 + s->chunk < s->N ? r0 + s->chunk : s->N;
+    int64_t step = mt_block_rows(C);
+    float m[MT_EXP_BLOCK];
     double loss = 0.0;
     int64_t count = 0;
-    for (int64_t r = r0; r < r1; r++) {
-        const float *x = s->logits + r * C;
-        float *d = s->dlogits + r * C;
-        int64_t target = s->targets[r];
-        if (target == s->ignore_index) {
-            for (int64_t j = 0; j < C; j++) d[j] = 0.0f;
-            continue;
-        }
-        float m, sum = row_sum_exp(x, d, C, &m);
-        loss += (double)(logf(sum) - (x[target] - m));
-        count++;
-        float inv = 1.0f / sum;
+    for (int64_t b0 = r0; b0 < r1; b0 += step) {
+        int64_t b1 = b0 + step < r1 ? b0 + step : r1;
+        block_exp(s->logits, s->dlogits + b0 * C, m, b0, b1, C);
+        for (int64_t r = b0; r < b1; r++) {
+            const float *x = s->logits + r * C;
+            float *d = s->dlogits + r * C;
+            int64_t target = s->targets[r];
+            if (target == s->ignore_index) {
+                for (int64_t j = 0; j < C; j++) d[j] = 0.0f;
+                continue;
+            }
+            float sum = mt_sum(d, C), inv = 1.0f / sum;
+            loss += (double)(logf(sum) - (x[target] - m[r - b0]));
+            count++;
 #pragma omp simd
-        for (int64_t j = 0; j < C; j++) d[j] *= inv;
-        d[target] -= 1.0f;
+            for (int64_t j = 0; j < C; j++) d[j] *= inv;
+            d[target] -= 1.0f;
+        }
     }
     s->loss[t] = loss;
     s->count[t] = count;
@@ -91,15 +90,26 @@ void mt_cross_entropy_forward(const float *logits, const int64_t *targets, int64
 
 static MT_CLONES void ce_rows(void *ctx, int64_t r0, int64_t r1) {
     const ce_job *s = ctx;
-    for (int64_t r = r0; r < r1; r++) {
-        const float *x = s->logits + r * s->C;
-        int64_t target = s->targets[r];
-        if (target == s->ignore_index) {
-            s->losses[r] = 0.0f;
-            continue;
+    int64_t C = s->C, step = mt_block_rows(C);
+    float m[MT_EXP_BLOCK], e[MT_EXP_BLOCK];
+    for (int64_t b0 = r0; b0 < r1; b0 += step) {
+        int64_t b1 = b0 + step < r1 ? b0 + step : r1;
+        if (C > MT_EXP_BLOCK) { /* one long row: vectorises on its own */
+            const float *x = s->logits + b0 * C;
+            float mr = mt_max(x, C), sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+            for (int64_t j = 0; j < C; j++) sum += mt_expf(x[j] - mr);
+            m[0] = mr;
+            e[0] = sum;
+        } else {
+            block_exp(s->logits, e, m, b0, b1, C);
         }
-        float m, sum = row_sum_exp(x, NULL, s->C, &m);
-        s->losses[r] = logf(sum) - (x[target] - m);
+        for (int64_t r = b0; r < b1; r++) {
+            int64_t target = s->targets[r];
+            float sum = C > MT_EXP_BLOCK ? e[0] : mt_sum(e + (r - b0) * C, C);
+            s->losses[r] = target == s->ignore_index ? 0.0f
+                                                     : logf(sum) - (s->logits[r * C + target] - m[r - b0]);
+        }
     }
 }
 

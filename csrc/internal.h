@@ -62,4 +62,34 @@ static inline float mt_tanhf(float x) {
     return x < 0 ? -t : t;
 }
 
+/* y[i] = exp(y[i]) for i < n in one vectorised sweep. Row kernels over short rows (softmax
+ * over 8 keys, 20 classes) shift a block of rows first and exponentiate it flat, since a
+ * loop over one short row never fills a vector register. */
+#define MT_EXP_BLOCK 4096
+static inline void mt_exp_inplace(float *y, int64_t n) {
+#pragma omp simd
+    for (int64_t i = 0; i < n; i++) y[i] = mt_expf(y[i]);
+}
+
+/* Rows per block so that a block holds at most MT_EXP_BLOCK values (at least one row). */
+static inline int64_t mt_block_rows(int64_t cols) {
+    return cols >= MT_EXP_BLOCK ? 1 : MT_EXP_BLOCK / (cols > 0 ? cols : 1);
+}
+
+/* Largest of x[0:n] (-inf when n == 0). */
+static inline float mt_max(const float *x, int64_t n) {
+    float m = -__builtin_inff();
+#pragma omp simd reduction(max : m)
+    for (int64_t j = 0; j < n; j++) m = x[j] > m ? x[j] : m;
+    return m;
+}
+
+/* Sum of x[0:n]. */
+static inline float mt_sum(const float *x, int64_t n) {
+    float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+    for (int64_t j = 0; j < n; j++) s += x[j];
+    return s;
+}
+
 #endif

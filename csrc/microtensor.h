@@ -50,9 +50,10 @@ void mt_layernorm_backward(const float *g, const float *x, const float *weight, 
 void mt_attention_forward(const float *q, const float *k, const float *v, const uint8_t *mask,
                           int causal, float scale, float *out, float *weights, int64_t BH,
                           int64_t Tq, int64_t Tk, int64_t D);
+/* scratch: BH*Tq*Tk floats of workspace the caller provides. */
 void mt_attention_backward(const float *g, const float *q, const float *k, const float *v,
                            const float *weights, float scale, float *dq, float *dk, float *dv,
-                           int64_t BH, int64_t Tq, int64_t Tk, int64_t D);
+                           float *scratch, int64_t BH, int64_t Tq, int64_t Tk, int64_t D);
 
 /* Cross-entropy of logits (N, C) against targets (N) in [0, C) or == ignore_index.
  * Writes dlogits = softmax - onehot (0 for ignored rows), the loss sum and the count. */

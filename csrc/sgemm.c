@@ -73,7 +73,8 @@ static void ukr_generic(int64_t mr, int64_t nr, int64_t k, const float *a, int64
 #define Z_MR 8
 #define Z_NR 32
 
-static inline __attribute__((always_inline)) void ukr512_t(const int MR, const int full, int64_t nr,
+static inline __attribute__((always_inline)) void ukr512_t(const int MR, const int full, const int two,
+                                                           int64_t nr,
                                                            int64_t k, const float *a, int64_t rs_a,
                                                            int64_t cs_a, const float *b, int64_t ldb,
                                                            float *c, int64_t ldc, float alpha,
@@ -87,37 +88,39 @@ static inline __attribute__((always_inline)) void ukr512_t(const int MR, const i
     }
     for (int64_t p = 0; p < k; p++) {
         __m512 b0 = full ? _mm512_loadu_ps(b) : _mm512_maskz_loadu_ps(m0, b);
-        __m512 b1 = full ? _mm512_loadu_ps(b + 16) : _mm512_maskz_loadu_ps(m1, b + 16);
+        __m512 b1 = !two ? b0 : full ? _mm512_loadu_ps(b + 16) : _mm512_maskz_loadu_ps(m1, b + 16);
         for (int i = 0; i < MR; i++) {
             __m512 ai = _mm512_set1_ps(a[i * rs_a]);
             c0[i] = _mm512_fmadd_ps(ai, b0, c0[i]);
-            c1[i] = _mm512_fmadd_ps(ai, b1, c1[i]);
+            if (two) c1[i] = _mm512_fmadd_ps(ai, b1, c1[i]);
         }
         a += cs_a;
         b += ldb;
     }
     __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
     __m512 bias0 = bias ? _mm512_maskz_loadu_ps(m0, bias) : _mm512_setzero_ps();
-    __m512 bias1 = bias ? _mm512_maskz_loadu_ps(m1, bias + 16) : _mm512_setzero_ps();
+    __m512 bias1 = bias && two ? _mm512_maskz_loadu_ps(m1, bias + 16) : _mm512_setzero_ps();
     for (int i = 0; i < MR; i++) {
         float *cr = c + i * ldc;
         __m512 r0 = _mm512_fmadd_ps(va, c0[i], bias0);
-        __m512 r1 = _mm512_fmadd_ps(va, c1[i], bias1);
-        if (beta != 0.0f) {
-            r0 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m0, cr), r0);
-            r1 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m1, cr + 16), r1);
-        }
+        if (beta != 0.0f) r0 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m0, cr), r0);
         _mm512_mask_storeu_ps(cr, m0, r0);
-        _mm512_mask_storeu_ps(cr + 16, m1, r1);
+        if (two) {
+            __m512 r1 = _mm512_fmadd_ps(va, c1[i], bias1);
+            if (beta != 0.0f) r1 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m1, cr + 16), r1);
+            _mm512_mask_storeu_ps(cr + 16, m1, r1);
+        }
     }
 }
 
 #define Z_CASE(R)                                                                            \
     case R:                                                                                  \
         if (nr == Z_NR)                                                                      \
-            ukr512_t(R, 1, nr, k, a, rs_a, cs_a, b, ldb, c, ldc, alpha, beta, bias);         \
+            ukr512_t(R, 1, 1, nr, k, a, rs_a, cs_a, b, ldb, c, ldc, alpha, beta, bias);      \
+        else if (nr > 16)                                                                    \
+            ukr512_t(R, 0, 1, nr, k, a, rs_a, cs_a, b, ldb, c, ldc, alpha, beta, bias);      \
         else                                                                                 \
-            ukr512_t(R, 0, nr, k, a, rs_a, cs_a, b, ldb, c, ldc, alpha, beta, bias);         \
+            ukr512_t(R, 0, 0, nr, k, a, rs_a, cs_a, b, ldb, c, ldc, alpha, beta, bias);      \
         break;
 
 static void ukr_avx512(int64_t mr, int64_t nr, int64_t k, const float *a, int64_t rs_a, int64_t cs_a,

@@ -1,4 +1,6 @@
-/* Softmax and log-softmax over the last axis (max-subtracted), forward and backward. */
+/* Softmax and log-softmax over the last axis (max-subtracted), forward and backward.
+ * Rows are handled a block at a time: shift each row by its max, exponentiate the whole
+ * block in one vectorised sweep, then normalise each row (see mt_exp_inplace). */
 #include <math.h>
 
 #include "internal.h"
@@ -17,27 +19,30 @@ static int64_t kept_columns(int64_t r, int64_t cols, int64_t causal_tq) {
     return lim < 0 ? 0 : lim > cols ? cols : lim;
 }
 
-/* One row: y = exp(x - max) / sum over the first n entries, 0 beyond (a row with n == 0 is all 0). */
-static inline void softmax_row(const float *x, float *y, int64_t n, int64_t cols) {
-    float m = -INFINITY, s = 0.0f;
-#pragma omp simd reduction(max : m)
-    for (int64_t j = 0; j < n; j++) m = x[j] > m ? x[j] : m;
-#pragma omp simd reduction(+ : s)
-    for (int64_t j = 0; j < n; j++) {
-        float e = mt_expf(x[j] - m);
-        y[j] = e;
-        s += e;
-    }
-    float inv = 1.0f / s;
-#pragma omp simd
-    for (int64_t j = 0; j < n; j++) y[j] *= inv;
-    for (int64_t j = n; j < cols; j++) y[j] = 0.0f;
-}
-
+/* y = exp(x - max) / sum over the kept columns, 0 beyond (a row with nothing kept is all 0). */
 static MT_CLONES void softmax_rows(void *ctx, int64_t r0, int64_t r1) {
     const softmax_job *s = ctx;
-    for (int64_t r = r0; r < r1; r++)
-        softmax_row(s->x + r * s->cols, s->y + r * s->cols, kept_columns(r, s->cols, s->causal_tq), s->cols);
+    int64_t cols = s->cols, step = mt_block_rows(cols);
+    for (int64_t b0 = r0; b0 < r1; b0 += step) {
+        int64_t b1 = b0 + step < r1 ? b0 + step : r1;
+        for (int64_t r = b0; r < b1; r++) {
+            const float *x = s->x + r * cols;
+            float *y = s->y + r * cols;
+            int64_t n = kept_columns(r, cols, s->causal_tq);
+            float m = mt_max(x, n);
+#pragma omp simd
+            for (int64_t j = 0; j < n; j++) y[j] = x[j] - m;
+            for (int64_t j = n; j < cols; j++) y[j] = -INFINITY; /* exp gives exactly 0 */
+        }
+        mt_exp_inplace(s->y + b0 * cols, (b1 - b0) * cols);
+        for (int64_t r = b0; r < b1; r++) {
+            float *y = s->y + r * cols;
+            float sum = mt_sum(y, cols);
+            float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
+#pragma omp simd
+            for (int64_t j = 0; j < cols; j++) y[j] *= inv;
+        }
+    }
 }
 
 void mt_softmax_forward(const float *x, float *y, int64_t rows, int64_t cols, int64_t causal_tq) {
@@ -65,22 +70,28 @@ void mt_softmax_backward(const float *y, const float *g, float *dx, int64_t rows
     mt_parallel_rows(rows, 2 * cols, softmax_backward_rows, &s);
 }
 
-/* y = (x - max) - log(sum exp(x - max)). */
+/* y = (x - max) - log(sum exp(x - max)); not x - (max + log(sum)), which loses the small
+ * terms when |max| is huge. y itself holds exp(x - max) until the last step. */
 static MT_CLONES void log_softmax_rows(void *ctx, int64_t r0, int64_t r1) {
     const softmax_job *s = ctx;
-    int64_t n = s->cols;
-    for (int64_t r = r0; r < r1; r++) {
-        const float *x = s->x + r * n;
-        float *y = s->y + r * n;
-        float m = -INFINITY, sum = 0.0f;
-#pragma omp simd reduction(max : m)
-        for (int64_t j = 0; j < n; j++) m = x[j] > m ? x[j] : m;
-#pragma omp simd reduction(+ : sum)
-        for (int64_t j = 0; j < n; j++) sum += mt_expf(x[j] - m);
-        float log_sum = logf(sum);
+    int64_t cols = s->cols, step = mt_block_rows(cols);
+    for (int64_t b0 = r0; b0 < r1; b0 += step) {
+        int64_t b1 = b0 + step < r1 ? b0 + step : r1;
+        for (int64_t r = b0; r < b1; r++) {
+            const float *x = s->x + r * cols;
+            float *y = s->y + r * cols;
+            float m = mt_max(x, cols);
 #pragma omp simd
-        for (int64_t j = 0; j < n; j++) y[j] = (x[j] - m) - log_sum; /* not x - (m + log_sum): keeps
-                                                                       small terms when |m| is huge */
+            for (int64_t j = 0; j < cols; j++) y[j] = x[j] - m;
+        }
+        mt_exp_inplace(s->y + b0 * cols, (b1 - b0) * cols);
+        for (int64_t r = b0; r < b1; r++) {
+            const float *x = s->x + r * cols;
+            float *y = s->y + r * cols;
+            float m = mt_max(x, cols), log_sum = logf(mt_sum(y, cols));
+#pragma omp simd
+            for (int64_t j = 0; j < cols; j++) y[j] = (x[j] - m) - log_sum;
+        }
     }
 }
 
@@ -89,18 +100,20 @@ void mt_log_softmax_forward(const float *x, float *y, int64_t rows, int64_t cols
     mt_parallel_rows(rows, 8 * cols, log_softmax_rows, &s);
 }
 
-/* dx = g - exp(y) * sum(g). */
+/* dx = g - exp(y) * sum(g); dx holds exp(y) first, computed flat over the rows. */
 static MT_CLONES void log_softmax_backward_rows(void *ctx, int64_t r0, int64_t r1) {
     const softmax_job *s = ctx;
     int64_t n = s->cols;
-    for (int64_t r = r0; r < r1; r++) {
-        const float *y = s->x + r * n, *g = s->g + r * n;
-        float *dx = s->y + r * n;
-        float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-        for (int64_t j = 0; j < n; j++) sum += g[j];
+    float *dx = s->y + r0 * n;
+    const float *y = s->x + r0 * n;
 #pragma omp simd
-        for (int64_t j = 0; j < n; j++) dx[j] = g[j] - mt_expf(y[j]) * sum;
+    for (int64_t i = 0; i < (r1 - r0) * n; i++) dx[i] = mt_expf(y[i]);
+    for (int64_t r = r0; r < r1; r++) {
+        const float *g = s->g + r * n;
+        float *d = s->y + r * n;
+        float sum = mt_sum(g, n);
+#pragma omp simd
+        for (int64_t j = 0; j < n; j++) d[j] = g[j] - d[j] * sum;
     }
 }
 

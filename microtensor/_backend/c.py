@@ -330,8 +330,9 @@ def attention_backward(
           f"g {g.shape} must match q {q.shape} and weights {weights.shape} be {q.shape[:-1] + (tk,)}")
     g, q, k, v, weights = _contig(g), _contig(q), _contig(k), _contig(v), _contig(weights)
     dq, dk, dv = np.empty_like(q), np.empty_like(k), np.empty_like(v)
+    scratch = np.empty(weights.shape, _F32)
     lib.mt_attention_backward(_fp(g), _fp(q), _fp(k), _fp(v), _fp(weights), float(scale), _fp(dq), _fp(dk),
-                              _fp(dv), bh, tq, tk, d)
+                              _fp(dv), _fp(scratch), bh, tq, tk, d)
     return dq, dk, dv
 
 
