@@ -92,4 +92,16 @@ static inline float mt_sum(const float *x, int64_t n) {
     return s;
 }
 
+/* -1 when every ids[i] (i < n) lies in [0, limit) (or equals skip, if use_skip); else the
+ * first i that does not. */
+static inline int64_t mt_first_bad_index(const int64_t *ids, int64_t n, int64_t limit, int use_skip,
+                                         int64_t skip) {
+    int bad = 0;
+    for (int64_t i = 0; i < n; i++) bad |= (uint64_t)ids[i] >= (uint64_t)limit && !(use_skip && ids[i] == skip);
+    if (!bad) return -1;
+    for (int64_t i = 0; i < n; i++)
+        if ((uint64_t)ids[i] >= (uint64_t)limit && !(use_skip && ids[i] == skip)) return i;
+    return -1;
+}
+
 #endif

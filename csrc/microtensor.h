@@ -55,12 +55,15 @@ void mt_attention_backward(const float *g, const float *q, const float *k, const
                            const float *weights, float scale, float *dq, float *dk, float *dv,
                            float *scratch, int64_t BH, int64_t Tq, int64_t Tk, int64_t D);
 
+/* Ids and targets: the kernels below check every index before using any, and return -1
+ * when all are in range, else the position of the first bad one (writing nothing else). */
+
 /* Cross-entropy of logits (N, C) against targets (N) in [0, C) or == ignore_index.
  * Writes dlogits = softmax - onehot (0 for ignored rows), the loss sum and the count. */
-void mt_cross_entropy_forward(const float *logits, const int64_t *targets, int64_t ignore_index,
+int64_t mt_cross_entropy_forward(const float *logits, const int64_t *targets, int64_t ignore_index,
                               float *dlogits, double *loss_sum, int64_t *count, int64_t N, int64_t C);
 /* Per-row losses (0 for ignored rows). */
-void mt_cross_entropy_rows(const float *logits, const int64_t *targets, int64_t ignore_index,
+int64_t mt_cross_entropy_rows(const float *logits, const int64_t *targets, int64_t ignore_index,
                            float *losses, int64_t N, int64_t C);
 
 /* GELU, tanh approximation, elementwise over n values. */
@@ -72,9 +75,10 @@ void mt_adam_update(float *param, const float *grad, float *m, float *v, int64_t
                     float lr, float beta1, float beta2, float eps, float weight_decay, int decoupled);
 
 /* out (n, D) = weight[ids]; ids in [0, V). */
-void mt_embedding_forward(const float *weight, const int64_t *ids, float *out, int64_t n, int64_t D);
+int64_t mt_embedding_forward(const float *weight, const int64_t *ids, float *out, int64_t n, int64_t D,
+                             int64_t V);
 /* dweight (V, D) = 0, then dweight[ids[i]] += g[i] for i < n. */
-void mt_embedding_backward(const int64_t *ids, const float *g, float *dweight, int64_t n, int64_t D,
+int64_t mt_embedding_backward(const int64_t *ids, const float *g, float *dweight, int64_t n, int64_t D,
                            int64_t V);
 
 #endif

@@ -1,12 +1,13 @@
 """The C backend: every kernel of `reference.py`, same signatures, run by the cffi extension.
 
 float32 arrays go to C; any other float dtype (float64 for gradcheck, float16, ...)
-goes to the numpy reference. The C code trusts its caller, so this module checks
-everything first: arrays are ndarrays, float32 in native byte order, C-contiguous
-(copied once with np.ascontiguousarray when not), shapes agree, and targets and
-embedding ids lie in range. A bad argument raises ValueError/TypeError naming the
-kernel; no Python input reaches C in a shape that could make it read or write out
-of bounds. Pointers are made with `ffi.from_buffer` (the cheapest way cffi has).
+goes to the numpy reference. The C code trusts its caller for shapes, so this module
+checks them first: arrays are ndarrays, float32 in native byte order, C-contiguous
+(copied once with np.ascontiguousarray when not), and shapes agree. Index ranges
+(targets, embedding ids) are checked by the kernels themselves in one pass before they
+touch memory, and reported here as ValueError. A bad argument raises ValueError or
+TypeError naming the kernel; no Python input can make a kernel read or write out of
+bounds. Pointers are made with `ffi.from_buffer`, the cheapest way cffi has.
 """
 
 from __future__ import annotations
@@ -65,24 +66,22 @@ def _need(kernel: str, ok: bool, message: str) -> None:
         raise ValueError(f"{kernel}: {message}")
 
 
-def _ids(kernel: str, what: str, ids: np.ndarray, limit: int, ignore: int | None = None) -> np.ndarray:
-    """ids as contiguous int64, after checking each lies in [0, limit) (or equals `ignore`)."""
+def _ids(kernel: str, what: str, ids: np.ndarray) -> np.ndarray:
+    """ids as contiguous int64 (the kernels check the range of every id before using any)."""
     if not isinstance(ids, np.ndarray):
         ids = np.asarray(ids)
     if ids.dtype.kind not in "iu":
         raise TypeError(f"{kernel}: {what} must be integers, got dtype {ids.dtype}")
-    ids = np.ascontiguousarray(ids, dtype=np.int64)
-    if ids.size and (ids.min() < 0 or ids.max() >= limit):
-        bad = (ids < 0) | (ids >= limit)
-        if ignore is not None:
-            bad &= ids != ignore
-        if bad.any():
-            raise ValueError(
-                f"{kernel}: {what} must lie in [0, {limit})"
-                + (f" or equal ignore_index={ignore}" if ignore is not None else "")
-                + f"; found {ids[bad][0]}"
-            )
+    if ids.dtype is not _I64 or not ids.flags.c_contiguous:
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
     return ids
+
+
+def _range_error(kernel: str, what: str, ids: np.ndarray, bad: int, limit: int, ignore: int | None = None):
+    """The ValueError for an id the kernel found outside [0, limit)."""
+    also = f" or equal ignore_index={ignore}" if ignore is not None else ""
+    return ValueError(f"{kernel}: {what} must lie in [0, {limit}){also}; found {ids.reshape(-1)[bad]} "
+                      f"at flat position {bad}")
 
 
 # ---------------------------------------------------------------- matmul
@@ -343,7 +342,7 @@ def _ce_args(kernel: str, logits: np.ndarray, targets: np.ndarray, ignore_index:
     """(logits, int64 targets) checked: logits (N, C), targets (N,) in [0, C) or == ignore_index."""
     _need(kernel, logits.ndim == 2, f"logits {logits.shape} must be (N, C)")
     n, c = logits.shape
-    targets = _ids(kernel, "targets", targets, c, int(ignore_index))
+    targets = _ids(kernel, "targets", targets)
     _need(kernel, targets.shape == (n,), f"targets {targets.shape} must be ({n},) for logits {logits.shape}")
     return _contig(logits), targets
 
@@ -358,8 +357,10 @@ def cross_entropy_forward(
     dlogits = np.empty_like(logits)
     loss = ffi.new("double *")
     count = ffi.new("int64_t *")
-    lib.mt_cross_entropy_forward(_fp(logits), ffi.from_buffer("int64_t[]", targets), int(ignore_index),
-                                 _fp(dlogits), loss, count, logits.shape[0], logits.shape[1])
+    bad = lib.mt_cross_entropy_forward(_fp(logits), ffi.from_buffer("int64_t[]", targets), int(ignore_index),
+                                       _fp(dlogits), loss, count, logits.shape[0], logits.shape[1])
+    if bad >= 0:
+        raise _range_error("cross_entropy_forward", "targets", targets, bad, logits.shape[1], ignore_index)
     return float(loss[0]), int(count[0]), dlogits
 
 
@@ -369,8 +370,10 @@ def cross_entropy_rows(logits: np.ndarray, targets: np.ndarray, ignore_index: in
         return reference.cross_entropy_rows(logits, targets, ignore_index)
     logits, targets = _ce_args("cross_entropy_rows", logits, targets, ignore_index)
     losses = np.empty(logits.shape[0], _F32)
-    lib.mt_cross_entropy_rows(_fp(logits), ffi.from_buffer("int64_t[]", targets), int(ignore_index),
-                              _fp(losses), logits.shape[0], logits.shape[1])
+    bad = lib.mt_cross_entropy_rows(_fp(logits), ffi.from_buffer("int64_t[]", targets), int(ignore_index),
+                                    _fp(losses), logits.shape[0], logits.shape[1])
+    if bad >= 0:
+        raise _range_error("cross_entropy_rows", "targets", targets, bad, logits.shape[1], ignore_index)
     return losses
 
 
@@ -436,11 +439,13 @@ def embedding_forward(weight: np.ndarray, ids: np.ndarray) -> np.ndarray:
     if not _is_f32("embedding_forward", weight):
         return reference.embedding_forward(weight, ids)
     _need("embedding_forward", weight.ndim == 2, f"weight {weight.shape} must be (V, D)")
-    ids = _ids("embedding_forward", "ids", ids, weight.shape[0])
+    ids = _ids("embedding_forward", "ids", ids)
     weight = _contig(weight)
     out = np.empty(ids.shape + (weight.shape[1],), _F32)
-    lib.mt_embedding_forward(_fp(weight), ffi.from_buffer("int64_t[]", ids), _fp(out), ids.size,
-                             weight.shape[1])
+    bad = lib.mt_embedding_forward(_fp(weight), ffi.from_buffer("int64_t[]", ids), _fp(out), ids.size,
+                                   weight.shape[1], weight.shape[0])
+    if bad >= 0:
+        raise _range_error("embedding_forward", "ids", ids, bad, weight.shape[0])
     return out
 
 
@@ -450,11 +455,13 @@ def embedding_backward(ids: np.ndarray, g: np.ndarray, num_embeddings: int) -> n
         return reference.embedding_backward(ids, g, num_embeddings)
     num_embeddings = int(num_embeddings)
     _need("embedding_backward", num_embeddings >= 0, f"num_embeddings must be >= 0, got {num_embeddings}")
-    ids = _ids("embedding_backward", "ids", ids, num_embeddings)
+    ids = _ids("embedding_backward", "ids", ids)
     _need("embedding_backward", g.ndim >= 1 and g.shape[:-1] == ids.shape,
           f"g {g.shape} must be ids.shape {ids.shape} + (D,)")
     g = _contig(g)
     dweight = np.empty((num_embeddings, g.shape[-1]), _F32)
-    lib.mt_embedding_backward(ffi.from_buffer("int64_t[]", ids), _fp(g), _fp(dweight), ids.size, g.shape[-1],
-                              num_embeddings)
+    bad = lib.mt_embedding_backward(ffi.from_buffer("int64_t[]", ids), _fp(g), _fp(dweight), ids.size,
+                                    g.shape[-1], num_embeddings)
+    if bad >= 0:
+        raise _range_error("embedding_backward", "ids", ids, bad, num_embeddings)
     return dweight
