@@ -729,6 +729,9 @@ def _select_backend(cfg: TrainConfig, parser: argparse.ArgumentParser) -> None:
     """Backend and thread count; the C kernels read MICROTENSOR_NUM_THREADS when their pool first starts."""
     if cfg.threads is not None:
         os.environ["MICROTENSOR_NUM_THREADS"] = str(cfg.threads)
+        setter = getattr(mt.backend, "set_num_threads", None)
+        if setter is not None:
+            setter(cfg.threads)
     if cfg.backend is not None:
         try:
             mt.backend.use(cfg.backend)
