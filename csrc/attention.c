@@ -45,13 +45,13 @@ static MT_CLONES void attention_softmax_rows(void *ctx, int64_t r0, int64_t r1) 
 
 void mt_attention_forward(const float *q, const float *k, const float *v, const uint8_t *mask, int causal,
                           float scale, float *out, float *weights, int64_t BH, int64_t Tq, int64_t Tk,
-                          int64_t D) {
+                          int64_t D, int64_t Dv) {
     mt_sgemm_strided_batched(0, 1, Tq, Tk, D, scale, q, D, Tq * D, k, D, Tk * D, 0.0f, weights, Tk, Tq * Tk,
                              BH);
     attn_softmax_job s = {weights, mask, Tq, Tk, causal};
     mt_parallel_rows(BH * Tq, 8 * Tk, attention_softmax_rows, &s);
-    mt_sgemm_strided_batched(0, 0, Tq, D, Tk, 1.0f, weights, Tk, Tq * Tk, v, D, Tk * D, 0.0f, out, D, Tq * D,
-                             BH);
+    mt_sgemm_strided_batched(0, 0, Tq, Dv, Tk, 1.0f, weights, Tk, Tq * Tk, v, Dv, Tk * Dv, 0.0f, out, Dv,
+                             Tq * Dv, BH);
 }
 
 typedef struct {
@@ -78,10 +78,10 @@ static MT_CLONES void attention_score_grad_rows(void *ctx, int64_t r0, int64_t r
 
 void mt_attention_backward(const float *g, const float *q, const float *k, const float *v,
                            const float *weights, float scale, float *dq, float *dk, float *dv, float *scratch,
-                           int64_t BH, int64_t Tq, int64_t Tk, int64_t D) {
-    int64_t sq = Tq * D, sk = Tk * D, sw = Tq * Tk;
-    mt_sgemm_strided_batched(1, 0, Tk, D, Tq, 1.0f, weights, Tk, sw, g, D, sq, 0.0f, dv, D, sk, BH);
-    mt_sgemm_strided_batched(0, 1, Tq, Tk, D, 1.0f, g, D, sq, v, D, sk, 0.0f, scratch, Tk, sw, BH);
+                           int64_t BH, int64_t Tq, int64_t Tk, int64_t D, int64_t Dv) {
+    int64_t sq = Tq * D, sk = Tk * D, sw = Tq * Tk, sg = Tq * Dv, sv = Tk * Dv;
+    mt_sgemm_strided_batched(1, 0, Tk, Dv, Tq, 1.0f, weights, Tk, sw, g, Dv, sg, 0.0f, dv, Dv, sv, BH);
+    mt_sgemm_strided_batched(0, 1, Tq, Tk, Dv, 1.0f, g, Dv, sg, v, Dv, sv, 0.0f, scratch, Tk, sw, BH);
     attn_grad_job s = {weights, scratch, Tk, scale};
     mt_parallel_rows(BH * Tq, 3 * Tk, attention_score_grad_rows, &s);
     mt_sgemm_strided_batched(0, 0, Tq, D, Tk, 1.0f, scratch, Tk, sw, k, D, sk, 0.0f, dq, D, sq, BH);

@@ -45,15 +45,17 @@ void mt_layernorm_backward(const float *g, const float *x, const float *weight, 
                            const float *rstd, float *dx, float *dweight, float *dbias,
                            int64_t R, int64_t C);
 
-/* Scaled dot-product attention: q (BH, Tq, D), k and v (BH, Tk, D); mask (BH, Tq, Tk)
- * of 0/1 bytes (1 = attend) or NULL; rows with nothing to attend get zero weights. */
+/* Scaled dot-product attention: q (BH, Tq, D), k (BH, Tk, D), v (BH, Tk, Dv) give out
+ * (BH, Tq, Dv) and weights (BH, Tq, Tk); mask (BH, Tq, Tk) of 0/1 bytes (1 = attend) or
+ * NULL; rows with nothing to attend get zero weights. */
 void mt_attention_forward(const float *q, const float *k, const float *v, const uint8_t *mask,
                           int causal, float scale, float *out, float *weights, int64_t BH,
-                          int64_t Tq, int64_t Tk, int64_t D);
+                          int64_t Tq, int64_t Tk, int64_t D, int64_t Dv);
 /* scratch: BH*Tq*Tk floats of workspace the caller provides. */
 void mt_attention_backward(const float *g, const float *q, const float *k, const float *v,
                            const float *weights, float scale, float *dq, float *dk, float *dv,
-                           float *scratch, int64_t BH, int64_t Tq, int64_t Tk, int64_t D);
+                           float *scratch, int64_t BH, int64_t Tq, int64_t Tk, int64_t D,
+                           int64_t Dv);
 
 /* Ids and targets: the kernels below check every index before using any, and return -1
  * when all are in range, else the position of the first bad one (writing nothing else). */

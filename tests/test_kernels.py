@@ -207,6 +207,16 @@ def test_attention(bh: int, tq: int, tk: int, d: int, causal: bool) -> None:
         close(got, want, rtol=1e-4, atol=1e-4)
 
 
+def test_attention_value_width_differs() -> None:
+    rng = np.random.default_rng(15)
+    q, k, v, g = rand(rng, 3, 4, 8), rand(rng, 3, 6, 8), rand(rng, 3, 6, 5), rand(rng, 3, 4, 5)
+    out, w = c.attention_forward(q, k, v, None, False, 0.3)
+    close(out, ref.attention_forward(*f64(q, k, v), None, False, 0.3)[0], rtol=1e-4, atol=1e-5)
+    expected = ref.attention_backward(*f64(g, q, k, v, w), 0.3)
+    for got, want in zip(c.attention_backward(g, q, k, v, w, 0.3), expected, strict=True):
+        close(got, want, rtol=1e-4, atol=1e-4)
+
+
 def test_attention_padding_mask_and_fully_masked_rows() -> None:
     q, k, v, g = _attention_case(4, 6, 6, 16, 5)
     rng = np.random.default_rng(6)
@@ -320,7 +330,7 @@ def test_float64_goes_to_the_reference() -> None:
     lambda: c.layernorm_forward(np.zeros((3, 4), F32), np.zeros(5, F32), None, 1e-5),
     lambda: c.layernorm_backward(np.zeros((3, 4), F32), np.zeros((3, 4), F32), None, np.zeros(2, F32),
                                  np.zeros(3, F32)),
-    lambda: c.attention_forward(np.zeros((2, 3, 4), F32), np.zeros((2, 5, 4), F32), np.zeros((2, 5, 3), F32),
+    lambda: c.attention_forward(np.zeros((2, 3, 4), F32), np.zeros((2, 5, 4), F32), np.zeros((2, 4, 3), F32),
                                 None, False, 1.0),
     lambda: c.attention_forward(np.zeros((2, 3, 4), F32), np.zeros((2, 5, 4), F32), np.zeros((2, 5, 4), F32),
                                 np.ones((2, 3, 4), bool), False, 1.0),

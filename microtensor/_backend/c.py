@@ -284,13 +284,13 @@ def layernorm_backward(
 # ---------------------------------------------------------------- attention
 
 
-def _heads(kernel: str, q: np.ndarray, k: np.ndarray, v: np.ndarray) -> tuple[int, int, int, int]:
-    """(BH, Tq, Tk, D) after checking q (..., Tq, D) and k, v (..., Tk, D) agree."""
-    _need(kernel, q.ndim >= 3 and k.shape == v.shape and k.ndim == q.ndim
-          and k.shape[:-2] == q.shape[:-2] and k.shape[-1] == q.shape[-1],
-          f"q {q.shape}, k {k.shape}, v {v.shape} must be (BH, Tq, D), (BH, Tk, D), (BH, Tk, D)")
+def _heads(kernel: str, q: np.ndarray, k: np.ndarray, v: np.ndarray) -> tuple[int, int, int, int, int]:
+    """(BH, Tq, Tk, D, Dv) after checking q (..., Tq, D), k (..., Tk, D), v (..., Tk, Dv) agree."""
+    _need(kernel, q.ndim >= 3 and k.ndim == q.ndim == v.ndim and k.shape[:-2] == q.shape[:-2] == v.shape[:-2]
+          and k.shape[-1] == q.shape[-1] and v.shape[-2] == k.shape[-2],
+          f"q {q.shape}, k {k.shape}, v {v.shape} must be (BH, Tq, D), (BH, Tk, D), (BH, Tk, Dv)")
     bh = int(np.prod(q.shape[:-2]))
-    return bh, q.shape[-2], k.shape[-2], q.shape[-1]
+    return bh, q.shape[-2], k.shape[-2], q.shape[-1], v.shape[-1]
 
 
 def attention_forward(
@@ -299,7 +299,7 @@ def attention_forward(
     """Fused scaled-dot-product attention; returns (out, weights). `mask` (True = attend) broadcasts."""
     if not _is_f32("attention_forward", q, k, v):
         return reference.attention_forward(q, k, v, mask, causal, scale)
-    bh, tq, tk, d = _heads("attention_forward", q, k, v)
+    bh, tq, tk, d, dv = _heads("attention_forward", q, k, v)
     mask_ptr = _NULL
     if mask is not None:
         mask = np.asarray(mask)
@@ -311,10 +311,10 @@ def attention_forward(
         full = np.ascontiguousarray(full if full.dtype == np.bool_ else full != 0)
         mask_ptr = ffi.from_buffer("uint8_t[]", full.view(np.uint8))
     q, k, v = _contig(q), _contig(k), _contig(v)
-    out = np.empty_like(q)
+    out = np.empty(q.shape[:-1] + (dv,), _F32)
     weights = np.empty(q.shape[:-1] + (tk,), _F32)
     lib.mt_attention_forward(_fp(q), _fp(k), _fp(v), mask_ptr, bool(causal), float(scale), _fp(out),
-                             _fp(weights), bh, tq, tk, d)
+                             _fp(weights), bh, tq, tk, d, dv)
     return out, weights
 
 
@@ -324,15 +324,15 @@ def attention_backward(
     """Gradients (dq, dk, dv) of attention from the weights the forward pass saved."""
     if not _is_f32("attention_backward", g, q, k, v, weights):
         return reference.attention_backward(g, q, k, v, weights, scale)
-    bh, tq, tk, d = _heads("attention_backward", q, k, v)
-    _need("attention_backward", g.shape == q.shape and weights.shape == q.shape[:-1] + (tk,),
-          f"g {g.shape} must match q {q.shape} and weights {weights.shape} be {q.shape[:-1] + (tk,)}")
+    bh, tq, tk, d, dv = _heads("attention_backward", q, k, v)
+    _need("attention_backward", g.shape == q.shape[:-1] + (dv,) and weights.shape == q.shape[:-1] + (tk,),
+          f"g {g.shape} must be {q.shape[:-1] + (dv,)} and weights {weights.shape} be {q.shape[:-1] + (tk,)}")
     g, q, k, v, weights = _contig(g), _contig(q), _contig(k), _contig(v), _contig(weights)
-    dq, dk, dv = np.empty_like(q), np.empty_like(k), np.empty_like(v)
+    dq, dk, dvals = np.empty_like(q), np.empty_like(k), np.empty_like(v)
     scratch = np.empty(weights.shape, _F32)
     lib.mt_attention_backward(_fp(g), _fp(q), _fp(k), _fp(v), _fp(weights), float(scale), _fp(dq), _fp(dk),
-                              _fp(dv), _fp(scratch), bh, tq, tk, d)
-    return dq, dk, dv
+                              _fp(dvals), _fp(scratch), bh, tq, tk, d, dv)
+    return dq, dk, dvals
 
 
 # ---------------------------------------------------------------- cross-entropy
