@@ -72,6 +72,9 @@ def test_config_file_errors_and_resume_without_checkpoint(tmp_path, capsys):
     unknown.write_text(json.dumps({"learning_rate": 0.1}))
     assert _exit_code(train.main, ["--out", str(tmp_path), "--config", str(unknown)]) == 2
     assert _exit_code(train.main, ["--out", str(tmp_path), "--config", str(tmp_path / "none.json")]) == 2
+    typo = tmp_path / "typo.json"
+    typo.write_text(json.dumps({"lr": "fast"}))
+    assert _exit_code(train.main, ["--out", str(tmp_path), "--config", str(typo)]) == 2
     assert _exit_code(train.main, ["--out", str(tmp_path / "fresh"), "--resume"]) == 2
     err = capsys.readouterr().err
     assert "lr must be > 0" in err and "unknown setting 'learning_rate'" in err and "no checkpoint" in err

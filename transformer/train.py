@@ -254,7 +254,10 @@ def resolve_config(
             setattr(train_cfg, key, value)
     for name in (n for group in flags.get("ablate", []) for n in group):
         setattr(model_cfg, name, True)
-    _validate(model_cfg, train_cfg, parser)
+    try:
+        _validate(model_cfg, train_cfg, parser)
+    except TypeError as err:
+        parser.error(f"a setting has the wrong type ({err})")
     return model_cfg, train_cfg
 
 
