@@ -39,6 +39,19 @@ def use(name: str) -> None:
     K = loaded
 
 
+def set_num_threads(n: int) -> None:
+    """Cap the C kernels' threads at n (>= 1); the numpy backend has no threads of its own to cap."""
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"set_num_threads: expected an integer >= 1, got {n!r}")
+    if hasattr(K, "set_num_threads"):
+        K.set_num_threads(n)
+
+
+def num_threads() -> int:
+    """How many threads the active backend's kernels may use (1 for numpy)."""
+    return K.num_threads() if hasattr(K, "num_threads") else 1
+
+
 def name() -> str:
     """The name of the active backend: 'c' or 'numpy'."""
     return K.NAME
