@@ -482,19 +482,32 @@ def _layer(param: str) -> str:
     return param
 
 
+def _is_bias(param: str) -> bool:
+    """Biases start at zero, so their update/weight ratio is meaningless (divides by ~0)."""
+    return "bias" in param.rsplit(".", 1)[-1]
+
+
 def layer_series(run: RunData, prefix: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Per layer: epochs and the root-sum-square of `prefix/<param>` over the layer's parameters."""
+    """Per layer: epochs and `prefix/<param>` combined over the layer's parameters.
+
+    Gradient norms combine as a root-sum-square (the layer's gradient norm);
+    update ratios as the mean over the layer's non-bias parameters.
+    """
     keys = sorted({k for r in run.epochs for k in r if k.startswith(prefix + "/")})
+    ratio = prefix == "update_ratio"
     layers: dict[str, list[str]] = {}
     for k in keys:
-        layers.setdefault(_layer(k[len(prefix) + 1:]), []).append(k)
+        param = k[len(prefix) + 1:]
+        if not (ratio and _is_bias(param)):
+            layers.setdefault(_layer(param), []).append(k)
     out = {}
     for name, ks in layers.items():
-        pts = [(r["epoch"], math.sqrt(sum(float(r[k]) ** 2 for k in ks))) for r in run.epochs
-               if all(r.get(k) is not None for k in ks)]
-        if pts:
-            x, y = zip(*pts, strict=False)
-            out[name] = (np.asarray(x), np.asarray(y))
+        rows = [r for r in run.epochs if all(r.get(k) is not None for k in ks)]
+        if not rows:
+            continue
+        values = np.array([[float(r[k]) for k in ks] for r in rows])
+        combined = values.mean(axis=1) if ratio else np.sqrt((values**2).sum(axis=1))
+        out[name] = (np.array([r["epoch"] for r in rows]), combined)
     return out
 
 
@@ -505,8 +518,8 @@ def fig_gradients(run: RunData, out: Path) -> Path | None:
         return None
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
-    for ax, data, title in ((axes[0], grads, "gradient norm per layer (end of epoch)"),
-                            (axes[1], ratios, "update / weight norm ratio per layer")):
+    for ax, data, title in ((axes[0], grads, "gradient norm per layer (mean over sampled steps)"),
+                            (axes[1], ratios, "update / weight ratio per epoch (non-bias mean)")):
         cmap = plt.get_cmap("viridis")
         for i, (name, (x, y)) in enumerate(sorted(data.items())):
             ax.plot(x, np.maximum(y, 1e-12), label=name, color=cmap(i / max(len(data) - 1, 1)))
