@@ -146,6 +146,23 @@ def test_zero_grad_set_to_none_or_zero() -> None:
     np.testing.assert_array_equal(p.data, np.ones(3))
 
 
+def test_adam_in_place_zero_grad_gives_the_same_steps_as_set_to_none() -> None:
+    """zero_grad(set_to_none=False) makes gradients views of Adam's flat buffer; the numbers must not change."""
+    def run(set_to_none: bool) -> list[np.ndarray]:
+        model = nn.Sequential(nn.Linear(3, 4, generator=np.random.default_rng(0)), nn.ReLU(), nn.Linear(4, 2))
+        model[2].load_state_dict({"weight": np.full((2, 4), 0.3), "bias": np.zeros(2)})
+        opt = optim.Adam(model.parameters(), lr=0.05)
+        x = mt.tensor(np.random.default_rng(1).standard_normal((5, 3)).astype(np.float32))
+        for _ in range(4):
+            opt.zero_grad(set_to_none=set_to_none)
+            (model(x) ** 2).mean().backward()
+            opt.step()
+        return [p.data.copy() for p in model.parameters()]
+
+    for in_place, fresh in zip(run(False), run(True)):
+        np.testing.assert_array_equal(in_place, fresh)
+
+
 def test_param_groups_have_their_own_hyperparameters() -> None:
     a, b = mt.tensor(np.ones(2), requires_grad=True), mt.tensor(np.ones(2), requires_grad=True)
     opt = optim.SGD([{"params": [a]}, {"params": [b], "lr": 1.0}], lr=0.1)

@@ -515,7 +515,7 @@ class Trainer:
         value = loss.item()
         if not math.isfinite(value):
             return value
-        self.optimizer.zero_grad()
+        self.optimizer.zero_grad(set_to_none=False)  # Adam keeps gradients as views of one flat buffer
         loss.backward()
         sample = self.step_in_epoch % GRAD_NORM_EVERY == 0 or self.step_in_epoch == self.steps_per_epoch - 1
         if sample:

@@ -113,7 +113,9 @@ class LayerNorm(Function):
     def forward(ctx, x, weight, bias, normalized_shape=(), eps=1e-5):
         n = len(normalized_shape)
         if tuple(x.shape[x.ndim - n :]) != tuple(normalized_shape) or n == 0:
-            raise ValueError(f"layer_norm: input of shape {x.shape} does not end in normalized_shape {normalized_shape}")
+            raise ValueError(
+                f"layer_norm: input of shape {x.shape} does not end in normalized_shape {normalized_shape}"
+            )
         for label, p in (("weight", weight), ("bias", bias)):
             if p is not None and p.shape != tuple(normalized_shape):
                 raise ValueError(f"layer_norm: {label} of shape {p.shape}, expected {tuple(normalized_shape)}")
@@ -247,4 +249,6 @@ def _attention_mask(mask, shape: tuple) -> np.ndarray:
     try:
         return np.ascontiguousarray(np.broadcast_to(mask, shape))
     except ValueError:
-        raise ValueError(f"scaled_dot_product_attention: mask of shape {mask.shape} does not broadcast to {shape}") from None
+        raise ValueError(
+            f"scaled_dot_product_attention: mask of shape {mask.shape} does not broadcast to {shape}"
+        ) from None

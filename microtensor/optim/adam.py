@@ -20,23 +20,34 @@ class _FlatGroup:
         self.params = params
         self.offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
         self.data = np.concatenate([p.data.ravel() for p in params]).astype(dtype)
-        for p, start, end in zip(params, self.offsets[:-1], self.offsets[1:]):
+        for p, start, end in zip(params, *self._bounds()):
             p.data = self.data[start:end].reshape(p.data.shape)
         self.grad = np.zeros_like(self.data)
+        self.grad_views = [self.grad[s:e].reshape(p.data.shape) for p, s, e in zip(params, *self._bounds())]
         self.m = np.zeros_like(self.data)
         self.v = np.zeros_like(self.data)
         self.steps = np.zeros(len(params), dtype=np.int64)
 
+    def _bounds(self) -> tuple:
+        return self.offsets[:-1], self.offsets[1:]
+
+    def zero_grads_in_place(self) -> None:
+        """Make every gradient a zeroed view of the flat buffer, so backward accumulates straight into it."""
+        self.grad.fill(0)
+        for p, view in zip(self.params, self.grad_views):
+            p.grad = view
+
     def gather_grads(self) -> bool:
-        """Copy gradients into the flat buffer; False when some parameter has none."""
+        """Have all gradients in the flat buffer (a copy unless they are its views); False if one is None."""
         grads = [p.grad for p in self.params]
         if any(g is None for g in grads):
             return False
-        np.concatenate([g.ravel() for g in grads], out=self.grad)
+        if not all(g is view for g, view in zip(grads, self.grad_views)):
+            np.concatenate([g.ravel() for g in grads], out=self.grad)
         return True
 
     def slices(self):
-        return zip(range(len(self.params)), self.offsets[:-1], self.offsets[1:])
+        return zip(range(len(self.params)), *self._bounds())
 
 
 class Adam(Optimizer):
@@ -59,6 +70,14 @@ class Adam(Optimizer):
             raise ValueError(f"{type(self).__name__}: eps and weight_decay must be >= 0, got {eps}, {weight_decay}")
         super().__init__(params, {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay})
         self._flat = [self._flatten(group["params"]) for group in self.param_groups]
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Drop the gradients (default), or zero them as views of the flat buffer, which saves a copy per step."""
+        if set_to_none:
+            super().zero_grad(set_to_none)
+            return
+        for flat in self._flat:
+            flat.zero_grads_in_place()
 
     @staticmethod
     def _flatten(params: list) -> _FlatGroup:
