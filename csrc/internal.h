@@ -76,17 +76,26 @@ static inline int64_t mt_block_rows(int64_t cols) {
     return cols >= MT_EXP_BLOCK ? 1 : MT_EXP_BLOCK / (cols > 0 ? cols : 1);
 }
 
-/* Largest of x[0:n] (-inf when n == 0). */
+/* Largest of x[0:n] (-inf when n == 0). Short rows take a plain loop: a vector reduction
+ * there costs more in shuffles and stack round trips than it saves. */
 static inline float mt_max(const float *x, int64_t n) {
     float m = -__builtin_inff();
+    if (n < 32) {
+        for (int64_t j = 0; j < n; j++) m = x[j] > m ? x[j] : m;
+        return m;
+    }
 #pragma omp simd reduction(max : m)
     for (int64_t j = 0; j < n; j++) m = x[j] > m ? x[j] : m;
     return m;
 }
 
-/* Sum of x[0:n]. */
+/* Sum of x[0:n] (plain loop for short rows, as mt_max). */
 static inline float mt_sum(const float *x, int64_t n) {
     float s = 0.0f;
+    if (n < 32) {
+        for (int64_t j = 0; j < n; j++) s += x[j];
+        return s;
+    }
 #pragma omp simd reduction(+ : s)
     for (int64_t j = 0; j < n; j++) s += x[j];
     return s;

@@ -13,6 +13,7 @@
  *    micro-panels so the micro-kernel streams from L1/L2; threads split the rows.
  */
 #include <stdlib.h>
+#include <string.h>
 
 #include "internal.h"
 #include "microtensor.h"
@@ -39,6 +40,7 @@ typedef struct {
 #define NC 3072       /* columns of B packed at once in the blocked driver */
 #define BLOCKED_MIN_WORK ((int64_t)1 << 24) /* M*N*K from which packing both pays */
 #define GEMM_PAR_MIN_WORK ((int64_t)1 << 17)
+#define SMALL_PACK_MAX 2048 /* floats of packed B kept on the stack */
 
 /* ---------------------------------------------------------------- portable */
 
@@ -271,8 +273,9 @@ static void scratch_put(float *p) {
 
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
-/* Copy columns [j0, j0+nc) and rows [p0, p0+kc) of op(B) into NR-wide panels (kc x NR each,
- * zero-padded): panel q holds columns j0 + q*NR ... */
+/* Copy columns [j0, j0+nc) and rows [p0, p0+kc) of op(B) into NR-wide panels (kc x NR each):
+ * panel q holds columns j0 + q*NR ... The columns past nc in the last panel are left as they
+ * are: the micro-kernels mask them out and never read them. */
 static void pack_b(int trans_b, const float *B, int64_t ldb, int64_t p0, int64_t kc, int64_t j0,
                    int64_t nc, int nr, float *dst) {
     for (int64_t q = 0; q * nr < nc; q++) {
@@ -280,27 +283,32 @@ static void pack_b(int trans_b, const float *B, int64_t ldb, int64_t p0, int64_t
         float *d = dst + q * kc * nr;
         int64_t j = j0 + q * nr;
         if (trans_b) {
-            for (int64_t p = 0; p < kc; p++)
-                for (int64_t jj = 0; jj < nr; jj++)
-                    d[p * nr + jj] = jj < w ? B[(j + jj) * ldb + p0 + p] : 0.0f;
+            for (int64_t jj = 0; jj < w; jj++) {
+                const float *src = B + (j + jj) * ldb + p0;
+                for (int64_t p = 0; p < kc; p++) d[p * nr + jj] = src[p];
+            }
         } else {
-            for (int64_t p = 0; p < kc; p++)
-                for (int64_t jj = 0; jj < nr; jj++) d[p * nr + jj] = jj < w ? B[(p0 + p) * ldb + j + jj] : 0.0f;
+            for (int64_t p = 0; p < kc; p++) memcpy(d + p * nr, B + (p0 + p) * ldb + j, sizeof(float) * (size_t)w);
         }
     }
 }
 
-/* Copy rows [i0, i0+mc) and columns [p0, p0+kc) of op(A) into MR-row panels (kc x MR each). */
+/* Copy rows [i0, i0+mc) and columns [p0, p0+kc) of op(A) into MR-row panels (kc x MR each);
+ * rows past mc in the last panel are never read by the micro-kernels and stay unset. */
 static void pack_a(int trans_a, const float *A, int64_t lda, int64_t i0, int64_t mc, int64_t p0,
                    int64_t kc, int mr, float *dst) {
     for (int64_t q = 0; q * mr < mc; q++) {
         int64_t h = min64(mr, mc - q * mr);
         float *d = dst + q * kc * mr;
         int64_t i = i0 + q * mr;
-        for (int64_t p = 0; p < kc; p++)
-            for (int64_t ii = 0; ii < mr; ii++)
-                d[p * mr + ii] = ii < h ? (trans_a ? A[(p0 + p) * lda + i + ii] : A[(i + ii) * lda + p0 + p])
-                                        : 0.0f;
+        if (trans_a) {
+            for (int64_t p = 0; p < kc; p++) memcpy(d + p * mr, A + (p0 + p) * lda + i, sizeof(float) * (size_t)h);
+        } else {
+            for (int64_t ii = 0; ii < h; ii++) {
+                const float *src = A + (i + ii) * lda + p0;
+                for (int64_t p = 0; p < kc; p++) d[p * mr + ii] = src[p];
+            }
+        }
     }
 }
 
@@ -388,7 +396,10 @@ static void gemm_small(const isa_t *isa, int trans_a, int trans_b, int64_t M, in
     small_job s = {isa, trans_b, M, N, K, alpha, beta, A, trans_a ? 1 : lda, trans_a ? lda : 1,
                    B, ldb, C, ldc, bias, NULL, 1, N};
     int64_t panels = (N + isa->nr - 1) / isa->nr;
-    if (trans_b) {
+    float local[SMALL_PACK_MAX]; /* per-head products of attention pack here, not on the heap */
+    if (trans_b && panels * isa->nr * K <= SMALL_PACK_MAX) {
+        s.bpack = local;
+    } else if (trans_b) {
         s.bpack = scratch_get((size_t)(panels * isa->nr * K));
         if (!s.bpack) {
             gemm_naive(trans_a, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bias);
@@ -412,7 +423,7 @@ static void gemm_small(const isa_t *isa, int trans_a, int trans_b, int64_t M, in
         mt_parallel_for(ntasks, small_task, &s);
     else
         small_task(&s, 0);
-    scratch_put(s.bpack);
+    if (s.bpack != local) scratch_put(s.bpack);
 }
 
 /* ---------------------------------------------------------------- blocked driver */
