@@ -72,6 +72,11 @@ int64_t mt_cross_entropy_rows(const float *logits, const int64_t *targets, int64
 void mt_gelu_forward(const float *x, float *y, int64_t n);
 void mt_gelu_backward(const float *x, const float *g, float *dx, int64_t n);
 
+/* Inverted dropout: element i is kept when (splitmix64(seed + (i+1) * golden) >> 40) >= threshold
+ * (threshold = p * 2^24); mask[i] = scale (= 1/(1-p)) when kept, else 0; y = x * mask. */
+void mt_dropout_forward(const float *x, float *y, float *mask, int64_t n, uint64_t threshold, float scale,
+                        uint64_t seed);
+
 /* One Adam (decoupled = 0, L2 decay) or AdamW step over n flat values, in place. */
 void mt_adam_update(float *param, const float *grad, float *m, float *v, int64_t n, int64_t step,
                     float lr, float beta1, float beta2, float eps, float weight_decay, int decoupled);

@@ -374,3 +374,33 @@ def test_non_contiguous_inputs_are_copied_once() -> None:
     m, v = np.zeros(5000, F32), np.zeros(5000, F32)
     c.adam_update(big[:, 0], np.ones(5000, F32), m, v, 1, 0.1, 0.9, 0.99, 1e-8, 0.0, False)  # strided: numpy
     close(big[:, 0], before - 0.1, atol=1e-5)
+
+
+# ---------------------------------------------------------------- dropout
+
+
+@pytest.mark.parametrize("n", SIZES + [4099])
+@pytest.mark.parametrize("p", [0.0, 0.1, 0.5, 0.9])
+def test_dropout_mask_equals_reference(n: int, p: float) -> None:
+    x = rand(np.random.default_rng(n), n, 3)
+    y, mask = c.dropout_forward(x, p, seed=2**63 + n)
+    y_ref, mask_ref = ref.dropout_forward(x, p, seed=2**63 + n)
+    np.testing.assert_array_equal(mask, mask_ref)
+    close(y, y_ref)
+    assert set(np.unique(mask)) <= {0.0, np.float32(1.0 / (1.0 - p))}
+
+
+def test_dropout_keeps_about_one_minus_p() -> None:
+    x = np.ones(200_000, F32)
+    _, mask = c.dropout_forward(x, 0.1, seed=5)
+    assert abs((mask == 0).mean() - 0.1) < 0.003
+    _, other = c.dropout_forward(x, 0.1, seed=6)
+    assert not np.array_equal(mask, other)
+
+
+def test_dropout_rejects_bad_arguments() -> None:
+    x = np.ones(4, F32)
+    with pytest.raises(ValueError, match="dropout_forward"):
+        c.dropout_forward(x, 1.0, seed=0)
+    with pytest.raises(ValueError, match="dropout_forward"):
+        c.dropout_forward(x, 0.5, seed=-1)

@@ -137,13 +137,17 @@ class LayerNorm(Function):
 
 
 class Dropout(Function):
-    """Zero each element with probability p and scale the rest by 1/(1-p) (inverted dropout)."""
+    """Zero each element with probability p and scale the rest by 1/(1-p) (inverted dropout).
+
+    One 63-bit seed is drawn from the generator per call; the mask is a
+    function of that seed alone, so both backends draw the same mask.
+    """
 
     @staticmethod
     def forward(ctx, x, p=0.5, generator=None):
-        keep = resolve(generator).random(x.shape, dtype=np.float32) >= p
-        ctx.mask = keep * np.asarray(1.0 / (1.0 - p), dtype=x.dtype)
-        return x * ctx.mask
+        seed = int(resolve(generator).integers(1 << 63))
+        y, ctx.mask = _backend.K.dropout_forward(x, p, seed)
+        return y
 
     @staticmethod
     def backward(ctx, g):
