@@ -18,6 +18,20 @@ typedef struct {
 static MT_CLONES void attention_softmax_rows(void *ctx, int64_t r0, int64_t r1) {
     const attn_softmax_job *s = ctx;
     int64_t Tk = s->Tk, step = mt_block_rows(Tk);
+    if (Tk <= MT_SHORT_COLS) {
+        for (int64_t b0 = r0; b0 < r1; b0 += MT_SHORT_ROWS) {
+            int64_t n = r1 - b0 < MT_SHORT_ROWS ? r1 - b0 : MT_SHORT_ROWS, keep[MT_SHORT_ROWS];
+            int64_t i = b0 % s->Tq; /* query index of row b0 */
+            for (int64_t r = 0; r < MT_SHORT_ROWS; r++) {
+                int64_t lim = s->causal ? i + (Tk - s->Tq) + 1 : Tk;
+                keep[r] = lim < 0 ? 0 : lim > Tk ? Tk : lim;
+                i = i + 1 == s->Tq ? 0 : i + 1;
+            }
+            float *w = s->w + b0 * Tk;
+            mt_softmax_short(w, w, n, Tk, keep, s->mask ? s->mask + b0 * Tk : NULL, 1.0f);
+        }
+        return;
+    }
     for (int64_t b0 = r0; b0 < r1; b0 += step) {
         int64_t b1 = b0 + step < r1 ? b0 + step : r1;
         for (int64_t r = b0; r < b1; r++) {

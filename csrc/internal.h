@@ -31,7 +31,7 @@ void mt_parallel_rows(int64_t rows, int64_t cost_per_row, mt_rows_fn fn, void *c
 /* expf written so gcc vectorises loops that call it: Cody-Waite range reduction and a
  * degree-6 polynomial (about 2 ulp). Results below FLT_MIN flush to 0, above FLT_MAX give inf,
  * and inputs in (88.37, 88.72] saturate at expf(88.37). */
-static inline float mt_expf(float x) {
+static inline __attribute__((always_inline)) float mt_expf(float x) {
     float hi = x > -87.3f ? x : -87.3f; /* NaN goes here too: no undefined int conversion */
     hi = hi < 88.37f ? hi : 88.37f;
     float n = (hi * 1.44269504088896341f + 12582912.0f) - 12582912.0f; /* round to nearest */
@@ -54,7 +54,7 @@ static inline float mt_expf(float x) {
 }
 
 /* tanhf via mt_expf, exact at the saturated ends. */
-static inline float mt_tanhf(float x) {
+static inline __attribute__((always_inline)) float mt_tanhf(float x) {
     float ax = x < 0 ? -x : x;
     ax = ax > 9.0f ? 9.0f : ax;
     float e = mt_expf(-2.0f * ax);
@@ -66,19 +66,19 @@ static inline float mt_tanhf(float x) {
  * over 8 keys, 20 classes) shift a block of rows first and exponentiate it flat, since a
  * loop over one short row never fills a vector register. */
 #define MT_EXP_BLOCK 4096
-static inline void mt_exp_inplace(float *y, int64_t n) {
+static inline __attribute__((always_inline)) void mt_exp_inplace(float *y, int64_t n) {
 #pragma omp simd
     for (int64_t i = 0; i < n; i++) y[i] = mt_expf(y[i]);
 }
 
 /* Rows per block so that a block holds at most MT_EXP_BLOCK values (at least one row). */
-static inline int64_t mt_block_rows(int64_t cols) {
+static inline __attribute__((always_inline)) int64_t mt_block_rows(int64_t cols) {
     return cols >= MT_EXP_BLOCK ? 1 : MT_EXP_BLOCK / (cols > 0 ? cols : 1);
 }
 
 /* Largest of x[0:n] (-inf when n == 0). Short rows take a plain loop: a vector reduction
  * there costs more in shuffles and stack round trips than it saves. */
-static inline float mt_max(const float *x, int64_t n) {
+static inline __attribute__((always_inline)) float mt_max(const float *x, int64_t n) {
     float m = -__builtin_inff();
     if (n < 32) {
         for (int64_t j = 0; j < n; j++) m = x[j] > m ? x[j] : m;
@@ -90,7 +90,7 @@ static inline float mt_max(const float *x, int64_t n) {
 }
 
 /* Sum of x[0:n] (plain loop for short rows, as mt_max). */
-static inline float mt_sum(const float *x, int64_t n) {
+static inline __attribute__((always_inline)) float mt_sum(const float *x, int64_t n) {
     float s = 0.0f;
     if (n < 32) {
         for (int64_t j = 0; j < n; j++) s += x[j];
@@ -103,7 +103,7 @@ static inline float mt_sum(const float *x, int64_t n) {
 
 /* -1 when every ids[i] (i < n) lies in [0, limit) (or equals skip, if use_skip); else the
  * first i that does not. */
-static inline int64_t mt_first_bad_index(const int64_t *ids, int64_t n, int64_t limit, int use_skip,
+static inline __attribute__((always_inline)) int64_t mt_first_bad_index(const int64_t *ids, int64_t n, int64_t limit, int use_skip,
                                          int64_t skip) {
     int bad = 0;
     for (int64_t i = 0; i < n; i++) bad |= (uint64_t)ids[i] >= (uint64_t)limit && !(use_skip && ids[i] == skip);
@@ -111,6 +111,45 @@ static inline int64_t mt_first_bad_index(const int64_t *ids, int64_t n, int64_t 
     for (int64_t i = 0; i < n; i++)
         if ((uint64_t)ids[i] >= (uint64_t)limit && !(use_skip && ids[i] == skip)) return i;
     return -1;
+}
+
+/* Softmax of up to MT_SHORT_ROWS rows of at most MT_SHORT_COLS columns, vectorised across
+ * rows: the block is transposed into a small tile so each step (max, exp, sum) is one vector
+ * operation over the rows, instead of a short, latency-bound loop per row. Column j of row r
+ * takes part when j < keep[r] and (no mask or mask[r*cols + j]); the rest get weight 0, and a
+ * row with nothing kept is all zeros. */
+#define MT_SHORT_ROWS 16
+#define MT_SHORT_COLS 32
+static inline __attribute__((always_inline)) void mt_softmax_short(const float *x, float *y, int64_t rows, int64_t cols,
+                                    const int64_t *keep, const uint8_t *mask, float scale) {
+    float t[MT_SHORT_COLS][MT_SHORT_ROWS], m[MT_SHORT_ROWS], s[MT_SHORT_ROWS];
+    for (int64_t r = 0; r < MT_SHORT_ROWS; r++)
+        for (int64_t j = 0; j < cols; j++) {
+            int ok = r < rows && j < keep[r] && (!mask || mask[r * cols + j]);
+            t[j][r] = ok ? scale * x[r * cols + j] : -__builtin_inff();
+        }
+#pragma omp simd
+    for (int r = 0; r < MT_SHORT_ROWS; r++) m[r] = -__builtin_inff();
+    for (int64_t j = 0; j < cols; j++) {
+#pragma omp simd
+        for (int r = 0; r < MT_SHORT_ROWS; r++) m[r] = t[j][r] > m[r] ? t[j][r] : m[r];
+    }
+#pragma omp simd
+    for (int r = 0; r < MT_SHORT_ROWS; r++) {
+        m[r] = m[r] == -__builtin_inff() ? 0.0f : m[r];
+        s[r] = 0.0f;
+    }
+    for (int64_t j = 0; j < cols; j++) {
+#pragma omp simd
+        for (int r = 0; r < MT_SHORT_ROWS; r++) {
+            t[j][r] = mt_expf(t[j][r] - m[r]);
+            s[r] += t[j][r];
+        }
+    }
+#pragma omp simd
+    for (int r = 0; r < MT_SHORT_ROWS; r++) s[r] = s[r] > 0.0f ? 1.0f / s[r] : 0.0f;
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t j = 0; j < cols; j++) y[r * cols + j] = t[j][r] * s[r];
 }
 
 #endif

@@ -23,6 +23,19 @@ static int64_t kept_columns(int64_t r, int64_t cols, int64_t causal_tq) {
 static MT_CLONES void softmax_rows(void *ctx, int64_t r0, int64_t r1) {
     const softmax_job *s = ctx;
     int64_t cols = s->cols, step = mt_block_rows(cols);
+    if (cols <= MT_SHORT_COLS) {
+        for (int64_t b0 = r0; b0 < r1; b0 += MT_SHORT_ROWS) {
+            int64_t n = r1 - b0 < MT_SHORT_ROWS ? r1 - b0 : MT_SHORT_ROWS, keep[MT_SHORT_ROWS];
+            int64_t i = s->causal_tq > 0 ? b0 % s->causal_tq : 0; /* row within its (tq, cols) matrix */
+            for (int64_t r = 0; r < MT_SHORT_ROWS; r++) {
+                int64_t lim = s->causal_tq > 0 ? i + (cols - s->causal_tq) + 1 : cols;
+                keep[r] = lim < 0 ? 0 : lim > cols ? cols : lim;
+                i = i + 1 == s->causal_tq ? 0 : i + 1;
+            }
+            mt_softmax_short(s->x + b0 * cols, s->y + b0 * cols, n, cols, keep, NULL, 1.0f);
+        }
+        return;
+    }
     for (int64_t b0 = r0; b0 < r1; b0 += step) {
         int64_t b1 = b0 + step < r1 ? b0 + step : r1;
         for (int64_t r = b0; r < b1; r++) {
