@@ -57,6 +57,16 @@ void mt_attention_backward(const float *g, const float *q, const float *k, const
                            float *scratch, int64_t BH, int64_t Tq, int64_t Tk, int64_t D,
                            int64_t Dv);
 
+/* Self-attention on a packed projection qkv (B, T, 3*D) = [q | k | v] with D = H * hd, each split
+ * into H heads of hd. out (B, T, D) has the heads concatenated; weights (B, H, T, T); mask
+ * (B, H, T, T) of 0/1 bytes (1 = attend) or NULL; causal hides keys j > i; rows with nothing to
+ * attend get zero weights and output. */
+void mt_self_attention_forward(const float *qkv, const uint8_t *mask, int causal, float scale, float *out,
+                               float *weights, int64_t B, int64_t T, int64_t H, int64_t hd);
+/* dqkv (B, T, 3*D) from g (B, T, D) and the saved weights. */
+void mt_self_attention_backward(const float *g, const float *qkv, const float *weights, float scale,
+                                float *dqkv, int64_t B, int64_t T, int64_t H, int64_t hd);
+
 /* Ids and targets: the kernels below check every index before using any, and return -1
  * when all are in range, else the position of the first bad one (writing nothing else). */
 

@@ -404,3 +404,38 @@ def test_dropout_rejects_bad_arguments() -> None:
         c.dropout_forward(x, 1.0, seed=0)
     with pytest.raises(ValueError, match="dropout_forward"):
         c.dropout_forward(x, 0.5, seed=-1)
+
+
+# ---------------------------------------------------------------- packed self-attention
+
+
+@pytest.mark.parametrize("b,t,h,hd", [(1, 1, 1, 1), (3, 5, 2, 3), (32, 8, 4, 16), (2, 17, 3, 20), (2, 50, 4, 16)])
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("masked", [False, True])
+def test_self_attention_matches_reference(b: int, t: int, h: int, hd: int, causal: bool, masked: bool) -> None:
+    rng = np.random.default_rng(b * t + hd)
+    qkv = rand(rng, b, t, 3 * h * hd)
+    mask = None
+    if masked:
+        mask = rng.random((b, h, t, t)) > 0.3
+        mask[0, 0, 0] = False  # one row with nothing to attend to
+    out, weights = c.self_attention_forward(qkv, h, mask, causal, 0.3)
+    out_ref, weights_ref = ref.self_attention_forward(*f64(qkv), h, mask, causal, 0.3)
+    close(out, out_ref)
+    close(weights, weights_ref)
+    g = rand(rng, *out.shape)
+    close(c.self_attention_backward(g, qkv, weights, 0.3),
+          ref.self_attention_backward(*f64(g, qkv, weights_ref), 0.3), rtol=1e-4, atol=1e-4)
+
+
+def test_self_attention_rejects_bad_shapes() -> None:
+    qkv = np.ones((2, 3, 12), F32)
+    with pytest.raises(ValueError, match="self_attention_forward"):
+        c.self_attention_forward(qkv, 5, None, False, 1.0)
+    with pytest.raises(ValueError, match="self_attention_forward"):
+        c.self_attention_forward(np.ones((2, 3, 11), F32), 1, None, False, 1.0)
+    with pytest.raises(ValueError, match="self_attention_forward"):
+        c.self_attention_forward(qkv, 2, np.ones((2, 2, 3, 2), bool), False, 1.0)
+    _, weights = c.self_attention_forward(qkv, 2, None, False, 1.0)
+    with pytest.raises(ValueError, match="self_attention_backward"):
+        c.self_attention_backward(np.ones((2, 3, 5), F32), qkv, weights, 1.0)

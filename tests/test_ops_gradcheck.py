@@ -203,6 +203,9 @@ FUNCTIONAL = {
     "sdpa_mask": (lambda q, k, v: sdpa(q, k, v, mask=ATTN_MASK), [(2, 3, 2), (2, 4, 2), (2, 4, 2)]),
     "sdpa_pad_mask_causal": (lambda q, k, v: sdpa(q, k, v, mask=PAD_MASK, is_causal=True), [(2, 4, 3)] * 3),
     "sdpa_scale": (lambda q, k, v: sdpa(q, k, v, scale=0.3), [(3, 2), (3, 2), (3, 2)]),
+    "self_attention_heads": (lambda qkv: F.self_attention(qkv, 2), [(2, 3, 12)]),
+    "self_attention_pad_mask_causal": (
+        lambda qkv: F.self_attention(qkv, 1, mask=PAD_MASK, is_causal=True), [(2, 4, 9)]),
 }
 
 
@@ -222,6 +225,19 @@ def test_dropout_fixed_generator_mask_is_scaled_and_reproducible(rng: np.random.
     assert 0.65 < kept.mean() < 0.85
     a.sum().backward()
     np.testing.assert_allclose(x.grad, kept / 0.75)
+
+
+def test_self_attention_equals_sdpa_on_split_heads(rng: np.random.Generator) -> None:
+    """The packed op is multi-head attention: split q, k, v into heads by hand and the numbers agree."""
+    B, T, H, hd = 2, 5, 3, 4
+    qkv = mt.tensor(rng.standard_normal((B, T, 3 * H * hd)))
+    mask = rng.random((B, 1, 1, T)) > 0.3
+    mask[..., -1] = True
+    out, weights = F.self_attention(qkv, H, mask=mask, is_causal=True, need_weights=True)
+    heads = qkv.reshape(B, T, 3, H, hd).permute(2, 0, 3, 1, 4)
+    ref, ref_weights = sdpa(heads[0], heads[1], heads[2], mask=mask, is_causal=True, need_weights=True)
+    np.testing.assert_allclose(out.data, ref.permute(0, 2, 1, 3).reshape(B, T, H * hd).data, atol=1e-12)
+    np.testing.assert_allclose(weights.data, ref_weights.data, atol=1e-12)
 
 
 def test_attention_weights_returned_and_rows_sum_to_one(rng: np.random.Generator) -> None:

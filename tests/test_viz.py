@@ -135,7 +135,7 @@ def test_seed_transformer_loss_graph_matches_the_engine(tmp_path):
     n_ops = len(engine_ops(loss))
     assert n_ops > 30
     assert op_node_count(graph) == n_ops
-    assert "ScaledDotProductAttention" in graph.source and "blocks.1.ffn" in graph.source
+    assert "SelfAttention" in graph.source and "blocks.1.ffn" in graph.source
     collapsed, loss2, _ = loss_graph(collapse=True, grad_norms=False)
     folded = sum(int(n) for n in re.findall(r"(\d+) ops, ", collapsed.source))
     assert folded + op_node_count(collapsed) == len(engine_ops(loss2))

@@ -110,12 +110,11 @@ class SelfAttention(nn.Module):
 
         With last_only only the last position queries (output (B, 1, D)): all the head needs.
         """
-        B, T, D = x.shape
-        qkv = F.linear(x, self.qkv_weight, self.qkv_bias).reshape(B, T, 3, self.n_heads, D // self.n_heads)
-        qkv = qkv.permute(2, 0, 3, 1, 4)
-        q = qkv[0, :, :, -1:] if last_only else qkv[0]
-        y, weights = F.scaled_dot_product_attention(q, qkv[1], qkv[2], mask=mask, need_weights=True)
-        y = F.linear(y.permute(0, 2, 1, 3).reshape(B, q.shape[2], D), self.proj_weight, self.proj_bias)
+        qkv = F.linear(x, self.qkv_weight, self.qkv_bias)
+        y, weights = F.self_attention(qkv, self.n_heads, mask=mask, need_weights=True)
+        if last_only:
+            y = y[:, -1:]
+        y = F.linear(y, self.proj_weight, self.proj_bias)
         return F.dropout(y, self.p, self.training, self.dropout_rng), weights.numpy()
 
 

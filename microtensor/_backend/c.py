@@ -335,6 +335,50 @@ def attention_backward(
     return dq, dk, dvals
 
 
+def _packed_dims(kernel: str, qkv: np.ndarray, n_heads: int) -> tuple[int, int, int, int]:
+    """(B, T, H, hd) of a packed (B, T, 3 * H * hd) projection, checked."""
+    _need(kernel, qkv.ndim == 3 and qkv.shape[-1] % 3 == 0, f"qkv {qkv.shape} must be (B, T, 3*D)")
+    d = qkv.shape[-1] // 3
+    _need(kernel, isinstance(n_heads, (int, np.integer)) and n_heads > 0 and d % n_heads == 0,
+          f"d_model {d} does not split into {n_heads} heads")
+    return qkv.shape[0], qkv.shape[1], int(n_heads), d // int(n_heads)
+
+
+def self_attention_forward(
+    qkv: np.ndarray, n_heads: int, mask: np.ndarray | None, causal: bool, scale: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Self-attention on a packed qkv (B, T, 3*D), heads read by stride; returns (out, weights)."""
+    if not _is_f32("self_attention_forward", qkv):
+        return reference.self_attention_forward(qkv, n_heads, mask, causal, scale)
+    B, T, H, hd = _packed_dims("self_attention_forward", qkv, n_heads)
+    mask_ptr = _NULL
+    if mask is not None:
+        _need("self_attention_forward", mask.shape == (B, H, T, T) and mask.dtype == np.bool_,
+              f"mask {mask.shape} {mask.dtype} must be bool {(B, H, T, T)}")
+        mask = _contig(mask)
+        mask_ptr = ffi.from_buffer("uint8_t[]", mask.view(np.uint8))
+    qkv = _contig(qkv)
+    out = np.empty((B, T, H * hd), _F32)
+    weights = np.empty((B, H, T, T), _F32)
+    lib.mt_self_attention_forward(_fp(qkv), mask_ptr, bool(causal), float(scale), _fp(out), _fp(weights),
+                                  B, T, H, hd)
+    return out, weights
+
+
+def self_attention_backward(g: np.ndarray, qkv: np.ndarray, weights: np.ndarray, scale: float) -> np.ndarray:
+    """Gradient with respect to the packed qkv (B, T, 3*D) from the saved weights (B, H, T, T)."""
+    if not _is_f32("self_attention_backward", g, qkv, weights):
+        return reference.self_attention_backward(g, qkv, weights, scale)
+    _need("self_attention_backward", weights.ndim == 4, f"weights {weights.shape} must be (B, H, T, T)")
+    B, T, H, hd = _packed_dims("self_attention_backward", qkv, weights.shape[1])
+    _need("self_attention_backward", weights.shape == (B, H, T, T) and g.shape == (B, T, H * hd),
+          f"g {g.shape} must be {(B, T, H * hd)} and weights {weights.shape} be {(B, H, T, T)}")
+    g, qkv, weights = _contig(g), _contig(qkv), _contig(weights)
+    dqkv = np.empty_like(qkv)
+    lib.mt_self_attention_backward(_fp(g), _fp(qkv), _fp(weights), float(scale), _fp(dqkv), B, T, H, hd)
+    return dqkv
+
+
 # ---------------------------------------------------------------- cross-entropy
 
 

@@ -123,6 +123,40 @@ def attention_backward(
     return dq, dk, dv
 
 
+def _split_heads(qkv: np.ndarray, n_heads: int) -> np.ndarray:
+    """(3, B * n_heads, T, hd) contiguous q, k, v heads of a packed (B, T, 3 * D) projection."""
+    B, T, D3 = qkv.shape
+    hd = D3 // 3 // n_heads
+    heads = qkv.reshape(B, T, 3, n_heads, hd).transpose(2, 0, 3, 1, 4)
+    return np.ascontiguousarray(heads).reshape(3, B * n_heads, T, hd)
+
+
+def self_attention_forward(
+    qkv: np.ndarray, n_heads: int, mask: np.ndarray | None, causal: bool, scale: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Multi-head self-attention on a packed projection qkv (B, T, 3*D) = [q | k | v].
+
+    `mask` is None or bool (B, n_heads, T, T), True where a query may attend.
+    Returns (out (B, T, D) with the heads concatenated, weights (B, n_heads, T, T)).
+    """
+    B, T, D3 = qkv.shape
+    q, k, v = _split_heads(qkv, n_heads)
+    flat_mask = None if mask is None else mask.reshape(B * n_heads, T, T)
+    out, weights = attention_forward(q, k, v, flat_mask, causal, scale)
+    out = out.reshape(B, n_heads, T, -1).transpose(0, 2, 1, 3).reshape(B, T, D3 // 3)
+    return out, weights.reshape(B, n_heads, T, T)
+
+
+def self_attention_backward(g: np.ndarray, qkv: np.ndarray, weights: np.ndarray, scale: float) -> np.ndarray:
+    """Gradient (B, T, 3*D) of self-attention with respect to the packed qkv, from the saved weights."""
+    B, H, T, _ = weights.shape
+    q, k, v = _split_heads(qkv, H)
+    hd = q.shape[-1]
+    gh = g.reshape(B, T, H, hd).transpose(0, 2, 1, 3).reshape(B * H, T, hd)
+    dq, dk, dv = attention_backward(gh, q, k, v, weights.reshape(B * H, T, T), scale)
+    return np.stack([dq, dk, dv]).reshape(3, B, H, T, hd).transpose(1, 3, 0, 2, 4).reshape(B, T, 3 * H * hd)
+
+
 def cross_entropy_forward(
     logits: np.ndarray, targets: np.ndarray, ignore_index: int
 ) -> tuple[float, int, np.ndarray]:

@@ -94,6 +94,28 @@ def scaled_dot_product_attention(
     return (out, Tensor._wrap(ctx.weights)) if need_weights else out
 
 
+def self_attention(
+    qkv: Tensor,
+    n_heads: int,
+    mask: Any = None,
+    is_causal: bool = False,
+    scale: float | None = None,
+    need_weights: bool = False,
+) -> Any:
+    """Multi-head self-attention on a packed projection qkv (B, T, 3*D) = [q | k | v]; output (B, T, D).
+
+    Each of q, k, v splits into n_heads heads of D / n_heads; mask (bool,
+    True = may attend) broadcasts to (B, n_heads, T, T). With
+    need_weights=True returns (output, weights (B, n_heads, T, T), detached).
+    Same numbers as splitting the heads by hand and calling
+    scaled_dot_product_attention, with fewer ops in the graph.
+    """
+    out, ctx = ops.SelfAttention.apply_with_ctx(
+        qkv, n_heads=n_heads, mask=_data(mask), is_causal=is_causal, scale=scale
+    )
+    return (out, Tensor._wrap(ctx.weights)) if need_weights else out
+
+
 def mse_loss(a: Tensor, b: Any, reduction: str = "mean") -> Tensor:
     diff = (a - b) * (a - b)
     return diff.mean() if reduction == "mean" else diff.sum() if reduction == "sum" else diff

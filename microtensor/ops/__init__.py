@@ -21,13 +21,23 @@ from .elementwise import (
     Where,
 )
 from .matmul import MatMul
-from .nn import CrossEntropy, Dropout, Embedding, LayerNorm, Linear, LogSoftmax, ScaledDotProductAttention, Softmax
+from .nn import (
+    CrossEntropy,
+    Dropout,
+    Embedding,
+    LayerNorm,
+    Linear,
+    LogSoftmax,
+    ScaledDotProductAttention,
+    SelfAttention,
+    Softmax,
+)
 from .reduce import Max, Mean, Min, Sum, Var
 from .shape import BroadcastTo, Cat, GetItem, Permute, Reshape, Stack
 
 __all__ = [
     "Abs", "Add", "BroadcastTo", "Cast", "Cat", "Clip", "CrossEntropy", "Div", "Dropout", "Embedding",
     "Exp", "Gelu", "GetItem", "LayerNorm", "Linear", "Log", "LogSoftmax", "MaskedFill", "MatMul", "Max",
-    "Mean", "Min", "Mul", "Neg", "Permute", "Pow", "Relu", "Reshape", "ScaledDotProductAttention",
+    "Mean", "Min", "Mul", "Neg", "Permute", "Pow", "Relu", "Reshape", "ScaledDotProductAttention", "SelfAttention",
     "Sigmoid", "Softmax", "Sqrt", "Stack", "Sub", "Sum", "Tanh", "Var", "Where",
 ]

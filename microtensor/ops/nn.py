@@ -218,7 +218,8 @@ class ScaledDotProductAttention(Function):
         lead, tq, tk = q.shape[:-2], q.shape[-2], k.shape[-2]
         flat = [np.ascontiguousarray(t.reshape(-1, *t.shape[-2:])) for t in (q, k, v)]
         if mask is not None:
-            mask = _attention_mask(mask, (*lead, tq, tk)).reshape(-1, tq, tk)
+            mask = _attention_mask(mask, (*lead, tq, tk))
+            mask = None if mask is None else mask.reshape(-1, tq, tk)
         ctx.scale = 1.0 / np.sqrt(q.shape[-1]) if scale is None else float(scale)
         out, weights = _backend.K.attention_forward(*flat, mask, bool(is_causal), ctx.scale)
         ctx.save_for_backward(*flat, weights)
@@ -234,6 +235,40 @@ class ScaledDotProductAttention(Function):
         return tuple(d.reshape(s) for d, s in zip(grads, ctx.shapes))
 
 
+class SelfAttention(Function):
+    """Multi-head self-attention on a packed projection qkv (B, T, 3*D) = [q | k | v], heads split inside.
+
+    One fused projection feeds it directly, so no per-head slicing op (and its
+    zero-filled gradients) sits in the graph, and the C kernel reads the heads by
+    stride (llm.c-style). Output (B, T, D), heads concatenated.
+    """
+
+    @staticmethod
+    def forward(ctx, qkv, n_heads=1, mask=None, is_causal=False, scale=None):
+        B, T, D = _check_packed(qkv, n_heads)
+        if mask is not None:
+            mask = _attention_mask(mask, (B, n_heads, T, T))
+        ctx.scale = 1.0 / np.sqrt(D // n_heads) if scale is None else float(scale)
+        out, ctx.weights = _backend.K.self_attention_forward(qkv, n_heads, mask, bool(is_causal), ctx.scale)
+        ctx.save_for_backward(qkv, ctx.weights)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        qkv, weights = ctx.saved_tensors
+        return _backend.K.self_attention_backward(g, qkv, weights, ctx.scale)
+
+
+def _check_packed(qkv: np.ndarray, n_heads: int) -> tuple[int, int, int]:
+    """(B, T, D) of a packed (B, T, 3*D) projection whose D splits into n_heads."""
+    if qkv.ndim != 3 or qkv.shape[-1] % 3:
+        raise ValueError(f"self_attention: qkv must be (batch, length, 3 * d_model), got shape {qkv.shape}")
+    B, T, D = qkv.shape[0], qkv.shape[1], qkv.shape[2] // 3
+    if not isinstance(n_heads, (int, np.integer)) or n_heads <= 0 or D % n_heads:
+        raise ValueError(f"self_attention: d_model {D} (qkv shape {qkv.shape}) does not split into {n_heads} heads")
+    return B, T, D
+
+
 def _check_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray) -> None:
     """q (..., Tq, D), k (..., Tk, D), v (..., Tk, Dv) with equal leading axes."""
     if q.ndim < 2 or k.ndim != q.ndim or v.ndim != q.ndim:
@@ -245,13 +280,14 @@ def _check_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray) -> None:
         )
 
 
-def _attention_mask(mask, shape: tuple) -> np.ndarray:
-    """A bool mask (True = may attend) broadcast to the full scores shape, contiguous."""
+def _attention_mask(mask, shape: tuple) -> np.ndarray | None:
+    """A bool mask (True = may attend) broadcast to the full scores shape, contiguous; None if it masks nothing."""
     mask = np.asarray(mask)
     if mask.dtype != np.bool_:
         raise TypeError(f"scaled_dot_product_attention: mask must be bool (True = attend), got {mask.dtype}")
     try:
-        return np.ascontiguousarray(np.broadcast_to(mask, shape))
+        full = np.broadcast_to(mask, shape)
+        return None if mask.all() else np.ascontiguousarray(full)
     except ValueError:
         raise ValueError(
             f"scaled_dot_product_attention: mask of shape {mask.shape} does not broadcast to {shape}"

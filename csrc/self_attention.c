@@ -1,0 +1,144 @@
+/* Multi-head self-attention on a packed projection qkv (B, T, 3*D) = [q | k | v], llm.c style:
+ * heads are read and written by stride, so no transpose surrounds the kernel. Each (batch, head)
+ * is gathered into small contiguous T x hd tiles; every product runs along the head dimension in
+ * 16-float vectors with the accumulator in a register (hd = 16 is one AVX-512 vector). */
+#include <stdlib.h>
+
+#include "internal.h"
+#include "microtensor.h"
+
+#define INLINE static inline __attribute__((always_inline))
+
+typedef struct {
+    int64_t B, T, H, hd, D;
+} dims;
+
+/* Workspace for one (batch, head): Q, K, V, G tiles (T x hd) and the T x T score gradient. */
+typedef struct {
+    float *q, *k, *v, *g, *ds;
+} tiles;
+
+static tiles make_tiles(float *buf, int64_t T, int64_t hd) {
+    tiles t = {buf, buf + T * hd, buf + 2 * T * hd, buf + 3 * T * hd, buf + 4 * T * hd};
+    return t;
+}
+
+static int64_t tiles_floats(int64_t T, int64_t hd) { return 4 * T * hd + T * T; }
+
+/* 16 floats as one value (one AVX-512 register, or four SSE ones on the baseline clone); loads and
+ * stores through it need no alignment. */
+typedef float v16 __attribute__((vector_size(64), aligned(4)));
+#define V16(p) (*(const v16 *)(p))
+
+INLINE float dot(const float *restrict a, const float *restrict b, int64_t n) {
+    v16 acc = {0};
+    int64_t d = 0;
+    for (; d + 16 <= n; d += 16) acc += V16(a + d) * V16(b + d);
+    float s = 0.0f;
+    for (int l = 0; l < 16; l++) s += acc[l];
+    for (; d < n; d++) s += a[d] * b[d];
+    return s;
+}
+
+/* out[d] = sum_j coef[j * cstride] * rows[j * hd + d] for d < hd: a weighted sum of T rows. */
+INLINE void weighted_rows(const float *coef, int64_t cstride, const float *restrict rows, int64_t T, int64_t hd,
+                          float *restrict out) {
+    int64_t d = 0;
+    for (; d + 16 <= hd; d += 16) {
+        v16 acc = {0};
+        for (int64_t j = 0; j < T; j++) acc += coef[j * cstride] * V16(rows + j * hd + d);
+        *(v16 *)(out + d) = acc;
+    }
+    for (; d < hd; d++) {
+        float acc = 0.0f;
+        for (int64_t j = 0; j < T; j++) acc += coef[j * cstride] * rows[j * hd + d];
+        out[d] = acc;
+    }
+}
+
+/* Copy rows of width hd, `stride` apart, into a contiguous T x hd tile. */
+INLINE void gather(const float *src, int64_t stride, int64_t T, int64_t hd, float *restrict dst) {
+    for (int64_t i = 0; i < T; i++) memcpy(dst + i * hd, src + i * stride, (size_t)hd * sizeof(float));
+}
+
+/* Row i of the weights: softmax of scale * q_i . k_j over the allowed keys (zeros if none). */
+INLINE void weights_row(tiles t, const uint8_t *mask_row, int causal, float scale, int64_t i, int64_t T,
+                        int64_t hd, float *restrict w) {
+    int64_t limit = causal ? i + 1 : T;
+    for (int64_t j = 0; j < T; j++) {
+        int allowed = j < limit && (mask_row == NULL || mask_row[j]);
+        w[j] = allowed ? scale * dot(t.q + i * hd, t.k + j * hd, hd) : -__builtin_inff();
+    }
+    float max = mt_max(w, T);
+    if (max == -__builtin_inff()) {
+        for (int64_t j = 0; j < T; j++) w[j] = 0.0f;
+        return;
+    }
+#pragma omp simd
+    for (int64_t j = 0; j < T; j++) w[j] = mt_expf(w[j] - max);
+    float inv = 1.0f / mt_sum(w, T);
+#pragma omp simd
+    for (int64_t j = 0; j < T; j++) w[j] *= inv;
+}
+
+MT_CLONES void mt_self_attention_forward(const float *qkv, const uint8_t *mask, int causal, float scale,
+                                         float *out, float *weights, int64_t B, int64_t T, int64_t H,
+                                         int64_t hd) {
+    dims s = {B, T, H, hd, H * hd};
+    float *buf = malloc((size_t)tiles_floats(T, hd) * sizeof(float));
+    tiles t = make_tiles(buf, T, hd);
+    for (int64_t b = 0; b < B; b++) {
+        for (int64_t h = 0; h < H; h++) {
+            const float *head = qkv + b * T * 3 * s.D + h * hd;
+            gather(head, 3 * s.D, T, hd, t.q);
+            gather(head + s.D, 3 * s.D, T, hd, t.k);
+            gather(head + 2 * s.D, 3 * s.D, T, hd, t.v);
+            float *w = weights + (b * H + h) * T * T;
+            const uint8_t *m = mask ? mask + (b * H + h) * T * T : NULL;
+            for (int64_t i = 0; i < T; i++) {
+                weights_row(t, m ? m + i * T : NULL, causal, scale, i, T, hd, w + i * T);
+                weighted_rows(w + i * T, 1, t.v, T, hd, out + (b * T + i) * s.D + h * hd);
+            }
+        }
+    }
+    free(buf);
+}
+
+/* Backward of one head: dW = G V^T, dS = W * (dW - rowsum(W * dW)) * scale, then
+ * dV = W^T G, dK = dS^T Q, dQ = dS K into the head's columns of dqkv. */
+INLINE void head_backward(const float *restrict w, float scale, tiles t, dims s, float *dq_base) {
+    int64_t T = s.T, hd = s.hd, row = 3 * s.D;
+    for (int64_t i = 0; i < T; i++) {
+        float *dsi = t.ds + i * T;
+        float wdw = 0.0f;
+        for (int64_t j = 0; j < T; j++) {
+            dsi[j] = dot(t.g + i * hd, t.v + j * hd, hd);
+            wdw += w[i * T + j] * dsi[j];
+        }
+        for (int64_t j = 0; j < T; j++) dsi[j] = w[i * T + j] * (dsi[j] - wdw) * scale;
+    }
+    for (int64_t j = 0; j < T; j++) {
+        float *dq = dq_base + j * row;
+        weighted_rows(t.ds + j * T, 1, t.k, T, hd, dq);
+        weighted_rows(t.ds + j, T, t.q, T, hd, dq + s.D);
+        weighted_rows(w + j, T, t.g, T, hd, dq + 2 * s.D);
+    }
+}
+
+MT_CLONES void mt_self_attention_backward(const float *g, const float *qkv, const float *weights, float scale,
+                                          float *dqkv, int64_t B, int64_t T, int64_t H, int64_t hd) {
+    dims s = {B, T, H, hd, H * hd};
+    float *buf = malloc((size_t)tiles_floats(T, hd) * sizeof(float));
+    tiles t = make_tiles(buf, T, hd);
+    for (int64_t b = 0; b < B; b++) {
+        for (int64_t h = 0; h < H; h++) {
+            const float *head = qkv + b * T * 3 * s.D + h * hd;
+            gather(head, 3 * s.D, T, hd, t.q);
+            gather(head + s.D, 3 * s.D, T, hd, t.k);
+            gather(head + 2 * s.D, 3 * s.D, T, hd, t.v);
+            gather(g + b * T * s.D + h * hd, s.D, T, hd, t.g);
+            head_backward(weights + (b * H + h) * T * T, scale, t, s, dqkv + b * T * 3 * s.D + h * hd);
+        }
+    }
+    free(buf);
+}
