@@ -195,6 +195,39 @@ static inline __attribute__((always_inline)) void ukr256_t(const int MR, const i
             ukr256_t(R, 0, nr, k, a, rs_a, cs_a, b, ldb, c, ldc, alpha, beta, bias);         \
         break;
 
+/* d[p*ld + i] = src[i*lds + p] for an 8 x 8 block: the packing of B^T, 8 values per store. */
+static inline void transpose8(const float *src, int64_t lds, float *d, int64_t ld) {
+    __m256 r0 = _mm256_loadu_ps(src), r1 = _mm256_loadu_ps(src + lds);
+    __m256 r2 = _mm256_loadu_ps(src + 2 * lds), r3 = _mm256_loadu_ps(src + 3 * lds);
+    __m256 r4 = _mm256_loadu_ps(src + 4 * lds), r5 = _mm256_loadu_ps(src + 5 * lds);
+    __m256 r6 = _mm256_loadu_ps(src + 6 * lds), r7 = _mm256_loadu_ps(src + 7 * lds);
+    __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+    __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+    __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
+    __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+    __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+    __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+    __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+    __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+    _mm256_storeu_ps(d, _mm256_permute2f128_ps(u0, u4, 0x20));
+    _mm256_storeu_ps(d + ld, _mm256_permute2f128_ps(u1, u5, 0x20));
+    _mm256_storeu_ps(d + 2 * ld, _mm256_permute2f128_ps(u2, u6, 0x20));
+    _mm256_storeu_ps(d + 3 * ld, _mm256_permute2f128_ps(u3, u7, 0x20));
+    _mm256_storeu_ps(d + 4 * ld, _mm256_permute2f128_ps(u0, u4, 0x31));
+    _mm256_storeu_ps(d + 5 * ld, _mm256_permute2f128_ps(u1, u5, 0x31));
+    _mm256_storeu_ps(d + 6 * ld, _mm256_permute2f128_ps(u2, u6, 0x31));
+    _mm256_storeu_ps(d + 7 * ld, _mm256_permute2f128_ps(u3, u7, 0x31));
+}
+
+/* One panel of B^T (w columns of op(B), i.e. w rows of B, kc deep) with 8 x 8 transposes. */
+static void pack_bt_panel_avx2(const float *B, int64_t ldb, int64_t kc, int64_t w, int nr, float *d) {
+    int64_t w8 = w / 8 * 8, k8 = kc / 8 * 8;
+    for (int64_t jj = 0; jj < w8; jj += 8)
+        for (int64_t p = 0; p < k8; p += 8) transpose8(B + jj * ldb + p, ldb, d + p * nr + jj, nr);
+    for (int64_t jj = 0; jj < w; jj++)
+        for (int64_t p = jj < w8 ? k8 : 0; p < kc; p++) d[p * nr + jj] = B[jj * ldb + p];
+}
+
 static void ukr_avx2(int64_t mr, int64_t nr, int64_t k, const float *a, int64_t rs_a, int64_t cs_a,
                      const float *b, int64_t ldb, float *c, int64_t ldc, float alpha, float beta,
                      const float *bias) {
@@ -242,6 +275,15 @@ static const isa_t *active_isa(void) {
 
 const char *mt_sgemm_isa(void) { return active_isa()->name; }
 
+/* Whether the 8 x 8 AVX2 transposer may run: the chosen kernel is AVX2 or AVX-512. */
+static int has_avx2(void) {
+#ifdef MT_X86
+    return active_isa() != &ISA_GENERIC;
+#else
+    return 0;
+#endif
+}
+
 /* ---------------------------------------------------------------- helpers */
 
 /* One cached scratch buffer for packed panels: a fresh malloc of a megabyte is a fresh mmap,
@@ -282,7 +324,9 @@ static void pack_b(int trans_b, const float *B, int64_t ldb, int64_t p0, int64_t
         int64_t w = min64(nr, nc - q * nr);
         float *d = dst + q * kc * nr;
         int64_t j = j0 + q * nr;
-        if (trans_b) {
+        if (trans_b && nr % 8 == 0 && has_avx2()) {
+            pack_bt_panel_avx2(B + j * ldb + p0, ldb, kc, w, nr, d);
+        } else if (trans_b) {
             for (int64_t jj = 0; jj < w; jj++) {
                 const float *src = B + (j + jj) * ldb + p0;
                 for (int64_t p = 0; p < kc; p++) d[p * nr + jj] = src[p];
