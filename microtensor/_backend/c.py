@@ -161,8 +161,10 @@ def matmul(a: np.ndarray, b: np.ndarray, trans_a: bool = False, trans_b: bool = 
 
 def linear(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
     """x @ w.T + bias for x (..., in), w (out, in), bias (out,) or None, in one fused sgemm."""
-    if not _is_f32("linear", x, w, *(() if bias is None else (bias,))):
-        return reference.linear(x, w, bias)
+    if type(x) is not _ND or type(w) is not _ND or x.dtype is not _F32 or w.dtype is not _F32 or not (
+            bias is None or (type(bias) is _ND and bias.dtype is _F32)):
+        if not _is_f32("linear", x, w, *(() if bias is None else (bias,))):
+            return reference.linear(x, w, bias)
     if w.ndim != 2 or x.ndim < 1 or x.shape[-1] != w.shape[1]:
         raise ValueError(f"linear: x {x.shape} must end in in_features and w {w.shape} be "
                          "(out_features, in_features)")
@@ -171,9 +173,12 @@ def linear(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
         raise ValueError(f"linear: bias {bias.shape} must be ({n_out},)")
     if not x.flags.c_contiguous:
         x = np.ascontiguousarray(x)
+    if not w.flags.c_contiguous:
+        w = np.ascontiguousarray(w)
     rows = x.size // n_in if n_in else int(np.prod(x.shape[:-1]))
     out = _empty(x.shape[:-1] + (n_out,), _F32)
-    lib.mt_linear_forward(_fp(x), _fp(_contig(w)), _NULL if bias is None else _fp(_contig(bias)), _fp(out),
+    lib.mt_linear_forward(_from_buffer("float[]", x), _from_buffer("float[]", w),
+                          _NULL if bias is None else _fp(_contig(bias)), _from_buffer("float[]", out),
                           rows, n_in, n_out)
     return out
 
