@@ -138,18 +138,23 @@ def _matmul3(a: np.ndarray, b: np.ndarray, trans_a: bool, trans_b: bool) -> np.n
 
 def matmul(a: np.ndarray, b: np.ndarray, trans_a: bool = False, trans_b: bool = False) -> np.ndarray:
     """op(a) @ op(b) for 2-D or 3-D arrays (a 2-D operand or batch of 1 broadcasts); others go to numpy."""
-    if type(a) is _ND and type(b) is _ND and a.dtype is _F32 and b.dtype is _F32 and a.ndim == 2 == b.ndim \
-            and a.flags.c_contiguous and b.flags.c_contiguous:
-        # The hot case (every matmul of a training step), inlined: about 1 us of Python per call.
+    if type(a) is _ND and type(b) is _ND and a.dtype is _F32 and b.dtype is _F32 and a.ndim == 2 == b.ndim:
+        # The hot case (every matmul of a training step), inlined to about 1 us of Python.
+        # from_buffer itself refuses arrays that are not C-contiguous; those take the path below.
         ra, ca = a.shape
         rb, cb = b.shape
         m, k = (ca, ra) if trans_a else (ra, ca)
         n, k2 = (rb, cb) if trans_b else (cb, rb)
         if k == k2 and ca and cb:
-            out = _empty((m, n), _F32)
-            _sgemm(bool(trans_a), bool(trans_b), m, n, k, 1.0, _from_buffer("float[]", a), ca,
-                   _from_buffer("float[]", b), cb, 0.0, _from_buffer("float[]", out), n or 1)
-            return out
+            try:
+                pa, pb = _from_buffer("float[]", a), _from_buffer("float[]", b)
+            except (BufferError, ValueError, TypeError):
+                pa = None
+            if pa is not None:
+                out = _empty((m, n), _F32)
+                _sgemm(1 if trans_a else 0, 1 if trans_b else 0, m, n, k, 1.0, pa, ca, pb, cb, 0.0,
+                       _from_buffer("float[]", out), n or 1)
+                return out
     if not _is_f32("matmul", a, b):
         return reference.matmul(a, b, trans_a, trans_b)
     if a.ndim == 2 and b.ndim == 2:
