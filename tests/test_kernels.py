@@ -439,3 +439,24 @@ def test_self_attention_rejects_bad_shapes() -> None:
     _, weights = c.self_attention_forward(qkv, 2, None, False, 1.0)
     with pytest.raises(ValueError, match="self_attention_backward"):
         c.self_attention_backward(np.ones((2, 3, 5), F32), qkv, weights, 1.0)
+
+
+def test_thread_count_does_not_change_sgemm_or_row_kernels() -> None:
+    """Every output element is computed by one thread in the same order, whatever the thread count."""
+    rng = np.random.default_rng(16)
+    a, b, x = rand(rng, 300, 200), rand(rng, 200, 170), rand(rng, 4000, 20)
+    bt = np.ascontiguousarray(b.T)
+
+    def outputs():
+        return c.matmul(a, b), c.matmul(a, bt, False, True), c.softmax_forward(x), c.gelu_forward(x)
+
+    before = c.num_threads()
+    try:
+        c.set_num_threads(1)
+        one = outputs()
+        c.set_num_threads(max(2, before))
+        many = outputs()
+    finally:
+        c.set_num_threads(before)
+    for got, want in zip(many, one, strict=True):
+        np.testing.assert_array_equal(got, want)
