@@ -31,7 +31,7 @@ void mt_linear_forward(const float *x, const float *w, const float *bias, float 
                        int64_t N, int64_t in, int64_t out);
 
 /* Softmax over rows of length cols. causal_tq > 0 masks column j of row r when
- * j > (r % causal_tq) + (cols - causal_tq); 0 means no mask. */
+ * j > r % causal_tq (aligned at the first query, as PyTorch's is_causal); 0 means no mask. */
 void mt_softmax_forward(const float *x, float *y, int64_t rows, int64_t cols, int64_t causal_tq);
 void mt_softmax_backward(const float *y, const float *g, float *dx, int64_t rows, int64_t cols);
 void mt_log_softmax_forward(const float *x, float *y, int64_t rows, int64_t cols);
@@ -60,12 +60,13 @@ void mt_attention_backward(const float *g, const float *q, const float *k, const
 /* Self-attention on a packed projection qkv (B, T, 3*D) = [q | k | v] with D = H * hd, each split
  * into H heads of hd. out (B, T, D) has the heads concatenated; weights (B, H, T, T); mask
  * (B, H, T, T) of 0/1 bytes (1 = attend) or NULL; causal hides keys j > i; rows with nothing to
- * attend get zero weights and output. */
-void mt_self_attention_forward(const float *qkv, const uint8_t *mask, int causal, float scale, float *out,
+ * attend get zero weights and output. Both return 0, or -1 when their small workspace cannot be
+ * allocated (nothing is written then). */
+int mt_self_attention_forward(const float *qkv, const uint8_t *mask, int causal, float scale, float *out,
                                float *weights, int64_t B, int64_t T, int64_t H, int64_t hd);
 /* dqkv (B, T, 3*D) from g (B, T, D) and the saved weights. */
-void mt_self_attention_backward(const float *g, const float *qkv, const float *weights, float scale,
-                                float *dqkv, int64_t B, int64_t T, int64_t H, int64_t hd);
+int mt_self_attention_backward(const float *g, const float *qkv, const float *weights, float scale,
+                               float *dqkv, int64_t B, int64_t T, int64_t H, int64_t hd);
 
 /* Ids and targets: the kernels below check every index before using any, and return -1
  * when all are in range, else the position of the first bad one (writing nothing else). */

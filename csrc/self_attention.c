@@ -61,6 +61,14 @@ INLINE void gather(const float *src, int64_t stride, int64_t T, int64_t hd, floa
     for (int64_t i = 0; i < T; i++) memcpy(dst + i * hd, src + i * stride, (size_t)hd * sizeof(float));
 }
 
+/* The Q, K and V tiles of head h of batch b. */
+INLINE void gather_head(const float *qkv, dims s, int64_t b, int64_t h, tiles t) {
+    const float *head = qkv + b * s.T * 3 * s.D + h * s.hd;
+    gather(head, 3 * s.D, s.T, s.hd, t.q);
+    gather(head + s.D, 3 * s.D, s.T, s.hd, t.k);
+    gather(head + 2 * s.D, 3 * s.D, s.T, s.hd, t.v);
+}
+
 /* Row i of the weights: softmax of scale * q_i . k_j over the allowed keys (zeros if none). */
 INLINE void weights_row(tiles t, const uint8_t *mask_row, int causal, float scale, int64_t i, int64_t T,
                         int64_t hd, float *restrict w) {
@@ -81,18 +89,15 @@ INLINE void weights_row(tiles t, const uint8_t *mask_row, int causal, float scal
     for (int64_t j = 0; j < T; j++) w[j] *= inv;
 }
 
-MT_CLONES void mt_self_attention_forward(const float *qkv, const uint8_t *mask, int causal, float scale,
-                                         float *out, float *weights, int64_t B, int64_t T, int64_t H,
-                                         int64_t hd) {
+MT_CLONES int mt_self_attention_forward(const float *qkv, const uint8_t *mask, int causal, float scale,
+                                        float *out, float *weights, int64_t B, int64_t T, int64_t H, int64_t hd) {
     dims s = {B, T, H, hd, H * hd};
     float *buf = malloc((size_t)tiles_floats(T, hd) * sizeof(float));
+    if (buf == NULL) return -1;
     tiles t = make_tiles(buf, T, hd);
     for (int64_t b = 0; b < B; b++) {
         for (int64_t h = 0; h < H; h++) {
-            const float *head = qkv + b * T * 3 * s.D + h * hd;
-            gather(head, 3 * s.D, T, hd, t.q);
-            gather(head + s.D, 3 * s.D, T, hd, t.k);
-            gather(head + 2 * s.D, 3 * s.D, T, hd, t.v);
+            gather_head(qkv, s, b, h, t);
             float *w = weights + (b * H + h) * T * T;
             const uint8_t *m = mask ? mask + (b * H + h) * T * T : NULL;
             for (int64_t i = 0; i < T; i++) {
@@ -102,6 +107,7 @@ MT_CLONES void mt_self_attention_forward(const float *qkv, const uint8_t *mask, 
         }
     }
     free(buf);
+    return 0;
 }
 
 /* Backward of one head: dW = G V^T, dS = W * (dW - rowsum(W * dW)) * scale, then
@@ -125,20 +131,19 @@ INLINE void head_backward(const float *restrict w, float scale, tiles t, dims s,
     }
 }
 
-MT_CLONES void mt_self_attention_backward(const float *g, const float *qkv, const float *weights, float scale,
-                                          float *dqkv, int64_t B, int64_t T, int64_t H, int64_t hd) {
+MT_CLONES int mt_self_attention_backward(const float *g, const float *qkv, const float *weights, float scale,
+                                         float *dqkv, int64_t B, int64_t T, int64_t H, int64_t hd) {
     dims s = {B, T, H, hd, H * hd};
     float *buf = malloc((size_t)tiles_floats(T, hd) * sizeof(float));
+    if (buf == NULL) return -1;
     tiles t = make_tiles(buf, T, hd);
     for (int64_t b = 0; b < B; b++) {
         for (int64_t h = 0; h < H; h++) {
-            const float *head = qkv + b * T * 3 * s.D + h * hd;
-            gather(head, 3 * s.D, T, hd, t.q);
-            gather(head + s.D, 3 * s.D, T, hd, t.k);
-            gather(head + 2 * s.D, 3 * s.D, T, hd, t.v);
+            gather_head(qkv, s, b, h, t);
             gather(g + b * T * s.D + h * hd, s.D, T, hd, t.g);
             head_backward(weights + (b * H + h) * T * T, scale, t, s, dqkv + b * T * 3 * s.D + h * hd);
         }
     }
     free(buf);
+    return 0;
 }

@@ -12,11 +12,11 @@ typedef struct {
     int64_t cols, causal_tq;
 } softmax_job;
 
-/* Columns of row r that a causal mask keeps: j <= (r % tq) + (cols - tq). */
+/* Columns of row r that a causal mask keeps: j <= r % tq (aligned at the first query, as PyTorch). */
 static int64_t kept_columns(int64_t r, int64_t cols, int64_t causal_tq) {
     if (causal_tq <= 0) return cols;
-    int64_t lim = r % causal_tq + (cols - causal_tq) + 1;
-    return lim < 0 ? 0 : lim > cols ? cols : lim;
+    int64_t lim = r % causal_tq + 1;
+    return lim > cols ? cols : lim;
 }
 
 /* y = exp(x - max) / sum over the kept columns, 0 beyond (a row with nothing kept is all 0). */
@@ -28,8 +28,8 @@ static MT_CLONES void softmax_rows(void *ctx, int64_t r0, int64_t r1) {
             int64_t n = r1 - b0 < MT_SHORT_ROWS ? r1 - b0 : MT_SHORT_ROWS, keep[MT_SHORT_ROWS];
             int64_t i = s->causal_tq > 0 ? b0 % s->causal_tq : 0; /* row within its (tq, cols) matrix */
             for (int64_t r = 0; r < MT_SHORT_ROWS; r++) {
-                int64_t lim = s->causal_tq > 0 ? i + (cols - s->causal_tq) + 1 : cols;
-                keep[r] = lim < 0 ? 0 : lim > cols ? cols : lim;
+                int64_t lim = s->causal_tq > 0 ? i + 1 : cols;
+                keep[r] = lim > cols ? cols : lim;
                 i = i + 1 == s->causal_tq ? 0 : i + 1;
             }
             mt_softmax_short(s->x + b0 * cols, s->y + b0 * cols, n, cols, keep, NULL, 1.0f);

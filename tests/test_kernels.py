@@ -141,7 +141,7 @@ def test_softmax_causal(t: int) -> None:
     rng = np.random.default_rng(t)
     x = rand(rng, 3, t, t, scale=2.0)
     close(c.softmax_forward(x, causal=True), ref.softmax_forward(x.astype(np.float64), causal=True))
-    wide = rand(rng, 2, t, t + 5)  # rectangular: aligned so the last query sees every key
+    wide = rand(rng, 2, t, t + 5)  # rectangular: aligned at the first query (PyTorch)
     close(c.softmax_forward(wide, causal=True), ref.softmax_forward(wide.astype(np.float64), causal=True))
 
 

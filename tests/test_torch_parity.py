@@ -39,6 +39,14 @@ def assert_close(ours: np.ndarray, ref: np.ndarray, tol: float, what: str) -> No
     np.testing.assert_allclose(ours, ref, rtol=tol, atol=tol * scale, err_msg=what)
 
 
+def _torch_self_attention(qkv, n_heads: int):
+    """PyTorch's multi-head causal self-attention on a packed (B, T, 3*D) projection, heads split by hand."""
+    B, T, D3 = qkv.shape
+    heads = qkv.reshape(B, T, 3, n_heads, D3 // 3 // n_heads).permute(2, 0, 3, 1, 4)
+    out = TF.scaled_dot_product_attention(heads[0], heads[1], heads[2], is_causal=True)
+    return out.transpose(1, 2).reshape(B, T, D3 // 3)
+
+
 def pos(*shape):
     return lambda rng: rng.uniform(0.5, 2.0, shape)
 
@@ -186,6 +194,16 @@ OPS = {
         lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True),
         lambda q, k, v: TF.scaled_dot_product_attention(q, k, v, is_causal=True),
         [(2, 2, 4, 3), (2, 2, 4, 3), (2, 2, 4, 3)],
+    ),
+    "sdpa_causal_fewer_queries": (  # causal aligned at the first query, as PyTorch
+        lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True),
+        lambda q, k, v: TF.scaled_dot_product_attention(q, k, v, is_causal=True),
+        [(2, 3, 4), (2, 5, 4), (2, 5, 3)],
+    ),
+    "self_attention": (
+        lambda qkv: F.self_attention(qkv, 2, is_causal=True),
+        lambda qkv: _torch_self_attention(qkv, 2),
+        [(2, 5, 12)],
     ),
     "sdpa_mask": (
         lambda q, k, v: F.scaled_dot_product_attention(q, k, v, mask=ATTN_MASK),

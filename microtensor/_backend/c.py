@@ -192,7 +192,7 @@ def linear(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
 
 
 def softmax_forward(x: np.ndarray, causal: bool = False) -> np.ndarray:
-    """Softmax over the last axis; `causal` masks j > i (aligned to the last query) of the last two axes."""
+    """Softmax over the last axis; `causal` masks j > i (aligned at the first query) of the last two axes."""
     if not _is_f32("softmax_forward", x):
         return reference.softmax_forward(x, causal)
     _need("softmax_forward", x.ndim >= (2 if causal else 1),
@@ -370,8 +370,9 @@ def self_attention_forward(
     qkv = _contig(qkv)
     out = np.empty((B, T, H * hd), _F32)
     weights = np.empty((B, H, T, T), _F32)
-    lib.mt_self_attention_forward(_fp(qkv), mask_ptr, bool(causal), float(scale), _fp(out), _fp(weights),
-                                  B, T, H, hd)
+    if lib.mt_self_attention_forward(_fp(qkv), mask_ptr, bool(causal), float(scale), _fp(out), _fp(weights),
+                                     B, T, H, hd):
+        raise MemoryError("self_attention_forward: no memory for the kernel's workspace")
     return out, weights
 
 
@@ -385,7 +386,8 @@ def self_attention_backward(g: np.ndarray, qkv: np.ndarray, weights: np.ndarray,
           f"g {g.shape} must be {(B, T, H * hd)} and weights {weights.shape} be {(B, H, T, T)}")
     g, qkv, weights = _contig(g), _contig(qkv), _contig(weights)
     dqkv = np.empty_like(qkv)
-    lib.mt_self_attention_backward(_fp(g), _fp(qkv), _fp(weights), float(scale), _fp(dqkv), B, T, H, hd)
+    if lib.mt_self_attention_backward(_fp(g), _fp(qkv), _fp(weights), float(scale), _fp(dqkv), B, T, H, hd):
+        raise MemoryError("self_attention_backward: no memory for the kernel's workspace")
     return dqkv
 
 

@@ -265,5 +265,5 @@ def embedding_backward(ids: np.ndarray, g: np.ndarray, num_embeddings: int) -> n
 
 
 def _causal_mask(tq: int, tk: int) -> np.ndarray:
-    """True where key j may be seen by query i, aligned so that the last query sees every key."""
-    return np.tril(np.ones((tq, tk), dtype=bool), k=tk - tq)
+    """True where key j may be seen by query i (j <= i), aligned at the first query as PyTorch's is_causal."""
+    return np.tril(np.ones((tq, tk), dtype=bool))
