@@ -624,3 +624,20 @@ void mt_linear_forward(const float *x, const float *w, const float *bias, float 
                        int64_t out) {
     gemm(0, 1, N, out, in, 1.0f, x, in, w, in, 0.0f, y, out, bias, 1);
 }
+
+/* db[j] = sum over rows of g[r][j]: rows added as vectors, so the inner loop runs along j. */
+static MT_CLONES void column_sums(const float *g, float *db, int64_t N, int64_t out) {
+    memset(db, 0, (size_t)out * sizeof(float));
+    for (int64_t r = 0; r < N; r++) {
+        const float *row = g + r * out;
+#pragma omp simd
+        for (int64_t j = 0; j < out; j++) db[j] += row[j];
+    }
+}
+
+void mt_linear_backward(const float *g, const float *x, const float *w, float *dx, float *dw, float *db, int64_t N,
+                        int64_t in, int64_t out) {
+    if (dx) mt_sgemm(0, 0, N, in, out, 1.0f, g, out, w, in, 0.0f, dx, in);
+    if (dw) mt_sgemm(1, 0, out, in, N, 1.0f, g, out, x, in, 0.0f, dw, in);
+    if (db) column_sums(g, db, N, out);
+}

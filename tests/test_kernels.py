@@ -101,6 +101,20 @@ def test_linear_matches_reference() -> None:
     close(c.linear(x3, w, b), ref.linear(*f64(x3, w, b)), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("n,i,o", [(1, 1, 1), (256, 64, 192), (7, 33, 20), (32, 256, 64), (5, 17, 3)])
+def test_linear_backward_matches_reference(n: int, i: int, o: int) -> None:
+    rng = np.random.default_rng(n + i + o)
+    g, x, w = rand(rng, n, o), rand(rng, n, i), rand(rng, o, i)
+    for need in [(True, True, True), (True, False, False), (False, True, True), (False, False, True)]:
+        ours, theirs = c.linear_backward(g, x, w, *need), ref.linear_backward(*f64(g, x, w), *need)
+        for a, b, wanted in zip(ours, theirs, need):
+            assert (a is None) == (not wanted)
+            if wanted:
+                close(a, b, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="linear_backward"):
+        c.linear_backward(g, x[:, :-1] if i > 1 else x[:-1], w, True, True, True)
+
+
 @pytest.mark.parametrize("isa", ["avx2", "generic"])
 def test_lower_instruction_sets_agree(isa: str) -> None:
     """The AVX2 and portable micro-kernels (forced in a child process) match the reference too."""

@@ -191,6 +191,26 @@ def linear(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
 # ---------------------------------------------------------------- softmax
 
 
+def linear_backward(
+    g: np.ndarray, x: np.ndarray, w: np.ndarray, need_x: bool, need_w: bool, need_b: bool
+) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+    """(dx, dw, db) of linear in one call: two sgemms and a column sum; None where not needed."""
+    if not _is_f32("linear_backward", g, x, w):
+        return reference.linear_backward(g, x, w, need_x, need_w, need_b)
+    _need("linear_backward", g.ndim == 2 and x.ndim == 2 and w.ndim == 2, f"g {g.shape}, x {x.shape}, w {w.shape} "
+          "must be 2-D")
+    (n, n_out), n_in = g.shape, w.shape[1]
+    _need("linear_backward", x.shape == (n, n_in) and w.shape == (n_out, n_in),
+          f"g {g.shape}, x {x.shape}, w {w.shape} must be (N, out), (N, in), (out, in)")
+    g, x, w = _contig(g), _contig(x), _contig(w)
+    dx = _empty((n, n_in), _F32) if need_x else None
+    dw = _empty((n_out, n_in), _F32) if need_w else None
+    db = _empty(n_out, _F32) if need_b else None
+    lib.mt_linear_backward(_fp(g), _fp(x), _fp(w), _NULL if dx is None else _fp(dx),
+                           _NULL if dw is None else _fp(dw), _NULL if db is None else _fp(db), n, n_in, n_out)
+    return dx, dw, db
+
+
 def softmax_forward(x: np.ndarray, causal: bool = False) -> np.ndarray:
     """Softmax over the last axis; `causal` masks j > i (aligned at the first query) of the last two axes."""
     if not _is_f32("softmax_forward", x):

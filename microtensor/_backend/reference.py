@@ -34,6 +34,16 @@ def linear(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
     return y
 
 
+def linear_backward(
+    g: np.ndarray, x: np.ndarray, w: np.ndarray, need_x: bool, need_w: bool, need_b: bool
+) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+    """Gradients (dx, dw, db) of linear for g (N, out), x (N, in), w (out, in); None where not needed."""
+    dx = g @ w if need_x else None
+    dw = g.T @ x if need_w else None
+    db = g.sum(axis=0) if need_b else None
+    return dx, dw, db
+
+
 def softmax_forward(x: np.ndarray, causal: bool = False) -> np.ndarray:
     """Softmax over the last axis; `causal` masks entries j > i of the last two (square) axes."""
     if causal:

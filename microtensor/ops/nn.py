@@ -199,10 +199,8 @@ class Linear(Function):
         rows, weight = ctx.saved_tensors
         need_x, need_w, need_b = ctx.needs_input_grad
         g = np.ascontiguousarray(g.reshape(-1, weight.shape[0]))
-        dx = _backend.K.matmul(g, weight).reshape(ctx.shape) if need_x else None
-        dw = _backend.K.matmul(g, rows, trans_a=True) if need_w else None
-        db = g.sum(axis=0) if need_b else None
-        return dx, dw, db
+        dx, dw, db = _backend.K.linear_backward(g, rows, weight, need_x, need_w, need_b)
+        return (None if dx is None else dx.reshape(ctx.shape)), dw, db
 
 
 class ScaledDotProductAttention(Function):
