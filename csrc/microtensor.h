@@ -13,6 +13,8 @@
 /* Threads: the number the kernels may use (MICROTENSOR_NUM_THREADS caps it). */
 int mt_num_threads(void);
 void mt_set_num_threads(int n);
+/* Make the C allocator keep freed blocks for reuse instead of returning them to the OS (glibc only). */
+void mt_keep_freed_memory(void);
 /* Which sgemm micro-kernel the running CPU selected: "avx512", "avx2" or "generic". */
 const char *mt_sgemm_isa(void);
 
