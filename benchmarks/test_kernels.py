@@ -112,6 +112,26 @@ def _attention_case(k):
     return run, (q, kk, v, g, scale)
 
 
+def _self_attention_case(k):
+    qkv, g = rand(ROWS // T, T, 3 * D, seed=22), rand(ROWS // T, T, D, seed=23)
+    scale = 1.0 / np.sqrt(D // HEADS)
+
+    def run():
+        _, w = k.self_attention_forward(qkv, HEADS, None, False, scale)
+        return k.self_attention_backward(g, qkv, w, scale)
+
+    return run, (qkv, g)
+
+
+def _dropout_case(k):
+    x = rand(ROWS, D, seed=24)
+
+    def run():
+        return k.dropout_forward(x, 0.1, 12345)
+
+    return run, None
+
+
 def _cross_entropy_case(k):
     logits = rand(ROWS, VOCAB, seed=13) * 3
     targets = np.random.default_rng(14).integers(0, VOCAB, ROWS)
@@ -157,6 +177,8 @@ CASES = {
     "softmax causal fwd+bwd (128,8,8)": _softmax_case,
     "layernorm fwd+bwd (256,64)": _layernorm_case,
     "attention causal fwd+bwd (128,8,16)": _attention_case,
+    "self_attention packed qkv fwd+bwd (32,8,3x64)": _self_attention_case,
+    "dropout fwd (256,64)": _dropout_case,
     "cross_entropy fwd+bwd (256,20)": _cross_entropy_case,
     "gelu fwd+bwd (256,256)": _gelu_case,
     "adamw step 100k params": _adam_case,
@@ -187,6 +209,15 @@ def _torch_run(torch, name: str, arrays):
         def run():
             qr, kr, vr = (a.detach().requires_grad_() for a in (q, kk, v))
             torch.nn.functional.scaled_dot_product_attention(qr, kr, vr, is_causal=True).backward(g)
+    elif name.startswith("self_attention"):
+        qkv, g = (torch.from_numpy(a) for a in arrays)
+
+        def run():
+            xr = qkv.detach().requires_grad_()
+            B = xr.shape[0]
+            heads = xr.view(B, T, 3, HEADS, D // HEADS).permute(2, 0, 3, 1, 4)
+            out = torch.nn.functional.scaled_dot_product_attention(heads[0], heads[1], heads[2])
+            out.transpose(1, 2).reshape(B, T, D).backward(g)
     elif name.startswith("cross_entropy"):
         logits, targets = torch.from_numpy(arrays[0]), torch.from_numpy(arrays[1])
 
