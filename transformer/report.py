@@ -315,18 +315,19 @@ def attention_mosaic(by_epoch: dict[int, np.ndarray]) -> tuple[np.ndarray, list[
     return canvas, epochs, t
 
 
-def fig_attention(run: RunData, out: Path) -> list[Path]:
+def fig_attention(run: RunData, out: Path, part: int = 0, parts: int = 1) -> list[Path]:
     """Per probe and block: heads as rows, saved epochs side by side, token labels on both axes.
 
     Drawn as one image per figure (a mosaic), which is ten times faster than a
-    grid of small axes and keeps the report quick to build.
+    grid of small axes and keeps the report quick to build. `part` of `parts`
+    draws every parts-th figure only, so that processes can share the work.
     """
     plt = _plt()
     from matplotlib.transforms import blended_transform_factory
 
     cmap = plt.get_cmap("viridis").with_extremes(bad="white")
     paths = []
-    for (probe, block), by_epoch in attention_heatmap_data(run).items():
+    for (probe, block), by_epoch in list(attention_heatmap_data(run).items())[part::parts]:
         canvas, epochs, t = attention_mosaic(by_epoch)
         tokens = _probe_tokens(run, probe) or [str(i) for i in range(t)]
         heads = (canvas.shape[0] + 1) // (t + 1)
@@ -685,6 +686,40 @@ def render_html(run: RunData, figures: list[tuple[str, list[Path]]]) -> str:
     return "\n".join(parts)
 
 
+# Figure tasks: each entry of FIGURES, with the attention heatmaps (the slowest) split in two.
+_TASKS = [(name, fn, {}) for name, fn in FIGURES if fn is not fig_attention] + [
+    ("Attention heatmaps", fig_attention, {"part": k, "parts": 2}) for k in range(2)
+]
+_JOB: tuple[RunData, Path] | None = None  # what a forked worker draws from
+
+
+def _draw(index: int) -> tuple[str, list[Path], str | None]:
+    """Draw task `index` of _TASKS: (figure name, PNG paths, a note if it failed)."""
+    run, out = _JOB
+    name, fn, kwargs = _TASKS[index]
+    try:
+        result = fn(run, out, **kwargs)
+    except Exception as exc:  # one broken figure must not lose the whole report
+        return name, [], f"{name}: not drawn ({type(exc).__name__}: {exc})"
+    return name, result if isinstance(result, list) else [result] if result is not None else [], None
+
+
+def _draw_all(run: RunData, out: Path) -> list[tuple[str, list[Path], str | None]]:
+    """Every figure task, on two forked processes where the platform forks (matplotlib is CPU-bound)."""
+    global _JOB
+    _JOB = (run, out)
+    _plt()
+    order = sorted(range(len(_TASKS)), key=lambda i: _TASKS[i][1] is not fig_attention)  # slowest first
+    try:
+        import multiprocessing
+
+        with multiprocessing.get_context("fork").Pool(2) as pool:
+            drawn = dict(zip(order, pool.map(_draw, order, chunksize=1)))
+    except (ValueError, OSError):  # no fork here (or no processes): draw in this one
+        drawn = {i: _draw(i) for i in order}
+    return [drawn[i] for i in range(len(_TASKS))]
+
+
 def build_report(run_dir: str | os.PathLike) -> Path:
     """Draw every figure that the run's files allow and write report.html; returns its path."""
     run = load_run(run_dir)
@@ -692,15 +727,12 @@ def build_report(run_dir: str | os.PathLike) -> Path:
         raise FileNotFoundError(f"report: {run.run_dir} is not a run folder")
     out = run.run_dir / "figures"
     out.mkdir(parents=True, exist_ok=True)
-    figures: list[tuple[str, list[Path]]] = []
-    for name, fn in FIGURES:
-        try:
-            result = fn(run, out)
-        except Exception as exc:  # one broken figure must not lose the whole report
-            run.notes.append(f"{name}: not drawn ({type(exc).__name__}: {exc})")
-            continue
-        paths = result if isinstance(result, list) else [result] if result is not None else []
-        figures.append((name, paths))
+    by_name: dict[str, list[Path]] = {}
+    for name, paths, note in _draw_all(run, out):
+        by_name.setdefault(name, []).extend(paths)
+        if note:
+            run.notes.append(note)
+    figures = [(name, by_name[name]) for name, _ in FIGURES if name in by_name]
     path = run.run_dir / "report.html"
     tmp = path.with_suffix(".html.tmp")
     tmp.write_text(render_html(run, figures), encoding="utf-8")
