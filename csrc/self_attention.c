@@ -89,25 +89,50 @@ INLINE void weights_row(tiles t, const uint8_t *mask_row, int causal, float scal
     for (int64_t j = 0; j < T; j++) w[j] *= inv;
 }
 
-MT_CLONES int mt_self_attention_forward(const float *qkv, const uint8_t *mask, int causal, float scale,
-                                        float *out, float *weights, int64_t B, int64_t T, int64_t H, int64_t hd) {
-    dims s = {B, T, H, hd, H * hd};
+/* What one call shares with its worker threads: the arguments, and whether any worker ran out of memory. */
+typedef struct {
+    const float *qkv, *g, *weights_in;
+    const uint8_t *mask;
+    float *out, *weights, *dqkv;
+    int causal;
+    float scale;
+    dims s;
+    int failed;
+} job;
+
+/* Forward of the (batch, head) pairs p0..p1-1, with this thread's own tiles. */
+static MT_CLONES void forward_heads(void *ctx, int64_t p0, int64_t p1) {
+    job *j = ctx;
+    dims s = j->s;
+    int64_t T = s.T, hd = s.hd;
     float *buf = malloc((size_t)tiles_floats(T, hd) * sizeof(float));
-    if (buf == NULL) return -1;
+    if (buf == NULL) {
+        __atomic_store_n(&j->failed, 1, __ATOMIC_RELAXED);
+        return;
+    }
     tiles t = make_tiles(buf, T, hd);
-    for (int64_t b = 0; b < B; b++) {
-        for (int64_t h = 0; h < H; h++) {
-            gather_head(qkv, s, b, h, t);
-            float *w = weights + (b * H + h) * T * T;
-            const uint8_t *m = mask ? mask + (b * H + h) * T * T : NULL;
-            for (int64_t i = 0; i < T; i++) {
-                weights_row(t, m ? m + i * T : NULL, causal, scale, i, T, hd, w + i * T);
-                weighted_rows(w + i * T, 1, t.v, T, hd, out + (b * T + i) * s.D + h * hd);
-            }
+    for (int64_t p = p0; p < p1; p++) {
+        int64_t b = p / s.H, h = p % s.H;
+        gather_head(j->qkv, s, b, h, t);
+        float *w = j->weights + p * T * T;
+        const uint8_t *m = j->mask ? j->mask + p * T * T : NULL;
+        for (int64_t i = 0; i < T; i++) {
+            weights_row(t, m ? m + i * T : NULL, j->causal, j->scale, i, T, hd, w + i * T);
+            weighted_rows(w + i * T, 1, t.v, T, hd, j->out + (b * T + i) * s.D + h * hd);
         }
     }
     free(buf);
-    return 0;
+}
+
+/* Multiply-adds of one (batch, head) pair, for the threading threshold. */
+static int64_t head_cost(dims s) { return 4 * s.T * s.T * s.hd + 1; }
+
+int mt_self_attention_forward(const float *qkv, const uint8_t *mask, int causal, float scale, float *out,
+                              float *weights, int64_t B, int64_t T, int64_t H, int64_t hd) {
+    job j = {.qkv = qkv, .mask = mask, .out = out, .weights = weights, .causal = causal, .scale = scale,
+             .s = {B, T, H, hd, H * hd}};
+    mt_parallel_rows(B * H, head_cost(j.s), forward_heads, &j);
+    return j.failed ? -1 : 0;
 }
 
 /* Backward of one head: dW = G V^T, dS = W * (dW - rowsum(W * dW)) * scale, then
@@ -131,19 +156,30 @@ INLINE void head_backward(const float *restrict w, float scale, tiles t, dims s,
     }
 }
 
-MT_CLONES int mt_self_attention_backward(const float *g, const float *qkv, const float *weights, float scale,
-                                         float *dqkv, int64_t B, int64_t T, int64_t H, int64_t hd) {
-    dims s = {B, T, H, hd, H * hd};
+/* Backward of the (batch, head) pairs p0..p1-1: each writes only its own head's columns of dqkv. */
+static MT_CLONES void backward_heads(void *ctx, int64_t p0, int64_t p1) {
+    job *j = ctx;
+    dims s = j->s;
+    int64_t T = s.T, hd = s.hd;
     float *buf = malloc((size_t)tiles_floats(T, hd) * sizeof(float));
-    if (buf == NULL) return -1;
+    if (buf == NULL) {
+        __atomic_store_n(&j->failed, 1, __ATOMIC_RELAXED);
+        return;
+    }
     tiles t = make_tiles(buf, T, hd);
-    for (int64_t b = 0; b < B; b++) {
-        for (int64_t h = 0; h < H; h++) {
-            gather_head(qkv, s, b, h, t);
-            gather(g + b * T * s.D + h * hd, s.D, T, hd, t.g);
-            head_backward(weights + (b * H + h) * T * T, scale, t, s, dqkv + b * T * 3 * s.D + h * hd);
-        }
+    for (int64_t p = p0; p < p1; p++) {
+        int64_t b = p / s.H, h = p % s.H;
+        gather_head(j->qkv, s, b, h, t);
+        gather(j->g + b * T * s.D + h * hd, s.D, T, hd, t.g);
+        head_backward(j->weights_in + p * T * T, j->scale, t, s, j->dqkv + b * T * 3 * s.D + h * hd);
     }
     free(buf);
-    return 0;
+}
+
+int mt_self_attention_backward(const float *g, const float *qkv, const float *weights, float scale, float *dqkv,
+                               int64_t B, int64_t T, int64_t H, int64_t hd) {
+    job j = {.qkv = qkv, .g = g, .weights_in = weights, .dqkv = dqkv, .scale = scale,
+             .s = {B, T, H, hd, H * hd}};
+    mt_parallel_rows(B * H, head_cost(j.s), backward_heads, &j);
+    return j.failed ? -1 : 0;
 }
