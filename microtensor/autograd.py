@@ -75,7 +75,7 @@ class Function:
     """
 
     parents: tuple
-    needs_input_grad: tuple
+    needs_input_grad: list  # one bool per forward argument: whether its gradient is wanted
     saved_tensors: tuple = ()
     _saved_versions: list | tuple = ()
 
