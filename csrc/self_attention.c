@@ -100,17 +100,24 @@ typedef struct {
     int failed;
 } job;
 
+/* This thread's tiles, or NULL (the job marked as failed) when memory runs out. */
+static float *thread_tiles(job *j, tiles *t) {
+    float *buf = malloc((size_t)tiles_floats(j->s.T, j->s.hd) * sizeof(float));
+    if (buf == NULL)
+        __atomic_store_n(&j->failed, 1, __ATOMIC_RELAXED);
+    else
+        *t = make_tiles(buf, j->s.T, j->s.hd);
+    return buf;
+}
+
 /* Forward of the (batch, head) pairs p0..p1-1, with this thread's own tiles. */
 static MT_CLONES void forward_heads(void *ctx, int64_t p0, int64_t p1) {
     job *j = ctx;
     dims s = j->s;
     int64_t T = s.T, hd = s.hd;
-    float *buf = malloc((size_t)tiles_floats(T, hd) * sizeof(float));
-    if (buf == NULL) {
-        __atomic_store_n(&j->failed, 1, __ATOMIC_RELAXED);
-        return;
-    }
-    tiles t = make_tiles(buf, T, hd);
+    tiles t;
+    float *buf = thread_tiles(j, &t);
+    if (buf == NULL) return;
     for (int64_t p = p0; p < p1; p++) {
         int64_t b = p / s.H, h = p % s.H;
         gather_head(j->qkv, s, b, h, t);
@@ -161,12 +168,9 @@ static MT_CLONES void backward_heads(void *ctx, int64_t p0, int64_t p1) {
     job *j = ctx;
     dims s = j->s;
     int64_t T = s.T, hd = s.hd;
-    float *buf = malloc((size_t)tiles_floats(T, hd) * sizeof(float));
-    if (buf == NULL) {
-        __atomic_store_n(&j->failed, 1, __ATOMIC_RELAXED);
-        return;
-    }
-    tiles t = make_tiles(buf, T, hd);
+    tiles t;
+    float *buf = thread_tiles(j, &t);
+    if (buf == NULL) return;
     for (int64_t p = p0; p < p1; p++) {
         int64_t b = p / s.H, h = p % s.H;
         gather_head(j->qkv, s, b, h, t);
