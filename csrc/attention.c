@@ -21,12 +21,8 @@ static MT_CLONES void attention_softmax_rows(void *ctx, int64_t r0, int64_t r1) 
     if (Tk <= MT_SHORT_COLS) {
         for (int64_t b0 = r0; b0 < r1; b0 += MT_SHORT_ROWS) {
             int64_t n = r1 - b0 < MT_SHORT_ROWS ? r1 - b0 : MT_SHORT_ROWS, keep[MT_SHORT_ROWS];
-            int64_t i = b0 % s->Tq; /* query index of row b0 */
-            for (int64_t r = 0; r < MT_SHORT_ROWS; r++) {
-                int64_t lim = s->causal ? i + 1 : Tk;
-                keep[r] = lim < 0 ? 0 : lim > Tk ? Tk : lim;
-                i = i + 1 == s->Tq ? 0 : i + 1;
-            }
+            for (int64_t r = 0; r < MT_SHORT_ROWS; r++)
+                keep[r] = mt_kept_columns(b0 + r, Tk, s->causal ? s->Tq : 0);
             float *w = s->w + b0 * Tk;
             mt_softmax_short(w, w, n, Tk, keep, s->mask ? s->mask + b0 * Tk : NULL, 1.0f);
         }
@@ -37,8 +33,7 @@ static MT_CLONES void attention_softmax_rows(void *ctx, int64_t r0, int64_t r1) 
         for (int64_t r = b0; r < b1; r++) {
             float *w = s->w + r * Tk;
             const uint8_t *mask = s->mask ? s->mask + r * Tk : NULL;
-            int64_t lim = s->causal ? r % s->Tq + 1 : Tk;
-            lim = lim < 0 ? 0 : lim > Tk ? Tk : lim;
+            int64_t lim = mt_kept_columns(r, Tk, s->causal ? s->Tq : 0);
             for (int64_t j = lim; j < Tk; j++) w[j] = -INFINITY;
             if (mask)
                 for (int64_t j = 0; j < lim; j++) w[j] = mask[j] ? w[j] : -INFINITY;

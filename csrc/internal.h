@@ -113,6 +113,14 @@ static inline __attribute__((always_inline)) int64_t mt_first_bad_index(const in
     return -1;
 }
 
+/* Columns that row r of stacked (tq, cols) score matrices keeps: j <= r % tq under a causal mask
+ * (aligned at the first query, as PyTorch's is_causal), every column when tq <= 0. */
+static inline __attribute__((always_inline)) int64_t mt_kept_columns(int64_t r, int64_t cols, int64_t tq) {
+    if (tq <= 0) return cols;
+    int64_t lim = r % tq + 1;
+    return lim > cols ? cols : lim;
+}
+
 /* Softmax of up to MT_SHORT_ROWS rows of at most MT_SHORT_COLS columns, vectorised across
  * rows: the block is transposed into a small tile so each step (max, exp, sum) is one vector
  * operation over the rows, instead of a short, latency-bound loop per row. Column j of row r

@@ -12,12 +12,6 @@ typedef struct {
     int64_t cols, causal_tq;
 } softmax_job;
 
-/* Columns of row r that a causal mask keeps: j <= r % tq (aligned at the first query, as PyTorch). */
-static int64_t kept_columns(int64_t r, int64_t cols, int64_t causal_tq) {
-    if (causal_tq <= 0) return cols;
-    int64_t lim = r % causal_tq + 1;
-    return lim > cols ? cols : lim;
-}
 
 /* y = exp(x - max) / sum over the kept columns, 0 beyond (a row with nothing kept is all 0). */
 static MT_CLONES void softmax_rows(void *ctx, int64_t r0, int64_t r1) {
@@ -26,12 +20,7 @@ static MT_CLONES void softmax_rows(void *ctx, int64_t r0, int64_t r1) {
     if (cols <= MT_SHORT_COLS) {
         for (int64_t b0 = r0; b0 < r1; b0 += MT_SHORT_ROWS) {
             int64_t n = r1 - b0 < MT_SHORT_ROWS ? r1 - b0 : MT_SHORT_ROWS, keep[MT_SHORT_ROWS];
-            int64_t i = s->causal_tq > 0 ? b0 % s->causal_tq : 0; /* row within its (tq, cols) matrix */
-            for (int64_t r = 0; r < MT_SHORT_ROWS; r++) {
-                int64_t lim = s->causal_tq > 0 ? i + 1 : cols;
-                keep[r] = lim > cols ? cols : lim;
-                i = i + 1 == s->causal_tq ? 0 : i + 1;
-            }
+            for (int64_t r = 0; r < MT_SHORT_ROWS; r++) keep[r] = mt_kept_columns(b0 + r, cols, s->causal_tq);
             mt_softmax_short(s->x + b0 * cols, s->y + b0 * cols, n, cols, keep, NULL, 1.0f);
         }
         return;
@@ -41,7 +30,7 @@ static MT_CLONES void softmax_rows(void *ctx, int64_t r0, int64_t r1) {
         for (int64_t r = b0; r < b1; r++) {
             const float *x = s->x + r * cols;
             float *y = s->y + r * cols;
-            int64_t n = kept_columns(r, cols, s->causal_tq);
+            int64_t n = mt_kept_columns(r, cols, s->causal_tq);
             float m = mt_max(x, n);
 #pragma omp simd
             for (int64_t j = 0; j < n; j++) y[j] = x[j] - m;
