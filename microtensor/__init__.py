@@ -4,6 +4,7 @@ from . import backend, nn, optim
 from .autograd import AutogradError, Function, enable_grad, is_grad_enabled, no_grad
 from .combine import cat, stack, where
 from .creation import arange, full, ones, ones_like, rand, rand_like, randn, randn_like, tensor, zeros, zeros_like
+from .device import cuda, device
 from .gradcheck import GradcheckError, gradcheck
 from .random import manual_seed
 from .serialization import load, save

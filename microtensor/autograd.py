@@ -233,8 +233,9 @@ def _run_node(node: Function, g: np.ndarray, grads: dict, retain_graph: bool) ->
 
 
 def _accumulate_leaf(leaf: Tensor, g: np.ndarray) -> None:
-    """Add g into leaf.grad; the first gradient is copied so that every leaf owns its array."""
-    if leaf.grad is None:
-        leaf.grad = np.array(g, dtype=leaf.data.dtype, copy=True)
+    """Add g into leaf.grad (a Tensor); the first gradient is copied so that every leaf owns its array."""
+    grad = leaf._grad
+    if grad is None:
+        leaf._grad = Tensor._wrap(np.array(g, dtype=leaf.data.dtype, copy=True))
     else:
-        leaf.grad += g
+        grad.data += g

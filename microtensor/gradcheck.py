@@ -40,7 +40,8 @@ def gradcheck(
         inputs[i].grad = None
     out.backward(weights)
     for i in checked:
-        analytic = inputs[i].grad if inputs[i].grad is not None else np.zeros_like(inputs[i].data)
+        grad = inputs[i].grad
+        analytic = grad.data if grad is not None else np.zeros_like(inputs[i].data)
         numeric = _numeric_grad(fn, inputs, i, weights, eps)
         _compare(i, inputs[i].shape, analytic, numeric, atol, rtol)
     return True

@@ -60,17 +60,17 @@ def _keep(keepdims: bool, keepdim: bool | None) -> bool:
 class Tensor:
     """An n-dimensional array that records the ops applied to it for reverse-mode autograd.
 
-    `.data` is the numpy array, `.grad` its gradient (numpy, or None) after
+    `.data` is the numpy array, `.grad` its gradient (a Tensor, or None) after
     `backward()`. Operators and methods follow PyTorch's names and numpy's
     broadcasting.
     """
 
-    __slots__ = ("data", "grad", "requires_grad", "_ctx", "_version", "__weakref__")
+    __slots__ = ("data", "_grad", "requires_grad", "_ctx", "_version", "__weakref__")
     __array_ufunc__ = None  # numpy defers to Tensor's reflected operators
 
     def __init__(self, data: Any, dtype: Any = None, requires_grad: bool = False) -> None:
         self.data = _as_array(data, dtype)
-        self.grad: np.ndarray | None = None
+        self._grad: Tensor | None = None
         self.requires_grad = bool(requires_grad)
         self._ctx = None
         self._version = _Version()
@@ -82,13 +82,33 @@ class Tensor:
         """Fast constructor for op results: no dtype conversion, no grad."""
         t = object.__new__(Tensor)
         t.data = data if type(data) is np.ndarray else np.asarray(data)
-        t.grad = None
+        t._grad = None
         t.requires_grad = False
         t._ctx = None
         t._version = _Version()
         return t
 
     # ---- properties -------------------------------------------------------------------
+    @property
+    def grad(self) -> Tensor | None:
+        return self._grad
+
+    @grad.setter
+    def grad(self, value: Any) -> None:
+        """A Tensor (or an array, wrapped without a copy) of this tensor's shape, or None."""
+        if value is not None:
+            if type(value) is not Tensor:
+                value = Tensor._wrap(np.asarray(value))
+            if value.data.shape != self.data.shape:
+                raise ValueError(f"grad: assigned a gradient of shape {value.shape} to a tensor of shape {self.shape}")
+        self._grad = value
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        """numpy's view of the tensor (`np.asarray(t)`, np.testing on tensors and gradients)."""
+        if dtype is not None and np.dtype(dtype) != self.data.dtype:
+            return self.data.astype(dtype)
+        return self.data.copy() if copy else self.data
+
     @property
     def shape(self) -> tuple:
         return self.data.shape
@@ -135,6 +155,10 @@ class Tensor:
     def tolist(self) -> Any:
         return self.data.tolist()
 
+    def clone(self) -> Tensor:
+        """A copy with its own memory that stays in the graph (gradients flow back to self)."""
+        return _Clone.apply(self)
+
     def detach(self) -> Tensor:
         """The same data (shared, with its version counter) outside the graph."""
         t = Tensor._wrap(self.data)
@@ -149,10 +173,10 @@ class Tensor:
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Drop the gradient (or zero it in place with set_to_none=False)."""
-        if set_to_none or self.grad is None:
-            self.grad = None
+        if set_to_none or self._grad is None:
+            self._grad = None
         else:
-            self.grad.fill(0)
+            self._grad.data.fill(0)
 
     def backward(self, gradient: Any = None, retain_graph: bool = False) -> None:
         """Accumulate gradients of this tensor into every leaf's `.grad` (they add up across calls)."""
@@ -442,6 +466,16 @@ class Tensor:
     def copy_(self, src: Any) -> Tensor:
         np.copyto(self._inplace("copy_"), _data(src), casting="same_kind")
         return self
+
+
+class _Clone(autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, a: np.ndarray) -> np.ndarray:
+        return a.copy()
+
+    @staticmethod
+    def backward(ctx: Any, g: np.ndarray) -> np.ndarray:
+        return g
 
 
 def _data(x: Any) -> Any:

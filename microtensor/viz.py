@@ -197,8 +197,8 @@ def _shape_str(shape: tuple) -> str:
     return "(" + ", ".join(str(n) for n in shape) + ")"
 
 
-def _norm(grad: np.ndarray | None) -> str:
-    return "no grad" if grad is None else f"|g| {float(np.linalg.norm(grad)):.3g}"
+def _norm(grad: Tensor | None) -> str:
+    return "no grad" if grad is None else f"|g| {float(np.linalg.norm(grad.data)):.3g}"
 
 
 class _Builder:
@@ -288,7 +288,7 @@ def _group_label(builder: _Builder, path: str, ops: list[Function], params: list
     n_params = sum(p.data.size for p in params)
     lines = [f"{path}  {cls}".strip(), f"{len(ops)} ops, {n_params:,} params"]
     if builder.show_grad_norms and params:
-        grads = [p.grad for p in params if p.grad is not None]
+        grads = [p.grad.data for p in params if p.grad is not None]
         total = float(np.sqrt(sum(float(np.sum(np.square(g, dtype=np.float64))) for g in grads)))
         lines.append(f"|g| {total:.3g}" if grads else "no grad")
     return "\n".join(lines)

@@ -97,7 +97,7 @@ def test_leaf_grad_keeps_leaf_dtype_and_owns_its_array() -> None:
     a = leaf([1.0, 2.0])
     b = a * 1.0
     b.backward(np.array([5.0, 6.0]))
-    grad_before = a.grad.copy()
+    grad_before = a.grad.clone()
     c = a * 1.0
     g = np.array([1.0, 1.0])
     c.backward(g)

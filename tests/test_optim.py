@@ -177,7 +177,7 @@ def test_clip_grad_norm_returns_total_norm_and_scales() -> None:
     a.grad, b.grad = np.array([3.0, 0.0]), np.array([4.0])
     total = optim.clip_grad_norm_([a, b], max_norm=1.0)
     assert total == pytest.approx(5.0)
-    np.testing.assert_allclose(np.sqrt((a.grad**2).sum() + (b.grad**2).sum()), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(np.sqrt(float((a.grad**2).sum() + (b.grad**2).sum())), 1.0, rtol=1e-5)
     np.testing.assert_allclose(a.grad / b.grad[0], [0.75, 0.0])
     a.grad = np.array([0.3, 0.4])
     assert optim.clip_grad_norm_([a], max_norm=1.0) == pytest.approx(0.5)

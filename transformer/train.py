@@ -534,7 +534,7 @@ class Trainer:
     def _record_grad_norms(self) -> None:
         norms = self.stats.grad_norms
         for i, p in enumerate(self.params):
-            g = p.grad.ravel() if p.grad is not None else np.zeros(1, np.float32)
+            g = p.grad.data.ravel() if p.grad is not None else np.zeros(1, np.float32)
             norms[i] += math.sqrt(float(np.dot(g, g)))
         self.stats.norm_samples += 1
 

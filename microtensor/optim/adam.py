@@ -39,7 +39,7 @@ class _FlatGroup:
 
     def gather_grads(self) -> bool:
         """Have all gradients in the flat buffer (a copy unless they are its views); False if one is None."""
-        grads = [p.grad for p in self.params]
+        grads = [None if p.grad is None else p.grad.data for p in self.params]
         if any(g is None for g in grads):
             return False
         if not all(g is view for g, view in zip(grads, self.grad_views)):
@@ -97,7 +97,7 @@ class Adam(Optimizer):
                 if p.grad is None:
                     continue
                 flat.steps[i] += 1
-                grad = np.ascontiguousarray(p.grad.ravel())
+                grad = np.ascontiguousarray(p.grad.data.ravel())
                 self._update(
                     group, flat.data[start:end], grad, flat.m[start:end], flat.v[start:end], int(flat.steps[i])
                 )

@@ -13,7 +13,7 @@ def clip_grad_norm_(parameters: Iterable[Tensor], max_norm: float, norm_type: fl
     """Scale all gradients in place so that their joint norm is at most max_norm; return the norm before."""
     if max_norm <= 0:
         raise ValueError(f"clip_grad_norm_: max_norm must be > 0, got {max_norm}")
-    grads = [p.grad for p in parameters if p.grad is not None]
+    grads = [p.grad.data for p in parameters if p.grad is not None]
     if not grads:
         return 0.0
     if norm_type == np.inf:

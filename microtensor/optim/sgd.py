@@ -38,7 +38,7 @@ class SGD(Optimizer):
                 i += 1
 
     def _update(self, group: dict, p: Any, i: int) -> None:
-        g = p.grad
+        g = p.grad.data
         if group["weight_decay"]:
             g = g + group["weight_decay"] * p.data
         if group["momentum"]:
