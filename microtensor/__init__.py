@@ -17,7 +17,8 @@ int64 = "int64"
 __version__ = "0.1.0"
 
 __all__ = [
-    "AutogradError", "Function", "GradcheckError", "Tensor", "arange", "backend", "cat", "enable_grad",
+    "AutogradError", "Function", "GradcheckError", "Tensor", "arange", "backend", "cat", "cuda", "device",
+    "enable_grad",
     "full", "gradcheck", "is_grad_enabled", "load", "manual_seed", "nn", "no_grad", "ones", "ones_like",
     "optim", "rand", "rand_like", "randn", "randn_like", "save", "split", "stack", "tensor", "where",
     "zeros", "zeros_like",
