@@ -150,10 +150,10 @@ def test_save_load_npz_round_trip(tmp_path) -> None:
 
 
 def test_save_refuses_objects_and_load_refuses_pickles(tmp_path) -> None:
-    with pytest.raises(TypeError, match="not numeric"):
-        mt.save({"bad": {"a": 1}}, tmp_path / "x.npz")
-    with pytest.raises(TypeError, match="keys must be strings"):
-        mt.save({1: np.zeros(1)}, tmp_path / "x.npz")
+    with pytest.raises(TypeError, match="cannot store a object"):
+        mt.save({"bad": object()}, tmp_path / "x.npz")
+    with pytest.raises(TypeError, match="keys must be"):
+        mt.save({(1,): np.zeros(1)}, tmp_path / "x.npz")
     np.savez(tmp_path / "pickled.npz", obj=np.array([{"code": 1}], dtype=object))
     with pytest.raises(ValueError):
         mt.load(tmp_path / "pickled.npz")
