@@ -53,7 +53,7 @@ def test_help_lists_the_flags(capsys):
         (["--test-arity", "1"], "out of range"),
         (["--frobnicate"], "unrecognized arguments"),
         (["--ablate", "no_foo"], "unknown ablation"),
-        (["--optimizer", "rmsprop"], "invalid choice"),
+        (["--optimizer", "rmsprop"], "must be one of adam, adamw, sgd"),
         (["--dropout", "1.5"], "dropout"),
         (["--d-model", "30", "--n-heads", "4"], "divisible"),
         (["--epochs", "0"], "must be > 0"),

@@ -8,7 +8,6 @@ embedding). Every component can be switched off for ablations.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -17,48 +16,9 @@ import microtensor as mt
 import microtensor.nn as nn
 import microtensor.nn.functional as F
 
-ABLATIONS = ("no_attention", "no_ffn", "no_layernorm", "no_residual", "no_posenc")
+from .config import ABLATIONS, ModelConfig
 
-
-@dataclass
-class ModelConfig:
-    """The design document's defaults (d_model 64, 4 heads, FFN 256, 2 blocks, ~102K parameters)."""
-
-    vocab_size: int = 20
-    d_model: int = 64
-    n_heads: int = 4
-    d_ff: int = 256
-    n_blocks: int = 2
-    dropout: float = 0.1
-    max_len: int = 50
-    pre_ln: bool = False
-    no_attention: bool = False
-    no_ffn: bool = False
-    no_layernorm: bool = False
-    no_residual: bool = False
-    no_posenc: bool = False
-
-    def __post_init__(self) -> None:
-        for name in ("vocab_size", "d_model", "n_heads", "d_ff", "max_len"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"ModelConfig: {name} must be > 0, got {getattr(self, name)}")
-        if self.n_blocks < 0:
-            raise ValueError(f"ModelConfig: n_blocks must be >= 0, got {self.n_blocks}")
-        if self.d_model % self.n_heads:
-            raise ValueError(
-                f"ModelConfig: d_model {self.d_model} is not divisible by n_heads {self.n_heads}"
-            )
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"ModelConfig: dropout must be in [0, 1), got {self.dropout}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> ModelConfig:
-        """A config from a dict, ignoring keys that are not fields (e.g. from a newer version)."""
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in names})
+__all__ = ["ABLATIONS", "ModelConfig", "Transformer", "sinusoidal_table"]
 
 
 def sinusoidal_table(max_len: int, d_model: int) -> np.ndarray:
@@ -149,7 +109,7 @@ class FeedForward(nn.Module):
         self.proj_weight, self.proj_bias = _normal(rng, d, h), _zeros(d)
 
     def forward(self, x: mt.Tensor, record: list | None = None) -> mt.Tensor:
-        hidden = F.gelu(F.linear(x, self.fc_weight, self.fc_bias))
+        hidden = F.gelu(F.linear(x, self.fc_weight, self.fc_bias), approximate="tanh")
         if record is not None:
             record.append(hidden.numpy().copy())
         y = F.linear(hidden, self.proj_weight, self.proj_bias)

@@ -2,7 +2,9 @@
 
 The loop is forward, loss, backward, (clip), optimizer step, (schedule),
 with evaluation, early stopping, atomic checkpoints that resume to the same
-numbers, metrics as JSON lines, and a progress bar.
+numbers, metrics as JSON lines, and a progress bar. Settings are declared in
+transformer/config.py, checkpoints and the resume rules live in
+transformer/checkpoint.py.
 
 Metrics, one JSON object per epoch in runs/NAME/metrics.jsonl:
 `train/loss` and `train/acc` are averaged over the epoch's training batches
@@ -23,9 +25,9 @@ import os
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -33,310 +35,53 @@ import microtensor as mt
 import microtensor.nn.functional as F
 from microtensor import optim
 
-from .data import OPS, VOCAB, Dataset, Splits, decode, make_splits, parse_arity
-from .model import ABLATIONS, ModelConfig, Transformer
+from .checkpoint import (
+    CKPT_BEST,
+    CKPT_LAST,
+    METRICS,
+    CheckpointError,
+    RunError,
+    check_resume,
+    clear_run,
+    holds_run,
+    load_model,
+    load_weights,
+    locked,
+    read_checkpoint,
+    reconcile_metrics,
+    remove_stale_temps,
+    section,
+    split_digest,
+    write_checkpoint,
+    write_text_atomic,
+)
+from .config import (
+    ModelConfig,
+    SettingError,
+    TrainConfig,
+    as_dict,
+    build_parser,
+    from_layers,
+    read_config_file,
+)
+from .data import OPS, VOCAB, Dataset, Splits, decode, make_splits
+from .model import Transformer
+
+__all__ = [
+    "CKPT_BEST",
+    "CKPT_LAST",
+    "TrainConfig",
+    "Trainer",
+    "build_parser",
+    "evaluate",
+    "load_model",
+    "main",
+    "read_checkpoint",
+    "resolve_config",
+]
 
 GRAD_NORM_EVERY = 10
 EVAL_BATCH = 1024
-CKPT_LAST, CKPT_BEST = "ckpt_last.npz", "ckpt_best.npz"
-
-
-@dataclass
-class TrainConfig:
-    """Everything about a run that is not the model: data, optimisation, schedule, bookkeeping."""
-
-    epochs: int = 50
-    lr: float = 1e-3
-    optimizer: str = "adam"
-    betas: tuple[float, float] = (0.9, 0.999)
-    momentum: float = 0.0
-    weight_decay: float | None = None  # None: 0.01 for adamw, 0 otherwise
-    batch_size: int = 32
-    schedule: str = "constant"
-    warmup_epochs: int = 0
-    step_size: int = 20
-    gamma: float = 0.1
-    grad_clip: float | None = None
-    patience: int | None = None
-    arity: str = "3"
-    test_arity: str | None = None
-    train_size: int = 10_000
-    eval_size: int = 2_000
-    split: tuple[float, float, float] = (0.6, 0.2, 0.2)
-    seed: int = 0
-    backend: str | None = None
-    threads: int | None = None
-    diagnostics: bool = True
-    diagnostics_epochs: list[int] = field(default_factory=lambda: [1, 5, 10, 20, 30, 50])
-
-
-# ---- configuration and command line ----------------------------------------------------------
-
-
-def _positive(kind: type) -> Any:
-    """An argparse type accepting only values > 0."""
-
-    def convert(text: str) -> Any:
-        value = kind(text)
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-        return value
-
-    convert.__name__ = f"positive {kind.__name__}"
-    return convert
-
-
-def _non_negative(kind: type) -> Any:
-    def convert(text: str) -> Any:
-        value = kind(text)
-        if value < 0:
-            raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-        return value
-
-    convert.__name__ = f"non-negative {kind.__name__}"
-    return convert
-
-
-def _int_list(text: str) -> list[int]:
-    try:
-        return [int(v) for v in text.replace(" ", "").split(",") if v]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-
-
-def _fractions(text: str) -> tuple[float, float, float]:
-    try:
-        values = tuple(float(v) for v in text.replace("/", ",").split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected three fractions like 0.6,0.2,0.2, got {text!r}") from None
-    if len(values) != 3:
-        raise argparse.ArgumentTypeError(f"expected three fractions like 0.6,0.2,0.2, got {text!r}")
-    total = sum(values)
-    return tuple(v / total for v in values)  # type: ignore[return-value]
-
-
-def _arity(text: str) -> str:
-    try:
-        parse_arity(text)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
-    return text
-
-
-def _ablations(text: str) -> list[str]:
-    names = [n.strip().replace("-", "_") for n in text.split(",") if n.strip()]
-    bad = [n for n in names if n not in ABLATIONS]
-    if bad:
-        raise argparse.ArgumentTypeError(f"unknown ablation {bad[0]!r}; choose from {', '.join(ABLATIONS)}")
-    return names
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The command line; flags left out keep the value of --config, the resumed run, or the default."""
-    p = argparse.ArgumentParser(
-        prog="python -m transformer.train",
-        description="Train the seed transformer on the operations task (Max(5,3,9) -> 9).",
-        argument_default=argparse.SUPPRESS,
-    )
-    t, m = TrainConfig(), ModelConfig()
-    run = p.add_argument_group("run")
-    run.add_argument("--out", default="runs/seed", help="run directory (default: runs/seed)")
-    run.add_argument("--resume", action="store_true", default=False, help="continue from OUT/ckpt_last.npz")
-    run.add_argument("--config", help="JSON file of settings ({'model': {...}, 'train': {...}} or flat)")
-    run.add_argument(
-        "--seed", type=int, help=f"seed of data split, init, dropout and order (default {t.seed})"
-    )
-    run.add_argument("--backend", choices=["c", "numpy"], help="kernel backend (default: C when built)")
-    run.add_argument("--threads", type=_positive(int), help="kernel threads (MICROTENSOR_NUM_THREADS)")
-    run.add_argument("--quiet", action="store_true", default=False, help="no progress bar")
-    run.add_argument(
-        "--no-diagnostics", dest="diagnostics", action="store_false", help="record no diagnostics"
-    )
-    run.add_argument(
-        "--diagnostics-epochs",
-        type=_int_list,
-        help="epochs at which diagnostics are recorded (default 1,5,10,20,30,50)",
-    )
-    opt = p.add_argument_group("optimisation")
-    opt.add_argument("--epochs", type=_positive(int), help=f"default {t.epochs}")
-    opt.add_argument("--lr", type=_positive(float), help=f"learning rate (default {t.lr})")
-    opt.add_argument("--optimizer", choices=["adam", "adamw", "sgd"], help="default adam, betas (0.9, 0.999)")
-    opt.add_argument("--momentum", type=_non_negative(float), help="SGD momentum (default 0: plain SGD)")
-    opt.add_argument("--weight-decay", type=_non_negative(float), help="default 0.01 for adamw, else 0")
-    opt.add_argument("--batch-size", type=_positive(int), help=f"default {t.batch_size}")
-    opt.add_argument(
-        "--schedule",
-        choices=["constant", "cosine", "step"],
-        help="constant (default), cosine (linear warmup then cosine), step",
-    )
-    opt.add_argument(
-        "--warmup-epochs", type=_non_negative(int), help="warmup of the cosine schedule (default 0)"
-    )
-    opt.add_argument(
-        "--step-size", type=_positive(int), help=f"epochs between step decays (default {t.step_size})"
-    )
-    opt.add_argument("--gamma", type=_positive(float), help=f"step decay factor (default {t.gamma})")
-    opt.add_argument(
-        "--grad-clip", type=_positive(float), help="clip the gradient norm to this (default off)"
-    )
-    opt.add_argument(
-        "--patience",
-        type=_positive(int),
-        help="stop after this many epochs without a better val loss, restore the best (default off)",
-    )
-    data = p.add_argument_group("data")
-    data.add_argument("--arity", type=_arity, help="arguments per input: 3 (default), 2-5 or 2,4")
-    data.add_argument("--test-arity", type=_arity, help="test on other arities (length generalisation)")
-    data.add_argument("--train-size", type=_positive(int), help=f"training examples (default {t.train_size})")
-    data.add_argument("--eval-size", type=_positive(int), help=f"max val/test inputs (default {t.eval_size})")
-    data.add_argument("--split", type=_fractions, help="train/val/test fractions of the distinct inputs")
-    model = p.add_argument_group("model")
-    model.add_argument("--d-model", type=_positive(int), help=f"default {m.d_model}")
-    model.add_argument("--n-heads", type=_positive(int), help=f"default {m.n_heads}")
-    model.add_argument("--d-ff", type=_positive(int), help=f"default {m.d_ff}")
-    model.add_argument("--n-blocks", type=_non_negative(int), help=f"default {m.n_blocks}")
-    model.add_argument("--dropout", type=_non_negative(float), help=f"default {m.dropout}")
-    model.add_argument("--max-len", type=_positive(int), help=f"default {m.max_len}")
-    model.add_argument(
-        "--pre-ln", action="store_true", help="LayerNorm before each sublayer (default: after)"
-    )
-    model.add_argument(
-        "--ablate",
-        type=_ablations,
-        action="append",
-        help=f"switch a component off (repeatable or comma list): {', '.join(ABLATIONS)}",
-    )
-    return p
-
-
-def _apply(target: Any, values: dict[str, Any], where: str, parser: argparse.ArgumentParser) -> None:
-    """Set dataclass fields from a dict, rejecting unknown names."""
-    names = {f.name for f in fields(target)}
-    for key, value in values.items():
-        if key not in names:
-            parser.error(f"{where}: unknown setting {key!r}")
-        setattr(target, key, tuple(value) if isinstance(getattr(target, key), tuple) else value)
-
-
-def _load_config_file(path: str, parser: argparse.ArgumentParser) -> dict[str, dict[str, Any]]:
-    """{'model': ..., 'train': ...} from a JSON file; flat files are split by field name."""
-    try:
-        raw = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        parser.error(f"--config {path}: {err}")
-    if not isinstance(raw, dict):
-        parser.error(f"--config {path}: expected a JSON object")
-    if set(raw) <= {"model", "train"}:
-        return {"model": raw.get("model", {}), "train": raw.get("train", {})}
-    model_names = {f.name for f in fields(ModelConfig)}
-    return {
-        "model": {k: v for k, v in raw.items() if k in model_names},
-        "train": {k: v for k, v in raw.items() if k not in model_names},
-    }
-
-
-def resolve_config(
-    args: argparse.Namespace, parser: argparse.ArgumentParser, stored: dict | None = None
-) -> tuple[ModelConfig, TrainConfig]:
-    """Defaults, then --config, then the resumed run's config, then the flags given on the command line."""
-    model_cfg, train_cfg = ModelConfig(), TrainConfig()
-    layers = [_load_config_file(args.config, parser)] if "config" in args else []
-    layers += [stored] if stored else []
-    for layer in layers:
-        _apply(model_cfg, layer.get("model", {}), "config", parser)
-        _apply(train_cfg, layer.get("train", {}), "config", parser)
-    flags = vars(args)
-    model_names = {f.name for f in fields(ModelConfig)}
-    for key, value in flags.items():
-        if key in model_names:
-            setattr(model_cfg, key, value)
-        elif key in {f.name for f in fields(TrainConfig)}:
-            setattr(train_cfg, key, value)
-    for name in (n for group in flags.get("ablate", []) for n in group):
-        setattr(model_cfg, name, True)
-    try:
-        _validate(model_cfg, train_cfg, parser)
-    except TypeError as err:
-        parser.error(f"a setting has the wrong type ({err})")
-    return model_cfg, train_cfg
-
-
-def _validate(model_cfg: ModelConfig, cfg: TrainConfig, parser: argparse.ArgumentParser) -> None:
-    """Reject bad values (also those that came from a config file) with parser.error: exit code 2."""
-    try:
-        model_cfg.__post_init__()
-        parse_arity(cfg.arity)
-        if cfg.test_arity is not None:
-            parse_arity(cfg.test_arity)
-    except ValueError as err:
-        parser.error(str(err))
-    checks = [
-        (cfg.epochs >= 1, f"epochs must be >= 1, got {cfg.epochs}"),
-        (cfg.lr > 0, f"lr must be > 0, got {cfg.lr}"),
-        (cfg.batch_size >= 1, f"batch size must be >= 1, got {cfg.batch_size}"),
-        (cfg.optimizer in ("adam", "adamw", "sgd"), f"unknown optimizer {cfg.optimizer!r}"),
-        (cfg.schedule in ("constant", "cosine", "step"), f"unknown schedule {cfg.schedule!r}"),
-        (cfg.warmup_epochs < cfg.epochs or cfg.warmup_epochs == 0, "warmup epochs must be fewer than epochs"),
-        (cfg.grad_clip is None or cfg.grad_clip > 0, f"grad clip must be > 0, got {cfg.grad_clip}"),
-        (cfg.patience is None or cfg.patience >= 1, f"patience must be >= 1, got {cfg.patience}"),
-        (cfg.train_size >= 1 and cfg.eval_size >= 1, "train and eval sizes must be >= 1"),
-        (cfg.momentum >= 0 and (cfg.weight_decay or 0) >= 0, "momentum and weight decay must be >= 0"),
-        (cfg.backend in (None, "c", "numpy"), f"unknown backend {cfg.backend!r}"),
-        (
-            model_cfg.max_len
-            >= 2 * max(parse_arity(cfg.test_arity or cfg.arity) + parse_arity(cfg.arity)) + 2,
-            f"max_len {model_cfg.max_len} is too short for arity {cfg.arity} / {cfg.test_arity}",
-        ),
-    ]
-    for ok, message in checks:
-        if not ok:
-            parser.error(message)
-
-
-# ---- checkpoints -------------------------------------------------------------------------------
-
-
-def _json_array(value: Any) -> np.ndarray:
-    return np.frombuffer(json.dumps(value).encode(), dtype=np.uint8)
-
-
-def _from_json_array(array: np.ndarray) -> Any:
-    return json.loads(np.asarray(array, dtype=np.uint8).tobytes().decode())
-
-
-def save_checkpoint(
-    path: Path,
-    model: Transformer,
-    optimizer: Any,
-    meta: dict[str, Any],
-    extra: dict[str, np.ndarray] | None = None,
-) -> None:
-    """Model, optimizer, and a JSON `meta` (config, progress, RNG, scheduler, early stopping), atomically."""
-    state = {f"model/{k}": v for k, v in model.state_dict().items()}
-    state.update({f"optim/{k}": v for k, v in optimizer.state_dict().items()})
-    state.update(extra or {})
-    state["meta"] = _json_array(meta)
-    mt.save(state, path)
-
-
-def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """(meta, arrays) of a checkpoint written by save_checkpoint."""
-    arrays = mt.load(path)
-    if "meta" not in arrays:
-        raise ValueError(f"{path}: not a transformer checkpoint (no 'meta' entry)")
-    return _from_json_array(arrays.pop("meta")), arrays
-
-
-def _section(arrays: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
-    return {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
-
-
-def load_model(path: str | os.PathLike) -> Transformer:
-    """Rebuild the model stored in a checkpoint (its config is in the checkpoint), in eval mode."""
-    meta, arrays = read_checkpoint(path)
-    model = Transformer(ModelConfig.from_dict(meta["config"]["model"]))
-    model.load_state_dict(_section(arrays, "model/"))
-    return model.eval()
 
 
 # ---- the pieces of a run -------------------------------------------------------------------------
@@ -449,12 +194,14 @@ class Trainer:
         self.stats = _EpochStats(grad_norms=[0.0] * len(self.params))
         self.epoch_start = [p.data.copy() for p in self.params]
         self.train_seconds = 0.0
+        self.last_row: dict[str, Any] | None = None  # the metrics of the last finished epoch
+        self.split_sha256 = split_digest(self.data)
         self.recorder = self._make_recorder()
 
     # ---- state ----
     def meta(self) -> dict[str, Any]:
         return {
-            "config": {"model": self.model_cfg.__dict__.copy(), "train": asdict(self.cfg)},
+            "config": as_dict(self.model_cfg, self.cfg),
             "epoch": self.epoch,
             "step_in_epoch": self.step_in_epoch,
             "global_step": self.global_step,
@@ -463,35 +210,44 @@ class Trainer:
             "best": self.best,
             "stats": asdict(self.stats),
             "train_seconds": self.train_seconds,
+            "metrics_row": self.last_row,
+            "split_sha256": self.split_sha256,
         }
 
     def save(self, name: str) -> None:
-        extra = {}
+        """Model, optimizer and `meta()` (plus the epoch's start weights mid-epoch), written atomically."""
+        arrays = {f"model/{k}": v for k, v in self.model.state_dict().items()}
+        arrays.update({f"optim/{k}": v for k, v in self.optimizer.state_dict().items()})
         if self.step_in_epoch:
-            extra = {f"epoch_start/{i}": a for i, a in enumerate(self.epoch_start)}
-        save_checkpoint(self.run_dir / name, self.model, self.optimizer, self.meta(), extra)
+            arrays.update({f"epoch_start/{i}": a for i, a in enumerate(self.epoch_start)})
+        write_checkpoint(self.run_dir / name, arrays, self.meta())
 
-    def restore(self, path: Path) -> None:
-        """Load a checkpoint of this run: weights, optimizer, schedule, RNG, progress, epoch sums."""
+    def restore(self, path: Path) -> dict[str, Any]:
+        """Load a checkpoint of this run: weights, optimizer, schedule, RNG, progress, epoch sums; its meta."""
         meta, arrays = read_checkpoint(path)
-        self.model.load_state_dict(_section(arrays, "model/"))
-        self.optimizer.load_state_dict(_section(arrays, "optim/"))
-        if self.scheduler is not None and meta["scheduler"] is not None:
-            self.scheduler.load_state_dict(meta["scheduler"])
-        self.model.dropout_rng.bit_generator.state = meta["dropout_rng"]
-        self.epoch, self.step_in_epoch = meta["epoch"], meta["step_in_epoch"]
-        self.global_step, self.best, self.train_seconds = (
-            meta["global_step"],
-            meta["best"],
-            meta["train_seconds"],
-        )
-        self.stats = _EpochStats(**meta["stats"])
-        starts = _section(arrays, "epoch_start/")
-        self.epoch_start = (
-            [starts[str(i)] for i in range(len(self.params))]
-            if starts
-            else [p.data.copy() for p in self.params]
-        )
+        load_weights(self.model, arrays, path)
+        try:
+            self.optimizer.load_state_dict(section(arrays, "optim/"))
+            if self.scheduler is not None and meta["scheduler"] is not None:
+                self.scheduler.load_state_dict(meta["scheduler"])
+            self.model.dropout_rng.bit_generator.state = meta["dropout_rng"]
+            self.epoch, self.step_in_epoch = int(meta["epoch"]), int(meta["step_in_epoch"])
+            self.global_step, self.best, self.train_seconds = (
+                meta["global_step"],
+                meta["best"],
+                meta["train_seconds"],
+            )
+            self.stats = _EpochStats(**meta["stats"])
+            self.last_row = meta.get("metrics_row")
+            starts = section(arrays, "epoch_start/")
+            self.epoch_start = (
+                [starts[str(i)] for i in range(len(self.params))]
+                if starts
+                else [p.data.copy() for p in self.params]
+            )
+        except (KeyError, ValueError, TypeError) as err:
+            raise CheckpointError(f"{path}: cannot resume from it ({type(err).__name__}: {err})") from None
+        return meta
 
     def _make_recorder(self) -> Any:
         if not self.cfg.diagnostics:
@@ -586,9 +342,11 @@ class Trainer:
                 index = order[self.step_in_epoch * bs : (self.step_in_epoch + 1) * bs]
                 loss = self.train_step(index)
                 if not math.isfinite(loss):
+                    ckpt = self.run_dir / CKPT_LAST
+                    last = f"last good checkpoint: {ckpt}" if ckpt.exists() else "no checkpoint was saved before it"
                     self._say(
                         f"loss became {loss} at epoch {self.epoch + 1}, step {self.step_in_epoch + 1}; "
-                        f"stopping (last good checkpoint: {self.run_dir / CKPT_LAST}, epoch {self.epoch})"
+                        f"stopping ({last})"
                     )
                     return 1
                 self.step_in_epoch += 1
@@ -622,14 +380,14 @@ class Trainer:
             self.best["bad_epochs"] += 1
         self.train_seconds += time.perf_counter() - started
         row = self.epoch_metrics(val, self.stats.seconds + time.perf_counter() - started)
-        self._append_metrics(row)
-        self._say(self._summary(row))
-        self.step_in_epoch = 0
+        self.last_row, self.step_in_epoch = row, 0
         self.stats = _EpochStats(grad_norms=[0.0] * len(self.params))
         self.epoch_start = [p.data.copy() for p in self.params]
         if improved:
             self.save(CKPT_BEST)
-        self.save(CKPT_LAST)
+        self.save(CKPT_LAST)  # before the metrics line: a kill in between is mended from the checkpoint's copy
+        self._append_metrics(row)
+        self._say(self._summary(row))
         if self.recorder is not None:
             self.recorder.on_epoch_end(self.epoch, self.model)
         return self.cfg.patience is not None and self.best["bad_epochs"] >= self.cfg.patience
@@ -638,7 +396,7 @@ class Trainer:
         """Restore the best weights (early stopping), test, write the last metrics line and predictions."""
         if self.cfg.patience is not None and self.best["epoch"] != self.epoch:
             _, arrays = read_checkpoint(self.run_dir / CKPT_BEST)
-            self.model.load_state_dict(_section(arrays, "model/"))
+            load_weights(self.model, arrays, self.run_dir / CKPT_BEST)
             self._say(f"restored the best weights (epoch {self.best['epoch']})")
         if self.recorder is not None and hasattr(self.recorder, "on_train_end"):
             self.recorder.on_train_end(self.epoch, self.model)
@@ -687,7 +445,7 @@ class Trainer:
         )
 
     def _append_metrics(self, row: dict[str, Any]) -> None:
-        with open(self.run_dir / "metrics.jsonl", "a") as f:
+        with open(self.run_dir / METRICS, "a") as f:
             f.write(json.dumps(row) + "\n")
 
     def _write_predictions(self, test: dict[str, Any]) -> None:
@@ -705,9 +463,7 @@ class Trainer:
                     }
                 )
             )
-        tmp = self.run_dir / "test_predictions.jsonl.tmp"
-        tmp.write_text("\n".join(lines) + "\n")
-        os.replace(tmp, self.run_dir / "test_predictions.jsonl")
+        write_text_atomic(self.run_dir / "test_predictions.jsonl", "\n".join(lines) + "\n")
 
     def _report_test(self, row: dict[str, Any], test: dict[str, Any]) -> None:
         per_op = "  ".join(f"{op} {row[f'test/acc/{op}']:.1%}" for op in OPS if f"test/acc/{op}" in row)
@@ -728,6 +484,27 @@ class Trainer:
 # ---- entry point -----------------------------------------------------------------------------------
 
 
+def _fail(parser: argparse.ArgumentParser, message: str) -> NoReturn:
+    parser.error(message)
+
+
+def resolve_config(
+    args: argparse.Namespace, parser: argparse.ArgumentParser, stored: dict | None = None
+) -> tuple[ModelConfig, TrainConfig]:
+    """The resumed run's config (or the defaults), then --config, then the flags given; exit 2 if invalid."""
+    layers = [stored] if stored else []
+    if "config" in args:
+        try:
+            layers.append(read_config_file(args.config))
+        except ValueError as err:
+            _fail(parser, f"--config {args.config}: {err}")
+    try:
+        return from_layers(layers, vars(args))
+    except SettingError as err:
+        where = f"--config {args.config}: " if "config" in args else ""
+        _fail(parser, where + str(err))
+
+
 def _select_backend(cfg: TrainConfig, parser: argparse.ArgumentParser) -> None:
     """Backend and thread count; the C kernels read MICROTENSOR_NUM_THREADS when their pool first starts."""
     if cfg.threads is not None:
@@ -739,66 +516,97 @@ def _select_backend(cfg: TrainConfig, parser: argparse.ArgumentParser) -> None:
         try:
             mt.backend.use(cfg.backend)
         except ValueError as err:
-            parser.error(str(err))
+            _fail(parser, f"--backend {cfg.backend}: {err}")
 
 
-def _truncate_metrics(run_dir: Path, epoch: int) -> None:
-    """Drop metrics lines past the checkpoint's epoch (and any test line) before resuming."""
-    path = run_dir / "metrics.jsonl"
-    if not path.exists():
-        return
-    keep = [
-        line
-        for line in path.read_text().splitlines()
-        if line.strip() and "test/acc" not in line and json.loads(line).get("epoch", 0) <= epoch
-    ]
-    path.write_text("".join(line + "\n" for line in keep))
-
-
-def _prepare_run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Trainer:
-    """Resolve the config (from the checkpoint when resuming), build the trainer, restore its state."""
-    run_dir = Path(args.out)
-    stored, ckpt = None, run_dir / CKPT_LAST
-    if args.resume:
-        if not ckpt.exists():
-            parser.error(f"--resume: no checkpoint at {ckpt}")
-        stored = read_checkpoint(ckpt)[0]["config"]
+def _resume(args: argparse.Namespace, parser: argparse.ArgumentParser, run_dir: Path) -> Trainer:
+    """The run continued from OUT/ckpt_last.npz, with its own settings; metrics.jsonl made to match it."""
+    ckpt = run_dir / CKPT_LAST
+    meta, _ = read_checkpoint(ckpt)
+    try:
+        stored = as_dict(*from_layers([meta["config"]], {}))
+    except (SettingError, TypeError) as err:
+        raise CheckpointError(f"{ckpt}: its config is not valid ({err})") from None
     model_cfg, cfg = resolve_config(args, parser, stored)
     _select_backend(cfg, parser)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if not args.resume:
-        for name in ("metrics.jsonl", "test_predictions.jsonl"):
-            (run_dir / name).unlink(missing_ok=True)
     trainer = Trainer(model_cfg, cfg, run_dir, quiet=args.quiet)
-    if args.resume:
-        trainer.restore(ckpt)
-        _truncate_metrics(run_dir, trainer.epoch)
-    config = {"model": asdict(model_cfg), "train": asdict(cfg)}
-    (run_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    check_resume(meta, model_cfg, cfg, trainer.data)
+    trainer.restore(ckpt)
+    for warning in reconcile_metrics(run_dir, meta):
+        print(warning, file=sys.stderr, flush=True)
     return trainer
 
 
+def _start(args: argparse.Namespace, parser: argparse.ArgumentParser, run_dir: Path) -> Trainer:
+    """A new run; an earlier run in OUT is kept unless --overwrite, and then removed only now."""
+    found = holds_run(run_dir)
+    if found and not args.overwrite:
+        raise RunError(
+            f"--out {run_dir} holds a run ({', '.join(found)}): continue it with --resume, replace it with "
+            "--overwrite, or choose another --out"
+        )
+    model_cfg, cfg = resolve_config(args, parser)
+    _select_backend(cfg, parser)
+    trainer = Trainer(model_cfg, cfg, run_dir, quiet=args.quiet)
+    clear_run(run_dir)
+    return trainer
+
+
+def _run_folder(out: str, resume: bool) -> Path:
+    """OUT as a folder that exists (created for a new run); RunError when it cannot be one."""
+    run_dir = Path(out)
+    if resume and not (run_dir / CKPT_LAST).is_file():
+        raise RunError(f"--resume: no checkpoint at {run_dir / CKPT_LAST}; train without --resume first")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise RunError(f"--out {out} is a file, not a folder; choose another --out") from None
+    except OSError as err:
+        raise RunError(f"--out {out}: cannot create the folder ({err.strerror}); choose another --out") from None
+    return run_dir
+
+
+def _train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Prepare the run under the folder's lock, then train; the exit code."""
+    if not args.resume:
+        resolve_config(args, parser)  # settings are checked before OUT is created
+    run_dir = _run_folder(args.out, args.resume)
+    with locked(run_dir):
+        remove_stale_temps(run_dir)
+        trainer = (_resume if args.resume else _start)(args, parser, run_dir)
+        write_text_atomic(run_dir / "config.json", json.dumps(as_dict(trainer.model_cfg, trainer.cfg), indent=2) + "\n")
+        cfg, data = trainer.cfg, trainer.data
+        print(
+            f"model: {trainer.model.num_parameters():,} parameters | backend {mt.backend.name()} | "
+            f"data: {len(data.train)} train examples, {len(data.val)} val and {len(data.test)} test inputs "
+            f"(distinct inputs disjoint across splits) | {cfg.epochs} epochs x {trainer.steps_per_epoch} steps"
+            + (f" | resuming at epoch {trainer.epoch + 1}, step {trainer.step_in_epoch}" if args.resume else ""),
+            flush=True,
+        )
+        if trainer.recorder is not None and not args.resume and hasattr(trainer.recorder, "on_train_begin"):
+            trainer.recorder.on_train_begin(trainer.model)
+        try:
+            with _Interrupt() as interrupt:
+                return trainer.run(interrupt)
+        except KeyboardInterrupt:
+            print(f"interrupted; the last checkpoint is {run_dir / CKPT_LAST}", flush=True)
+            return 130
+
+
 def main(argv: list[str] | None = None) -> int:
-    """The `python -m transformer.train` / `microtensor-train` command; returns the exit code."""
+    """The `python -m transformer.train` / `microtensor-train` command; returns the exit code (2: refused)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    trainer = _prepare_run(args, parser)
-    cfg, data = trainer.cfg, trainer.data
-    print(
-        f"model: {trainer.model.num_parameters():,} parameters | backend {mt.backend.name()} | "
-        f"data: {len(data.train)} train examples, {len(data.val)} val and {len(data.test)} test inputs "
-        f"(distinct inputs disjoint across splits) | {cfg.epochs} epochs x {trainer.steps_per_epoch} steps"
-        + (f" | resuming at epoch {trainer.epoch + 1}, step {trainer.step_in_epoch}" if args.resume else ""),
-        flush=True,
-    )
-    if trainer.recorder is not None and not args.resume and hasattr(trainer.recorder, "on_train_begin"):
-        trainer.recorder.on_train_begin(trainer.model)
     try:
-        with _Interrupt() as interrupt:
-            return trainer.run(interrupt)
-    except KeyboardInterrupt:
-        print(f"interrupted; the last checkpoint is {trainer.run_dir / CKPT_LAST}", flush=True)
-        return 130
+        return _train(args, parser)
+    except (CheckpointError, RunError) as err:
+        _fail(parser, str(err))
+    except OSError as err:
+        _fail(
+            parser,
+            f"cannot write {err.filename or args.out}: {err.strerror}; the last checkpoint is intact: "
+            "free space (or fix the folder), then continue with --resume",
+        )
 
 
 if __name__ == "__main__":
