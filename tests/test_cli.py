@@ -140,7 +140,7 @@ def test_predict_rejects_malformed_input_without_a_traceback(checkpoint, text):
     assert "Traceback" not in proc.stderr and "error:" in proc.stderr
 
 
-def test_predict_reads_stdin_in_one_batch(checkpoint):
+def test_predict_reads_inputs_from_stdin(checkpoint):
     proc = subprocess.run(
         [sys.executable, "-m", "transformer.predict", "--ckpt", str(checkpoint), "--json"],
         input="Max(5,3,9)\nLast(1,2,3,4)\n",

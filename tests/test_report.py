@@ -133,4 +133,4 @@ def test_missing_pieces_become_notes_not_tracebacks(run_dir, tmp_path, capsys):
     assert "No diagnostics were recorded" in text and "test_predictions.jsonl is missing" in text
     assert (partial / "figures" / "loss.png").exists()
     assert "report.html" in capsys.readouterr().out
-    assert report.main([str(tmp_path / "nope")]) == 1
+    assert report.main([str(tmp_path / "nope")]) == 2

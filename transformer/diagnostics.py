@@ -15,6 +15,7 @@ import json
 import os
 import re
 import time
+import zipfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ import numpy as np
 import microtensor as mt
 
 from .data import OPS, VOCAB, encode_batch, format_input
+from .files import read_json
 
 DEFAULT_EPOCHS: tuple[int, ...] = (1, 5, 10, 20, 30, 50)
 DEFAULT_PROBES: tuple[str, ...] = (
@@ -228,10 +230,19 @@ def load_epochs(run_dir: str | os.PathLike) -> dict[int, tuple[dict[str, np.ndar
     for npz in sorted(diagnostics_dir(run_dir).glob("epoch_[0-9][0-9][0-9].npz")):
         epoch = int(npz.stem.split("_")[1])
         meta_path = npz.with_suffix(".json")
-        meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-        with np.load(npz) as f:
-            out[epoch] = ({k: f[k] for k in f.files}, meta)
+        meta = read_json(meta_path) if meta_path.exists() else {}
+        out[epoch] = (_read_snapshot(npz), meta)
     return out
+
+
+def _read_snapshot(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of one snapshot; ValueError naming the file when it is torn or not an .npz archive."""
+    try:
+        with np.load(path) as f:
+            return {k: f[k] for k in f.files}
+    except (OSError, ValueError, EOFError, TypeError, AttributeError, zipfile.BadZipFile):
+        raise ValueError(f"{path} is torn or not a diagnostics snapshot; "
+                         "restore it or delete it to report without it") from None
 
 
 def export_bertviz(run_dir: str | os.PathLike, epoch: int, probe: str, write: bool = True) -> dict[str, Any]:

@@ -23,6 +23,7 @@ import microtensor as mt
 import microtensor.nn.functional as F
 
 from .data import encode_batch
+from .files import make_folder
 from .model import ModelConfig, Transformer
 
 FORMATS = ("svg", "png", "pdf", "dot", "gv")
@@ -54,21 +55,32 @@ def loss_graph(
     return graph, loss, model
 
 
-def write_graph(graph: Any, out: Path) -> tuple[Path, bool]:
-    """Write `graph` in the format of out's extension; (path written, rendered). DOT source without `dot`."""
+def _format(out: Path) -> str:
+    """The format named by out's extension; ValueError for an unknown one."""
     fmt = out.suffix.lstrip(".").lower()
     if fmt not in FORMATS:
-        raise ValueError(f"graph: unknown format {out.suffix!r} of {out}; use one of {', '.join(FORMATS)}")
-    out.parent.mkdir(parents=True, exist_ok=True)
+        raise ValueError(f"--out {out}: unknown format {out.suffix!r}; use one of {', '.join(FORMATS)}")
+    return fmt
+
+
+def write_graph(graph: Any, out: Path) -> tuple[Path, bool]:
+    """Write `graph` in the format of out's extension; (path written, rendered). DOT source without `dot`.
+
+    ValueError naming --out when it cannot be written (under a file, no permission, a folder).
+    """
+    fmt = _format(out)
+    make_folder(out.parent, "--out", out)
     if fmt in ("dot", "gv"):
-        out.write_text(graph.source)
-        return out, True
-    if shutil.which("dot") is None:
-        source = out.with_suffix(".dot")
-        source.write_text(graph.source)
-        return source, False
-    out.write_bytes(graph.pipe(format=fmt))
-    return out, True
+        path, data = out, graph.source.encode()
+    elif shutil.which("dot") is None:
+        path, data = out.with_suffix(".dot"), graph.source.encode()
+    else:
+        path, data = out, graph.pipe(format=fmt)
+    try:
+        path.write_bytes(data)
+    except OSError as err:
+        raise ValueError(f"--out {path}: cannot write it ({err.strerror}); choose another --out") from None
+    return path, path == out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -79,11 +91,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-grad-norms", action="store_true", help="skip backward (no gradient norms)")
     args = parser.parse_args(argv)
     config = ModelConfig() if args.n_blocks is None else ModelConfig(n_blocks=args.n_blocks)
-    graph, _, _ = loss_graph(args.collapse, config, grad_norms=not args.no_grad_norms)
     try:
+        _format(Path(args.out))
+        graph, _, _ = loss_graph(args.collapse, config, grad_norms=not args.no_grad_norms)
         path, rendered = write_graph(graph, Path(args.out))
     except ValueError as exc:
-        print(exc, file=sys.stderr)
+        print(f"graph: {exc}", file=sys.stderr)
         return 2
     ops = sum(1 for line in graph.body if line.lstrip().startswith(("op", "mod")) and "->" not in line)
     print(f"graph: {path} ({ops} op/module nodes)")

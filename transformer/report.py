@@ -27,6 +27,7 @@ import numpy as np
 
 from .data import OPS, VOCAB, answer, parse
 from .diagnostics import load_epochs, probe_slug
+from .files import read_json
 
 CHANCE_LOSS = math.log(len(VOCAB))
 CHANCE_ACC = 0.1
@@ -62,21 +63,24 @@ class RunData:
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     """Records of a JSON-lines file, skipping a torn last line (a run killed mid-write)."""
     rows = []
-    for line in path.read_text().splitlines():
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
     return rows
 
 
 def load_run(run_dir: str | os.PathLike) -> RunData:
-    """Read a run folder; what is absent becomes a note."""
+    """Read a run folder; what is absent becomes a note, a torn file a ValueError naming it."""
     run = RunData(Path(run_dir))
     d = run.run_dir
+    if not d.is_dir():
+        raise ValueError(f"{d} is not a run folder; train first (python -m transformer.train --out {d})")
     if (d / "config.json").exists():
-        run.config = json.loads((d / "config.json").read_text())
+        run.config = read_json(d / "config.json")
     else:
         run.notes.append("config.json is missing.")
     if (d / "metrics.jsonl").exists():
@@ -97,7 +101,7 @@ def load_run(run_dir: str | os.PathLike) -> RunData:
                          "no attention, embedding or FFN figures.")
     index = d / "diagnostics" / "index.json"
     if index.exists():
-        run.diag_index = json.loads(index.read_text())
+        run.diag_index = read_json(index)
     return run
 
 
@@ -724,8 +728,6 @@ def _draw_all(run: RunData, out: Path) -> list[tuple[str, list[Path], str | None
 def build_report(run_dir: str | os.PathLike) -> Path:
     """Draw every figure that the run's files allow and write report.html; returns its path."""
     run = load_run(run_dir)
-    if not run.run_dir.is_dir():
-        raise FileNotFoundError(f"report: {run.run_dir} is not a run folder")
     out = run.run_dir / "figures"
     out.mkdir(parents=True, exist_ok=True)
     by_name: dict[str, list[Path]] = {}
@@ -745,11 +747,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m transformer.report", description=__doc__.split("\n")[0])
     parser.add_argument("run_dir", help="a run folder written by transformer.train, e.g. runs/seed")
     args = parser.parse_args(argv)
-    if not Path(args.run_dir).is_dir():
-        print(f"report: {args.run_dir} does not exist; train first (python -m transformer.train --out "
-              f"{args.run_dir})", file=sys.stderr)
-        return 1
-    path = build_report(args.run_dir)
+    try:
+        path = build_report(args.run_dir)
+    except ValueError as err:
+        print(f"report: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        print(f"report: cannot read or write {err.filename or args.run_dir}: {err.strerror or err}", file=sys.stderr)
+        return 2
     print(f"report: {path}")
     return 0
 

@@ -7,8 +7,10 @@
 
 Every (configuration, seed) is one `python -m transformer.train` subprocess
 with one kernel thread, `--jobs` of them at a time (default 2, one per core).
-Finished runs are kept: running the same study again only trains what is
-missing (an interrupted run resumes from its checkpoint). Results go to
+Nothing is ever deleted: running the same study again skips the runs already
+finished with the same settings and resumes interrupted ones from their
+checkpoint; a run folder holding a run with other settings is refused (exit
+code 2, naming the folder and the settings that differ). Results go to
 runs/study-NAME/: results.md (markdown table), results.json, index.html
 (overlaid validation curves). Ctrl-C stops the children cleanly (each saves a
 checkpoint) and still writes the table of what finished.
@@ -22,7 +24,6 @@ import html
 import json
 import math
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -34,7 +35,11 @@ from typing import Any
 
 import numpy as np
 
+from .checkpoint import CKPT_LAST, holds_run
 from .data import OPS
+from .files import make_folder
+
+STAMP = "study_command.json"  # the train command that started a run folder: its settings
 
 
 @dataclass
@@ -154,6 +159,7 @@ class _Job:
     seed: int
     run_dir: Path
     resume: bool
+    overwrite: bool = False  # the folder holds only the start of this same run, before its first checkpoint
     proc: subprocess.Popen | None = None
     started: float = 0.0
     log: Any = None
@@ -162,32 +168,73 @@ class _Job:
 def plan_jobs(
     configs: Sequence[Config], seeds: Sequence[int], out: Path, epochs: int, base_args: Sequence[str]
 ) -> tuple[list[_Job], list[RunResult]]:
-    """Jobs still to run, and the results already complete in `out` with the same command (kept)."""
-    jobs, done = [], []
+    """Jobs still to run, and the results already finished in `out` with the same settings (kept).
+
+    Nothing is deleted: a folder holding a run with other settings raises ValueError naming it.
+    """
+    jobs, done, conflicts = [], [], []
     for config in configs:
         for seed in seeds:
             run_dir = out / config.name / f"seed{seed}"
-            command = train_command(config, seed, run_dir, epochs, base_args, resume=False)
-            stamp = run_dir / "study_command.json"
-            same = stamp.exists() and json.loads(stamp.read_text()) == command[1:]
+            found = holds_run(run_dir)
+            if found:
+                command = train_command(config, seed, run_dir, epochs, base_args, resume=False)
+                conflict = _conflict(run_dir, found, command[1:])
+                if conflict:
+                    conflicts.append(conflict)
+                    continue
             previous = read_run(config.name, seed, run_dir)
-            if same and previous.status == "ok":
+            if previous.status == "ok":
                 done.append(previous)
                 continue
-            resume = same and (run_dir / "ckpt_last.npz").exists() and previous.status == "incomplete"
-            if not resume and run_dir.exists():
-                shutil.rmtree(run_dir)
-            jobs.append(_Job(config, seed, run_dir, resume))
+            resume = (run_dir / CKPT_LAST).exists()
+            jobs.append(_Job(config, seed, run_dir, resume, overwrite=bool(found) and not resume))
+    if conflicts:
+        more = f" (and {len(conflicts) - 1} more run folders)" if len(conflicts) > 1 else ""
+        raise ValueError(f"{conflicts[0]}{more}; nothing was changed: choose another --out, or move the "
+                         "folder away to train it again")
     return jobs, done
+
+
+def _settings(command: Sequence[str]) -> dict[str, str]:
+    """{flag: value} of a train command ('' for a switch, the last value of a repeated flag), --out left out."""
+    settings: dict[str, str] = {}
+    flag = None
+    for word in command:
+        if word.startswith("--"):
+            flag = word
+            settings[flag] = ""
+        elif flag is not None:
+            settings[flag] = word
+            flag = None
+    settings.pop("--out", None)
+    return settings
+
+
+def _conflict(run_dir: Path, found: Sequence[str], command: Sequence[str]) -> str | None:
+    """Why the run in `run_dir` is not this study's run with these settings; None when it is."""
+    try:
+        stored = json.loads((run_dir / STAMP).read_text())
+    except FileNotFoundError:
+        return f"{run_dir} holds a run ({', '.join(found)}) that no study started (no {STAMP})"
+    except (OSError, ValueError):
+        return f"{run_dir / STAMP} is unreadable, so the run in {run_dir} may have other settings"
+    if not isinstance(stored, list) or not all(isinstance(w, str) for w in stored):
+        return f"{run_dir / STAMP} is not a train command, so the run in {run_dir} may have other settings"
+    old, new = _settings(stored), _settings(command)
+    differ = [f"{flag} {old.get(flag, 'not given')} there, {new.get(flag, 'not given')} now"
+              for flag in sorted(old.keys() | new.keys()) if old.get(flag) != new.get(flag)]
+    return f"{run_dir} holds a run with other settings ({'; '.join(differ)})" if differ else None
 
 
 def _start(job: _Job, epochs: int, base_args: Sequence[str]) -> None:
     job.run_dir.mkdir(parents=True, exist_ok=True)
     if not job.resume:
         fresh = train_command(job.config, job.seed, job.run_dir, epochs, base_args, resume=False)
-        (job.run_dir / "study_command.json").write_text(json.dumps(fresh[1:]))
+        (job.run_dir / STAMP).write_text(json.dumps(fresh[1:]))
     job.log = open(job.run_dir / "train.log", "a")
     cmd = train_command(job.config, job.seed, job.run_dir, epochs, base_args, job.resume)
+    cmd += ["--overwrite"] if job.overwrite else []
     job.log.write("$ " + " ".join(cmd) + "\n")
     job.log.flush()
     job.started = time.perf_counter()
@@ -424,10 +471,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"--configs: unknown {unknown}; {args.name} has {[c.name for c in configs]}")
         configs = [c for c in configs if c.name in wanted]
     out = Path(args.out or f"runs/study-{args.name}")
-    out.mkdir(parents=True, exist_ok=True)
     base_args = ["--train-size", str(args.train_size)] if args.train_size else []
     seeds = list(range(args.seeds))
-    jobs, done = plan_jobs(configs, seeds, out, args.epochs, base_args)
+    try:
+        make_folder(out, "--out")
+        jobs, done = plan_jobs(configs, seeds, out, args.epochs, base_args)
+    except ValueError as err:
+        print(f"study: {err}", file=sys.stderr)
+        return 2
     total = len(jobs) + len(done)
     print(f"study {args.name}: {len(configs)} configurations x {len(seeds)} seeds x {args.epochs} epochs = "
           f"{total} runs ({len(done)} already done), {args.jobs} at a time -> {out}", flush=True)
