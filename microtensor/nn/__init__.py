@@ -1,10 +1,26 @@
 """Layers and containers, PyTorch-style."""
 
-from . import functional
-from .layers import GELU, Dropout, Embedding, LayerNorm, Linear, ReLU
+from . import functional, init
+from .layers import (
+    GELU,
+    CrossEntropyLoss,
+    Dropout,
+    Embedding,
+    Flatten,
+    Identity,
+    LayerNorm,
+    Linear,
+    MSELoss,
+    ReLU,
+    Sigmoid,
+    SiLU,
+    Softmax,
+    Tanh,
+)
 from .module import Module, ModuleList, Parameter, Sequential
 
 __all__ = [
     "GELU", "Dropout", "Embedding", "LayerNorm", "Linear", "Module", "ModuleList", "Parameter", "ReLU",
     "Sequential", "functional",
+    "CrossEntropyLoss", "Flatten", "Identity", "MSELoss", "SiLU", "Sigmoid", "Softmax", "Tanh", "init",
 ]

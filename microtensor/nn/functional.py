@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -14,9 +15,18 @@ def relu(x: Tensor) -> Tensor:
     return ops.Relu.apply(x)
 
 
-def gelu(x: Tensor) -> Tensor:
-    """GELU, tanh approximation."""
-    return ops.Gelu.apply(x)
+def gelu(x: Tensor, approximate: str = "none") -> Tensor:
+    """GELU as PyTorch: exact x * Phi(x) by default, the (faster, fused) tanh form with approximate='tanh'."""
+    if approximate == "none":
+        return ops.GeluErf.apply(x)
+    if approximate == "tanh":
+        return ops.Gelu.apply(x)
+    raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+
+
+def silu(x: Tensor) -> Tensor:
+    """x * sigmoid(x) (also called swish)."""
+    return x * ops.Sigmoid.apply(x)
 
 
 def sigmoid(x: Tensor) -> Tensor:
@@ -27,19 +37,58 @@ def tanh(x: Tensor) -> Tensor:
     return ops.Tanh.apply(x)
 
 
-def softmax(x: Tensor, axis: int | None = None, *, dim: int | None = None) -> Tensor:
+def softmax(x: Tensor, dim: int | None = None, *, axis: int | None = None) -> Tensor:
     return ops.Softmax.apply(x, axis=_axis(axis, dim, "softmax", -1))
 
 
-def log_softmax(x: Tensor, axis: int | None = None, *, dim: int | None = None) -> Tensor:
+def log_softmax(x: Tensor, dim: int | None = None, *, axis: int | None = None) -> Tensor:
     return ops.LogSoftmax.apply(x, axis=_axis(axis, dim, "log_softmax", -1))
 
 
 def cross_entropy(
-    logits: Tensor, targets: Any, ignore_index: int | None = None, reduction: str = "mean"
+    input: Tensor,  # noqa: A002  (PyTorch's argument name)
+    target: Any,
+    weight: Any = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
 ) -> Tensor:
-    """Mean (or sum, or per-row) cross-entropy of logits (N, C) against integer targets (N,)."""
-    return ops.CrossEntropy.apply(logits, _data(targets), ignore_index=ignore_index, reduction=reduction)
+    """Cross-entropy of logits (N, C) or (N, C, d...) against class indices or class probabilities, as PyTorch."""
+    return ops.CrossEntropy.apply(
+        input, target, weight=_data(weight), ignore_index=ignore_index, reduction=reduction,
+        label_smoothing=label_smoothing,
+    )
+
+
+def mse_loss(input: Tensor, target: Any, reduction: str = "mean") -> Tensor:  # noqa: A002
+    """Mean (or summed, or elementwise) squared error; target shapes that broadcast warn, as in PyTorch."""
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"mse_loss: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    if np.shape(_data(target)) != input.shape:
+        warnings.warn(
+            f"mse_loss: target of shape {np.shape(_data(target))} differs from input {input.shape}; "
+            "they will be broadcast, which is rarely meant",
+            stacklevel=2,
+        )
+    diff = input - target
+    if diff.dtype.kind != "f":
+        raise TypeError(f"mse_loss: input and target must be float, got dtype {diff.dtype}")
+    squared = diff * diff
+    return squared.mean() if reduction == "mean" else squared.sum() if reduction == "sum" else squared
+
+
+def one_hot(tensor: Any, num_classes: int = -1) -> Tensor:
+    """int64 (*shape, num_classes) with a 1 at each index (num_classes=-1: max index + 1), as PyTorch."""
+    ids = np.asarray(_data(tensor))
+    if ids.dtype.kind not in "iu":
+        raise TypeError(f"one_hot: expected integer class indices, got dtype {ids.dtype}")
+    if num_classes == -1:
+        if ids.size == 0:
+            raise ValueError("one_hot: cannot infer num_classes from an empty tensor; pass num_classes")
+        num_classes = int(ids.max()) + 1
+    if ids.size and (ids.min() < 0 or ids.max() >= num_classes):
+        raise ValueError(f"one_hot: class values must be in [0, {num_classes}), got {ids.min()}..{ids.max()}")
+    return Tensor._wrap((ids[..., None] == np.arange(num_classes)).astype(np.int64))
 
 
 def layer_norm(
@@ -75,21 +124,26 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
 
 
 def scaled_dot_product_attention(
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    mask: Any = None,
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    attn_mask: Any = None,
+    dropout_p: float = 0.0,
     is_causal: bool = False,
     scale: float | None = None,
+    *,
+    generator: np.random.Generator | None = None,
     need_weights: bool = False,
 ) -> Any:
-    """softmax(q k^T / sqrt(d) masked) v for (..., T, D) inputs; mask is bool, True = may attend.
+    """softmax(q k^T * scale + mask) v for (..., T, D) inputs, as PyTorch's.
 
-    With need_weights=True returns (output, weights); the weights are a
-    detached tensor (..., Tq, Tk) for inspection, carrying no gradient.
+    attn_mask: bool (True = takes part) or float (added to the scores),
+    broadcastable to (..., Tq, Tk). Dropout on the weights draws from
+    `generator` (default: the one `manual_seed` seeds). With need_weights=True
+    returns (output, weights before dropout, a detached (..., Tq, Tk) tensor).
     """
     out, ctx = ops.ScaledDotProductAttention.apply_with_ctx(
-        q, k, v, mask=_data(mask), is_causal=is_causal, scale=scale
+        query, key, value, attn_mask, dropout_p=dropout_p, is_causal=is_causal, scale=scale, generator=generator
     )
     return (out, Tensor._wrap(ctx.weights)) if need_weights else out
 
@@ -115,7 +169,3 @@ def self_attention(
     )
     return (out, Tensor._wrap(ctx.weights)) if need_weights else out
 
-
-def mse_loss(a: Tensor, b: Any, reduction: str = "mean") -> Tensor:
-    diff = (a - b) * (a - b)
-    return diff.mean() if reduction == "mean" else diff.sum() if reduction == "sum" else diff

@@ -25,6 +25,7 @@ from .nn import (
     CrossEntropy,
     Dropout,
     Embedding,
+    GeluErf,
     LayerNorm,
     Linear,
     LogSoftmax,
@@ -37,7 +38,7 @@ from .shape import BroadcastTo, Cat, GetItem, Permute, Reshape, Stack
 
 __all__ = [
     "Abs", "Add", "BroadcastTo", "Cast", "Cat", "Clip", "CrossEntropy", "Div", "Dropout", "Embedding",
-    "Exp", "Gelu", "GetItem", "LayerNorm", "Linear", "Log", "LogSoftmax", "MaskedFill", "MatMul", "Max",
+    "Exp", "Gelu", "GeluErf", "GetItem", "LayerNorm", "Linear", "Log", "LogSoftmax", "MaskedFill", "MatMul", "Max",
     "Mean", "Min", "Mul", "Neg", "Permute", "Pow", "Relu", "Reshape", "ScaledDotProductAttention", "SelfAttention",
     "Sigmoid", "Softmax", "Sqrt", "Stack", "Sub", "Sum", "Tanh", "Var", "Where",
 ]

@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import numpy as np
 
 from .. import _backend
 from ..autograd import Function
 from ..random import resolve
 
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+_SDPA = "scaled_dot_product_attention"
+
+
+def _check_float(op: str, **arrays: Any) -> None:
+    """TypeError naming the op unless every given array (None skipped) is float32 or float64."""
+    for name, a in arrays.items():
+        if a is not None and np.asarray(a).dtype not in _FLOATS:
+            raise TypeError(f"{op}: {name} must be float32 or float64, got dtype {np.asarray(a).dtype}")
+
 
 def _last_axis_view(a: np.ndarray, axis: int, op: str) -> np.ndarray:
     """a with `axis` moved last, contiguous, for kernels that work on rows."""
+    _check_float(op, input=a)
     if not -a.ndim <= axis < a.ndim:
         raise ValueError(f"{op}: axis {axis} is out of range for shape {a.shape}")
     return np.ascontiguousarray(np.moveaxis(a, axis, -1))
@@ -46,64 +60,130 @@ class LogSoftmax(Function):
         return np.moveaxis(_backend.K.log_softmax_backward(y, g), -1, ctx.axis)
 
 
-def _rows_and_targets(logits: np.ndarray, targets: np.ndarray, ignore_index):
-    """Logits as (N, C) rows and targets as (N,) int64, checked; PyTorch's (N, C, d...) layout too."""
-    targets = np.asarray(targets)
-    if targets.dtype.kind not in "iu":
-        raise TypeError(f"cross_entropy: targets must be integer class indices, got dtype {targets.dtype}")
-    if logits.ndim == 1:
-        logits = logits[None]
-        targets = targets.reshape(1)
-    elif logits.ndim > 2:
-        logits = np.moveaxis(logits, 1, -1)
-    expected = logits.shape[:-1]
-    if targets.shape != expected:
-        raise ValueError(f"cross_entropy: targets of shape {targets.shape} for logits needing targets {expected}")
-    rows = np.ascontiguousarray(logits.reshape(-1, logits.shape[-1]))
-    flat = targets.reshape(-1).astype(np.int64, copy=False)
-    classes = rows.shape[1]
+def _class_rows(a: np.ndarray) -> np.ndarray:
+    """PyTorch's (C,), (N, C) or (N, C, d...) layout as contiguous (rows, C)."""
+    if a.ndim > 2:
+        a = np.moveaxis(a, 1, -1)
+    return np.ascontiguousarray(a.reshape(math.prod(a.shape[:-1]), a.shape[-1]))
+
+
+def _ignore_index(value: Any) -> int:
+    """ignore_index as an int64, or a clear error."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"cross_entropy: ignore_index must be an integer, got {value!r}")
+    if not -(2**63) <= value < 2**63:
+        raise ValueError(f"cross_entropy: ignore_index {value} does not fit in int64")
+    return int(value)
+
+
+def _index_targets(target: np.ndarray, logits_shape: tuple, classes: int, ignore: int) -> np.ndarray:
+    """Class-index targets as flat int64, checked against the logits' shape and class count."""
+    if target.dtype.kind not in "iu":
+        raise TypeError(
+            f"cross_entropy: target must hold integer class indices (or float class probabilities of the "
+            f"input's shape {logits_shape}), got dtype {target.dtype} and shape {target.shape}"
+        )
+    expected = logits_shape[:1] + logits_shape[2:] if len(logits_shape) > 1 else ()
+    if target.shape != expected:
+        raise ValueError(f"cross_entropy: target of shape {target.shape} for input {logits_shape}, expected {expected}")
+    flat = target.reshape(-1).astype(np.int64, copy=False)
     bad = (flat < 0) | (flat >= classes)
-    if ignore_index is not None:
-        bad &= flat != ignore_index
+    bad &= flat != ignore
     if bad.any():
         raise ValueError(
-            f"cross_entropy: target {int(flat[bad][0])} is out of range for {classes} classes"
-            + ("" if ignore_index is None else f" (ignore_index={ignore_index})")
+            f"cross_entropy: target {int(flat[bad][0])} is out of range for {classes} classes (ignore_index={ignore})"
         )
-    return rows, flat
+    return flat
+
+
+def _class_weight(weight: Any, classes: int, dtype: np.dtype) -> np.ndarray | None:
+    """The per-class weight as a (C,) array of the logits' dtype, checked; None stays None."""
+    if weight is None:
+        return None
+    _check_float("cross_entropy", weight=weight)
+    weight = np.asarray(weight)
+    if weight.shape != (classes,):
+        raise ValueError(f"cross_entropy: weight of shape {weight.shape}, expected ({classes},)")
+    return weight.astype(dtype, copy=False)
+
+
+def _dense_cross_entropy(rows: np.ndarray, q: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Per-row losses -sum_c q log_softmax(rows), their gradient and log_softmax; rows not kept give 0."""
+    logp = _backend.K.log_softmax_forward(rows)
+    logp[~keep] = 0.0  # so that a NaN in an ignored row stays out of the loss, as in PyTorch
+    losses = -(q * logp).sum(axis=1)
+    dlogits = q.sum(axis=1, keepdims=True) * np.exp(logp) - q
+    dlogits[~keep] = 0.0
+    return losses, dlogits, logp
+
+
+def _unrows(d: np.ndarray, shape: tuple) -> np.ndarray:
+    """Rows (R, C) back to the (C,), (N, C) or (N, C, d...) layout of `shape`."""
+    if len(shape) > 2:
+        return np.moveaxis(d.reshape(shape[0], *shape[2:], shape[1]), -1, 1)
+    return d.reshape(shape)
 
 
 class CrossEntropy(Function):
-    """Cross-entropy from logits and integer targets; the gradient comes out of the same kernel pass."""
+    """Cross-entropy from logits with PyTorch's semantics; the gradient comes out of the same pass.
+
+    Targets are class indices (any integer dtype; `ignore_index` rows count
+    nothing) or class probabilities of the input's shape. `weight` scales each
+    class, `label_smoothing` mixes the target with the uniform distribution;
+    'mean' divides by the summed weights of the counted targets (by the row
+    count for probabilities). Plain index targets take the fused kernel.
+    """
 
     @staticmethod
-    def forward(ctx, logits, targets, ignore_index=None, reduction="mean"):
+    def forward(ctx, logits, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
+        _check_float("cross_entropy", input=logits)
         if reduction not in ("mean", "sum", "none"):
             raise ValueError(f"cross_entropy: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
-        rows, flat = _rows_and_targets(logits, targets, ignore_index)
-        ignore = -1 if ignore_index is None else int(ignore_index)
-        ctx.shape, ctx.reduction = logits.shape, reduction
-        total, count, dlogits = _backend.K.cross_entropy_forward(rows, flat, ignore)
+        if not 0.0 <= label_smoothing <= 1.0:
+            raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing}")
+        ignore = _ignore_index(ignore_index)
+        if logits.ndim == 0 or logits.shape[min(1, logits.ndim - 1)] == 0:
+            raise ValueError(
+                f"cross_entropy: input of shape {logits.shape} has no classes (expected (C,), (N, C) or (N, C, d...))"
+            )
+        rows, target = _class_rows(logits), np.asarray(target)
+        classes, eps = rows.shape[1], float(label_smoothing)
+        weight = _class_weight(weight, classes, rows.dtype)
+        w = np.ones(classes, dtype=rows.dtype) if weight is None else weight
+        ctx.shape, ctx.reduction, ctx.dtarget = logits.shape, reduction, None
+        if target.dtype.kind == "f" and target.shape == logits.shape:
+            q = (_class_rows(target).astype(rows.dtype) * (1.0 - eps) + eps / classes) * w
+            losses, dlogits, logp = _dense_cross_entropy(rows, q, np.ones(rows.shape[0], dtype=bool))
+            ctx.dtarget, denom = -(1.0 - eps) * w * logp, rows.shape[0]
+            out_shape = logits.shape[:1] + logits.shape[2:] if logits.ndim > 1 else ()
+        else:
+            flat, out_shape = _index_targets(target, logits.shape, classes, ignore), target.shape
+            if weight is None and not eps:
+                total, denom, dlogits = _backend.K.cross_entropy_forward(rows, flat, ignore)
+                losses = _backend.K.cross_entropy_rows(rows, flat, ignore) if reduction == "none" else None
+            else:
+                keep = flat != ignore
+                safe = np.where(keep, flat, 0)
+                q = np.empty_like(rows)
+                q[:] = (eps / classes) * w
+                q[np.arange(rows.shape[0]), safe] += (1.0 - eps) * w[safe]
+                losses, dlogits, _ = _dense_cross_entropy(rows, q, keep)
+                denom = w[safe][keep].sum() if weight is not None else int(keep.sum())
         ctx.dlogits = dlogits
         if reduction == "none":
-            losses = _backend.K.cross_entropy_rows(rows, flat, ignore)
-            return losses.reshape(np.shape(targets)).astype(logits.dtype, copy=False)
-        ctx.scale = 1.0 / count if reduction == "mean" and count else 1.0
-        value = total * ctx.scale if count or reduction == "sum" else np.nan
+            return losses.reshape(out_shape).astype(logits.dtype, copy=False)
+        total = total if losses is None else losses.sum()
+        ctx.scale = 1.0 / denom if reduction == "mean" and denom else 1.0
+        value = total * ctx.scale if denom or reduction == "sum" else np.nan
         return np.asarray(value, dtype=logits.dtype)
 
     @staticmethod
     def backward(ctx, g):
-        if ctx.reduction == "none":
-            d = ctx.dlogits * g.reshape(-1, 1)
-        else:
-            d = ctx.dlogits * (g * ctx.scale)
-        if len(ctx.shape) == 1:
-            return d.reshape(ctx.shape), None
-        if len(ctx.shape) > 2:
-            moved = (ctx.shape[0], *ctx.shape[2:], ctx.shape[1])
-            return np.moveaxis(d.reshape(moved), -1, 1), None
-        return d, None
+        g = g.reshape(-1, 1) if ctx.reduction == "none" else g * ctx.scale
+        dtarget = None
+        if ctx.dtarget is not None and ctx.needs_input_grad[1]:
+            dtarget = _unrows(ctx.dtarget * g, ctx.shape)
+        return _unrows(ctx.dlogits * g, ctx.shape), dtarget
 
 
 class LayerNorm(Function):
@@ -111,6 +191,7 @@ class LayerNorm(Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, normalized_shape=(), eps=1e-5):
+        _check_float("layer_norm", input=x, weight=weight, bias=bias)
         n = len(normalized_shape)
         if tuple(x.shape[x.ndim - n :]) != tuple(normalized_shape) or n == 0:
             raise ValueError(
@@ -120,7 +201,7 @@ class LayerNorm(Function):
             if p is not None and p.shape != tuple(normalized_shape):
                 raise ValueError(f"layer_norm: {label} of shape {p.shape}, expected {tuple(normalized_shape)}")
         cols = int(np.prod(normalized_shape))
-        rows = np.ascontiguousarray(x.reshape(-1, cols))
+        rows = np.ascontiguousarray(x.reshape(math.prod(x.shape[: x.ndim - n]), cols))
         w = None if weight is None else weight.reshape(cols)
         b = None if bias is None else bias.reshape(cols)
         y, mean, rstd = _backend.K.layernorm_forward(rows, w, b, eps)
@@ -145,6 +226,7 @@ class Dropout(Function):
 
     @staticmethod
     def forward(ctx, x, p=0.5, generator=None):
+        _check_float("dropout", input=x)
         seed = int(resolve(generator).integers(1 << 63))
         y, ctx.mask = _backend.K.dropout_forward(x, p, seed)
         return y
@@ -154,11 +236,56 @@ class Dropout(Function):
         return g * ctx.mask
 
 
+# For float32: erfc(z) = t exp(P(t) - z^2), t = 1 / (1 + z/2), z >= 0 (the form of Numerical Recipes'
+# erfcc), P of degree 12 fitted by least squares to math.erfc on [0, 26.5]: relative error < 7e-9 there.
+_ERFC_P = (
+    -1.265511051177316, 0.9999473833876661, 0.37609652682556804, 0.07045689704158467, 0.009362354133987533,
+    -0.6137221663760553, 1.4937633541493165, -3.6454668396038503, 5.866855538650205, -5.553156369993697,
+    3.070793367385121, -0.9287526488285125, 0.11933364787135063,
+)
+_erfc64 = np.frompyfunc(math.erfc, 1, 1)  # exact but ~0.3 us per element: float64 only (tests, gradcheck)
+
+
+def _erfc_fit(z: np.ndarray) -> np.ndarray:
+    """erfc(z) for z >= 0 from the fit above, in z's dtype (numpy has no erf)."""
+    t = 1.0 / (1.0 + 0.5 * z)
+    p = np.full_like(z, _ERFC_P[-1])
+    for c in _ERFC_P[-2::-1]:
+        p *= t
+        p += c
+    p -= z * z
+    return t * np.exp(p, out=p)
+
+
+def _normal_cdf(x: np.ndarray) -> np.ndarray:
+    """Phi(x) = erfc(-x / sqrt(2)) / 2, to float precision in both tails."""
+    z = np.abs(x) * (1.0 / math.sqrt(2.0))
+    tail = 0.5 * (_erfc64(z).astype(np.float64) if x.dtype == np.float64 else _erfc_fit(z))
+    return np.where(x < 0, tail, 1.0 - tail)
+
+
+class GeluErf(Function):
+    """GELU x * Phi(x) with the exact normal CDF (PyTorch's default, approximate='none')."""
+
+    @staticmethod
+    def forward(ctx, x):
+        _check_float("gelu", input=x)
+        cdf = _normal_cdf(x)
+        ctx.save_for_backward(x, cdf)
+        return x * cdf
+
+    @staticmethod
+    def backward(ctx, g):
+        x, cdf = ctx.saved_tensors
+        return g * (cdf + x * np.exp(-0.5 * x * x) * (1.0 / math.sqrt(2.0 * math.pi)))
+
+
 class Embedding(Function):
     """Rows of a (V, D) table picked by integer ids; backward scatter-adds into the rows."""
 
     @staticmethod
     def forward(ctx, weight, ids):
+        _check_float("embedding", weight=weight)
         ids = np.asarray(ids)
         if ids.dtype.kind not in "iu":
             raise TypeError(f"embedding: ids must be integers, got dtype {ids.dtype}")
@@ -182,14 +309,15 @@ class Linear(Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias=None):
-        if weight.ndim != 2 or x.shape[-1] != weight.shape[1]:
+        _check_float("linear", input=x, weight=weight, bias=bias)
+        if weight.ndim != 2 or x.ndim == 0 or x.shape[-1] != weight.shape[1]:
             raise ValueError(
                 f"linear: input of shape {x.shape} does not match weight of shape {weight.shape} "
                 f"(expected last axis {weight.shape[-1]})"
             )
         if bias is not None and bias.shape != (weight.shape[0],):
             raise ValueError(f"linear: bias of shape {bias.shape}, expected ({weight.shape[0]},)")
-        rows = np.ascontiguousarray(x.reshape(-1, x.shape[-1]))
+        rows = np.ascontiguousarray(x.reshape(math.prod(x.shape[:-1]), x.shape[-1]))
         ctx.save_for_backward(rows, weight)
         ctx.shape = x.shape
         return _backend.K.linear(rows, weight, bias).reshape(*x.shape[:-1], weight.shape[0])
@@ -204,33 +332,63 @@ class Linear(Function):
 
 
 class ScaledDotProductAttention(Function):
-    """softmax(q k^T * scale + mask) v over (..., T, D) inputs, fused in one kernel call.
+    """softmax(q k^T * scale + mask) v over (..., T, D) inputs, PyTorch's semantics.
 
-    The attention weights of the forward pass are kept in `ctx.weights` (for
-    backward and for diagnostics).
+    attn_mask is bool (True = takes part) or float (added to the scores) and
+    broadcasts to (..., Tq, Tk); a float mask that requires grad gets its
+    gradient. No float mask and no dropout (the common case) is one fused
+    kernel call each way. The attention weights before dropout are kept in
+    `ctx.weights` (for diagnostics).
     """
 
     @staticmethod
-    def forward(ctx, q, k, v, mask=None, is_causal=False, scale=None):
+    def forward(ctx, q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, generator=None):
         _check_attention(q, k, v)
+        if attn_mask is not None and is_causal:
+            raise ValueError(f"{_SDPA}: pass attn_mask or is_causal=True, not both (as PyTorch)")
+        if not 0.0 <= dropout_p < 1.0:
+            raise ValueError(f"{_SDPA}: dropout_p must be in [0, 1), got {dropout_p}")
         lead, tq, tk = q.shape[:-2], q.shape[-2], k.shape[-2]
-        flat = [np.ascontiguousarray(t.reshape(-1, *t.shape[-2:])) for t in (q, k, v)]
-        if mask is not None:
-            mask = _attention_mask(mask, (*lead, tq, tk))
-            mask = None if mask is None else mask.reshape(-1, tq, tk)
-        ctx.scale = 1.0 / np.sqrt(q.shape[-1]) if scale is None else float(scale)
-        out, weights = _backend.K.attention_forward(*flat, mask, bool(is_causal), ctx.scale)
+        flat = [np.ascontiguousarray(t.reshape(math.prod(lead), *t.shape[-2:])) for t in (q, k, v)]
+        ctx.scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+        full = (len(flat[0]), tq, tk)
+        mask = None if attn_mask is None else _attention_mask(attn_mask, (*lead, tq, tk), _SDPA).reshape(full)
+        if mask is None or mask.dtype == np.bool_:
+            mask = None if mask is None or mask.all() else np.ascontiguousarray(mask)
+            out, weights = _backend.K.attention_forward(*flat, mask, bool(is_causal), ctx.scale)
+        else:
+            scores = _backend.K.matmul(flat[0], flat[1], trans_b=True) * ctx.scale + mask
+            weights = _backend.K.softmax_forward(scores.astype(q.dtype, copy=False))
+            weights[np.isneginf(scores).all(axis=-1)] = 0.0  # a fully masked row attends to nothing, as PyTorch
+            out = None
+        ctx.drop = None
+        if dropout_p:
+            seed = int(resolve(generator).integers(1 << 63))
+            dropped, ctx.drop = _backend.K.dropout_forward(weights, dropout_p, seed)
+            out = _backend.K.matmul(dropped, flat[2])
+        elif out is None:
+            out = _backend.K.matmul(weights, flat[2])
         ctx.save_for_backward(*flat, weights)
-        ctx.shapes = (q.shape, k.shape, v.shape)
+        ctx.shapes = (q.shape, k.shape, v.shape, (*lead, tq, tk))
         ctx.weights = weights.reshape(*lead, tq, tk)
         return out.reshape(*lead, tq, v.shape[-1])
 
     @staticmethod
     def backward(ctx, g):
         q, k, v, weights = ctx.saved_tensors
-        g = np.ascontiguousarray(g.reshape(-1, *g.shape[-2:]))
-        grads = _backend.K.attention_backward(g, q, k, v, weights, ctx.scale)
-        return tuple(d.reshape(s) for d, s in zip(grads, ctx.shapes))
+        g = np.ascontiguousarray(g.reshape(len(q), *g.shape[-2:]))
+        if ctx.drop is None and True not in ctx.needs_input_grad[3:]:
+            grads = _backend.K.attention_backward(g, q, k, v, weights, ctx.scale)
+            return *(d.reshape(s) for d, s in zip(grads, ctx.shapes)), None
+        dropped = weights if ctx.drop is None else weights * ctx.drop
+        dv = _backend.K.matmul(dropped, g, trans_a=True)
+        dw = _backend.K.matmul(g, v, trans_b=True)
+        if ctx.drop is not None:
+            dw *= ctx.drop
+        dscores = weights * (dw - (dw * weights).sum(axis=-1, keepdims=True))
+        dq = _backend.K.matmul(dscores, k) * ctx.scale
+        dk = _backend.K.matmul(dscores, q, trans_a=True) * ctx.scale
+        return tuple(d.reshape(s) for d, s in zip((dq, dk, dv, dscores), ctx.shapes))
 
 
 class SelfAttention(Function):
@@ -245,7 +403,8 @@ class SelfAttention(Function):
     def forward(ctx, qkv, n_heads=1, mask=None, is_causal=False, scale=None):
         B, T, D = _check_packed(qkv, n_heads)
         if mask is not None:
-            mask = _attention_mask(mask, (B, n_heads, T, T))
+            mask = _attention_mask(mask, (B, n_heads, T, T), "self_attention", floats=False)
+            mask = None if mask.all() else np.ascontiguousarray(mask)
         ctx.scale = 1.0 / np.sqrt(D // n_heads) if scale is None else float(scale)
         out, ctx.weights = _backend.K.self_attention_forward(qkv, n_heads, mask, bool(is_causal), ctx.scale)
         ctx.save_for_backward(qkv, ctx.weights)
@@ -258,7 +417,8 @@ class SelfAttention(Function):
 
 
 def _check_packed(qkv: np.ndarray, n_heads: int) -> tuple[int, int, int]:
-    """(B, T, D) of a packed (B, T, 3*D) projection whose D splits into n_heads."""
+    """(B, T, D) of a packed (B, T, 3*D) float projection whose D splits into n_heads."""
+    _check_float("self_attention", qkv=qkv)
     if qkv.ndim != 3 or qkv.shape[-1] % 3:
         raise ValueError(f"self_attention: qkv must be (batch, length, 3 * d_model), got shape {qkv.shape}")
     B, T, D = qkv.shape[0], qkv.shape[1], qkv.shape[2] // 3
@@ -268,7 +428,10 @@ def _check_packed(qkv: np.ndarray, n_heads: int) -> tuple[int, int, int]:
 
 
 def _check_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray) -> None:
-    """q (..., Tq, D), k (..., Tk, D), v (..., Tk, Dv) with equal leading axes."""
+    """q (..., Tq, D), k (..., Tk, D), v (..., Tk, Dv) of one float dtype with equal leading axes."""
+    _check_float(_SDPA, query=q, key=k, value=v)
+    if q.dtype != k.dtype or q.dtype != v.dtype:
+        raise TypeError(f"{_SDPA}: query, key and value must have one dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
     if q.ndim < 2 or k.ndim != q.ndim or v.ndim != q.ndim:
         raise ValueError(f"scaled_dot_product_attention: q, k, v of shapes {q.shape}, {k.shape}, {v.shape}")
     if q.shape[:-2] != k.shape[:-2] or k.shape[:-1] != v.shape[:-1] or q.shape[-1] != k.shape[-1]:
@@ -278,15 +441,13 @@ def _check_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray) -> None:
         )
 
 
-def _attention_mask(mask, shape: tuple) -> np.ndarray | None:
-    """A bool mask (True = may attend) broadcast to the full scores shape, contiguous; None if it masks nothing."""
+def _attention_mask(mask: Any, shape: tuple, op: str, floats: bool = True) -> np.ndarray:
+    """A bool (True = takes part) or, if `floats`, float (added to the scores) mask broadcast to `shape`."""
     mask = np.asarray(mask)
-    if mask.dtype != np.bool_:
-        raise TypeError(f"scaled_dot_product_attention: mask must be bool (True = attend), got {mask.dtype}")
+    if mask.dtype != np.bool_ and not (floats and mask.dtype in _FLOATS):
+        kinds = "bool (True = takes part) or float (added to the scores)" if floats else "bool (True = may attend)"
+        raise TypeError(f"{op}: mask must be {kinds}, got dtype {mask.dtype}")
     try:
-        full = np.broadcast_to(mask, shape)
-        return None if mask.all() else np.ascontiguousarray(full)
+        return np.broadcast_to(mask, shape)
     except ValueError:
-        raise ValueError(
-            f"scaled_dot_product_attention: mask of shape {mask.shape} does not broadcast to {shape}"
-        ) from None
+        raise ValueError(f"{op}: mask of shape {mask.shape} does not broadcast to {shape}") from None
