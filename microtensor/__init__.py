@@ -1,18 +1,39 @@
 """microtensor: a reverse-mode autograd tensor library with C kernels, PyTorch-style."""
 
 from . import backend, nn, optim
-from .autograd import AutogradError, Function, enable_grad, is_grad_enabled, no_grad
+from .autograd import (
+    AutogradError,
+    Function,
+    enable_grad,
+    inference_mode,
+    is_grad_enabled,
+    no_grad,
+    set_grad_enabled,
+)
 from .combine import cat, stack, where
 from .creation import arange, full, ones, ones_like, rand, rand_like, randn, randn_like, tensor, zeros, zeros_like
 from .device import cuda, device
+from .dtypes import (
+    bool,
+    double,
+    float,
+    float16,
+    float32,
+    float64,
+    half,
+    int,
+    int8,
+    int16,
+    int32,
+    int64,
+    long,
+    short,
+    uint8,
+)
 from .gradcheck import GradcheckError, gradcheck
 from .random import manual_seed
 from .serialization import load, save
 from .tensor import Tensor, split
-
-float32 = "float32"
-float64 = "float64"
-int64 = "int64"
 
 __version__ = "0.1.0"
 
@@ -22,6 +43,8 @@ __all__ = [
     "full", "gradcheck", "is_grad_enabled", "load", "manual_seed", "nn", "no_grad", "ones", "ones_like",
     "optim", "rand", "rand_like", "randn", "randn_like", "save", "split", "stack", "tensor", "where",
     "zeros", "zeros_like",
+    "inference_mode", "set_grad_enabled", "bool", "double", "float", "float16", "float32", "float64", "half",
+    "int", "int8", "int16", "int32", "int64", "long", "short", "uint8",
 ]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 from collections.abc import Callable
 from typing import Any
@@ -29,9 +30,12 @@ def is_grad_enabled() -> bool:
 class no_grad:
     """Context manager (and decorator) under which ops build no graph."""
 
+    mode: bool | None = False  # grad mode inside the block (None: unchanged)
+
     def __enter__(self) -> None:
         self._prev = _GradMode.enabled
-        _GradMode.enabled = False
+        if self.mode is not None:
+            _GradMode.enabled = self.mode
 
     def __exit__(self, *exc: object) -> None:
         _GradMode.enabled = self._prev
@@ -39,7 +43,7 @@ class no_grad:
     def __call__(self, fn: Callable) -> Callable:
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            with no_grad():
+            with copy.copy(self):
                 return fn(*args, **kwargs)
 
         return wrapper
@@ -48,9 +52,25 @@ class no_grad:
 class enable_grad(no_grad):
     """Context manager that turns graph recording back on inside a no_grad block."""
 
+    mode = True
+
+
+class inference_mode(no_grad):
+    """PyTorch's inference_mode: no graph inside (here the same as no_grad); mode=False changes nothing."""
+
+    def __init__(self, mode: bool = True) -> None:
+        self.mode = False if mode else None
+
+
+class set_grad_enabled(no_grad):
+    """Turn graph recording on or off now; as a context manager, the previous mode comes back at exit."""
+
+    def __init__(self, mode: bool) -> None:
+        self._prev, self.mode = _GradMode.enabled, bool(mode)
+        _GradMode.enabled = self.mode
+
     def __enter__(self) -> None:
-        self._prev = _GradMode.enabled
-        _GradMode.enabled = True
+        pass
 
 
 class Function:
@@ -78,6 +98,8 @@ class Function:
     needs_input_grad: list  # one bool per forward argument: whether its gradient is wanted
     saved_tensors: tuple = ()
     _saved_versions: list | tuple = ()
+    _retain: Any = None  # the non-leaf tensor whose .grad keeps this node's output gradient (retain_grad)
+    is_view = False  # True for ops whose output may share the first input's memory (then it shares its version)
 
     @staticmethod
     def forward(ctx: Function, *args: Any, **kwargs: Any) -> np.ndarray:
@@ -102,6 +124,8 @@ class Function:
         ctx = cls()
         arrays = [a.data if isinstance(a, Tensor) else a for a in args]
         out = Tensor._wrap(cls.forward(ctx, *arrays, **kwargs))
+        if cls.is_view:
+            _share_version(out, args[0])
         if _GradMode.enabled:
             needs = [isinstance(a, Tensor) and a.requires_grad for a in args]
             if True in needs:
@@ -123,14 +147,31 @@ class Function:
                 )
 
 
+def _share_version(out: Tensor, base: Tensor) -> None:
+    """A view op's output that shares its input's memory shares its version counter too, as in PyTorch."""
+    if type(base) is not Tensor:
+        return
+    view, data = out.data.base, base.data
+    if view is not None and (view is data or view is data.base):
+        out._version = base._version
+        if base.requires_grad and _GradMode.enabled:
+            base._version.views = True
+
+
 def _versions_of_saved(saved: tuple, args: tuple, out: Tensor) -> list:
-    """(version counter, current value) of every input or output tensor whose array was saved."""
+    """(version counter, current value) of every input or output tensor whose memory a saved array uses.
+
+    Saved arrays are matched by memory, not identity, so that a reshaped view of
+    an input (as linear and layer_norm save) is watched like the input itself.
+    """
+    arrays = [s for s in saved if type(s) is np.ndarray]
     pairs = []
     for t in (*args, out):
         if isinstance(t, Tensor):
             data = t.data
-            for s in saved:
-                if s is data:
+            owner = data if data.base is None else data.base
+            for s in arrays:
+                if s is data or ((s is owner or s.base is owner) and np.may_share_memory(s, data)):
                     pairs.append((t._version, t._version.value))
                     break
     return pairs
@@ -208,6 +249,8 @@ def _run_node(node: Function, g: np.ndarray, grads: dict, retain_graph: bool) ->
         )
     if node._saved_versions:
         node._check_versions()
+    if node._retain is not None:
+        _accumulate_leaf(node._retain, g)
     in_grads = type(node).backward(node, g)
     if not isinstance(in_grads, tuple):
         in_grads = (in_grads,)

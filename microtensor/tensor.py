@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
 from . import autograd
+from . import device as _device
 from .autograd import AutogradError, _GradMode
 
 DEFAULT_DTYPE = np.dtype(np.float32)
 
 
 class _Version:
-    """A counter shared by a tensor and its detached views; in-place ops bump it."""
+    """A counter shared by a tensor, its views and its detached copies; in-place ops bump it."""
 
-    __slots__ = ("value",)
+    __slots__ = ("value", "views")
 
     def __init__(self) -> None:
         self.value = 0
+        self.views = False  # True once a view of it was made inside the graph
 
 
 def _as_array(data: Any, dtype: Any = None) -> np.ndarray:
@@ -139,8 +142,27 @@ class Tensor:
     def numel(self) -> int:
         return int(self.data.size)
 
+    def dim(self) -> int:
+        return self.data.ndim
+
+    def element_size(self) -> int:
+        return self.data.itemsize
+
+    @property
+    def device(self) -> _device.device:
+        return _device.CPU
+
+    def is_floating_point(self) -> bool:
+        return self.data.dtype.kind == "f"
+
     def __len__(self) -> int:
+        if not self.data.ndim:
+            raise TypeError("len() of a 0-d tensor")
         return len(self.data)
+
+    def __iter__(self) -> Iterator[Tensor]:
+        """Rows along the first axis (each in the graph), so that `for row in t` and `a, b = t` work."""
+        return (self[i] for i in range(len(self)))
 
     def numpy(self) -> np.ndarray:
         """The underlying numpy array (shared, not copied)."""
@@ -165,11 +187,27 @@ class Tensor:
         t._version = self._version
         return t
 
+    def detach_(self) -> Tensor:
+        """Take this tensor out of the graph (it becomes a leaf that does not require grad)."""
+        self._ctx, self.requires_grad = None, False
+        return self
+
     def requires_grad_(self, requires_grad: bool = True) -> Tensor:
         if requires_grad and self.data.dtype.kind != "f":
             raise TypeError(f"requires_grad_: only floating-point tensors can require grad, got {self.dtype}")
+        if not requires_grad and self._ctx is not None:
+            raise AutogradError(
+                "requires_grad_: only leaf tensors can stop requiring grad; use .detach() for a copy outside the graph"
+            )
         self.requires_grad = requires_grad
         return self
+
+    def retain_grad(self) -> None:
+        """Keep this non-leaf tensor's gradient in .grad after backward (leaves keep theirs anyway)."""
+        if not self.requires_grad:
+            raise AutogradError("retain_grad: the tensor does not require grad")
+        if self._ctx is not None:
+            self._ctx._retain = self
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Drop the gradient (or zero it in place with set_to_none=False)."""
@@ -194,7 +232,24 @@ class Tensor:
         return "tensor(" + ", ".join([body, *extras]) + ")"
 
     def __bool__(self) -> bool:
+        if self.data.size != 1:
+            raise ValueError(
+                f"bool: the truth value of a tensor of shape {self.shape} is ambiguous; use .any() or .all()"
+            )
         return bool(self.data)
+
+    def __format__(self, spec: str) -> str:
+        """f"{loss:.4f}" formats a one-element tensor as its number; other tensors take no format spec."""
+        if self.data.size == 1:
+            return format(self.data.item(), spec)
+        if spec:
+            raise TypeError(f"format: spec {spec!r} needs a one-element tensor, got shape {self.shape}")
+        return repr(self)
+
+    def __index__(self) -> int:
+        if self.data.dtype.kind not in "iu" or self.data.size != 1:
+            raise TypeError(f"index: only one-element integer tensors are indices, got {self.dtype} {self.shape}")
+        return int(self.data.item())
 
     def __float__(self) -> float:
         return float(self.item())
@@ -205,13 +260,38 @@ class Tensor:
     def __hash__(self) -> int:
         return id(self)
 
-    # ---- dtype conversion -------------------------------------------------------------
-    def to(self, dtype: Any) -> Tensor:
-        from .ops import Cast
+    # ---- device and dtype conversion -------------------------------------------------
+    def to(self, *args: Any, dtype: Any = None, device: Any = None, non_blocking: bool = False, copy: bool = False):
+        """PyTorch's `to(device)`, `to(dtype)`, `to(device, dtype)`, `to(tensor)`: self when nothing changes."""
+        for arg in args:
+            if isinstance(arg, Tensor):
+                dtype = arg.dtype
+            elif isinstance(arg, (str, _device.device)):
+                try:
+                    device = _device._check_device(arg, "to")
+                except ValueError:
+                    if not isinstance(arg, str) or arg not in np.sctypeDict:
+                        raise
+                    dtype = arg
+            else:
+                dtype = arg
+        _device._check_device(device, "to")
+        if dtype is None or np.dtype(dtype) == self.data.dtype:
+            return self.clone() if copy else self
+        return ops.Cast.apply(self, dtype=np.dtype(dtype))
 
-        return Cast.apply(self, dtype=np.dtype(dtype))
+    def astype(self, dtype: Any) -> Tensor:
+        return self.to(dtype)
 
-    astype = to
+    def cpu(self) -> Tensor:
+        return self
+
+    def cuda(self, *args: Any, **kwargs: Any) -> Tensor:
+        _device._check_device("cuda", "cuda")
+        return self
+
+    def type_as(self, other: Tensor) -> Tensor:
+        return self.to(other.dtype)
 
     def float(self) -> Tensor:
         return self.to(np.float32)
@@ -221,6 +301,12 @@ class Tensor:
 
     def long(self) -> Tensor:
         return self.to(np.int64)
+
+    def int(self) -> Tensor:
+        return self.to(np.int32)
+
+    def bool(self) -> Tensor:
+        return self.to(np.bool_)
 
     # ---- arithmetic ---------------------------------------------------------------------
     def __add__(self, other: Any) -> Tensor:
@@ -320,11 +406,6 @@ class Tensor:
     def abs(self) -> Tensor:
         return ops.Abs.apply(self)
 
-    def clip(self, min: float | None = None, max: float | None = None) -> Tensor:  # noqa: A002
-        return ops.Clip.apply(self, lo=min, hi=max)
-
-    clamp = clip
-
     def masked_fill(self, mask: Any, value: float) -> Tensor:
         return ops.MaskedFill.apply(self, _data(mask), value=value)
 
@@ -334,31 +415,6 @@ class Tensor:
 
     def mean(self, axis: Any = None, keepdims: bool = False, *, dim: Any = None, keepdim: bool | None = None):
         return ops.Mean.apply(self, axis=_axis(axis, dim, "mean"), keepdims=_keep(keepdims, keepdim))
-
-    def max(self, axis: Any = None, keepdims: bool = False, *, dim: Any = None, keepdim: bool | None = None):
-        return ops.Max.apply(self, axis=_axis(axis, dim, "max"), keepdims=_keep(keepdims, keepdim))
-
-    def min(self, axis: Any = None, keepdims: bool = False, *, dim: Any = None, keepdim: bool | None = None):
-        return ops.Min.apply(self, axis=_axis(axis, dim, "min"), keepdims=_keep(keepdims, keepdim))
-
-    def var(
-        self,
-        axis: Any = None,
-        keepdims: bool = False,
-        *,
-        dim: Any = None,
-        keepdim: bool | None = None,
-        correction: int = 1,
-    ) -> Tensor:
-        """Variance with Bessel's correction by default, as in PyTorch (correction=0 for numpy's)."""
-        axis = _axis(axis, dim, "var")
-        return ops.Var.apply(self, axis=axis, keepdims=_keep(keepdims, keepdim), correction=correction)
-
-    def argmax(self, axis: int | None = None, keepdims: bool = False, *, dim: int | None = None) -> Tensor:
-        return Tensor._wrap(np.argmax(self.data, axis=_axis(axis, dim, "argmax"), keepdims=keepdims))
-
-    def argmin(self, axis: int | None = None, keepdims: bool = False, *, dim: int | None = None) -> Tensor:
-        return Tensor._wrap(np.argmin(self.data, axis=_axis(axis, dim, "argmin"), keepdims=keepdims))
 
     def softmax(self, axis: int | None = None, *, dim: int | None = None) -> Tensor:
         return ops.Softmax.apply(self, axis=_axis(axis, dim, "softmax", -1))
@@ -372,7 +428,35 @@ class Tensor:
             shape = tuple(shape[0])
         return ops.Reshape.apply(self, shape=shape)
 
-    view = reshape
+    def view(self, *shape: Any) -> Tensor:
+        """reshape that must not copy, as PyTorch's view (which needs compatible strides)."""
+        out = self.reshape(*shape)
+        if out.data.size and not np.shares_memory(out.data, self.data):
+            raise ValueError(
+                f"view: a tensor of shape {self.shape} and strides {self.data.strides} cannot be viewed as "
+                f"{out.shape} without a copy; use .reshape(...) instead"
+            )
+        return out
+
+    def t(self) -> Tensor:
+        """Transpose a 2-D tensor (0-D and 1-D tensors come back as they are), as PyTorch's t()."""
+        if self.ndim > 2:
+            raise ValueError(f"t: expects a tensor with at most 2 dimensions, got shape {self.shape}; use transpose")
+        return self.transpose(0, 1) if self.ndim == 2 else self
+
+    def contiguous(self) -> Tensor:
+        return self if self.data.flags.c_contiguous else self.clone()
+
+    def repeat(self, *sizes: Any) -> Tensor:
+        """Tile the tensor `sizes[i]` times along each axis (PyTorch's repeat, numpy's tile)."""
+        if len(sizes) == 1 and isinstance(sizes[0], (tuple, list)):
+            sizes = tuple(sizes[0])
+        if len(sizes) < self.ndim:
+            raise ValueError(f"repeat: {len(sizes)} repeat counts for a tensor of shape {self.shape}")
+        shape = (1,) * (len(sizes) - self.ndim) + self.shape
+        spread = self.reshape(*[m for n in shape for m in (1, n)])
+        tiled = spread.expand(*[m for r, n in zip(sizes, shape) for m in (r, n)])
+        return tiled.reshape(*[r * n for r, n in zip(sizes, shape)])
 
     def flatten(self, start_dim: int = 0) -> Tensor:
         return self.reshape(*self.shape[:start_dim], -1)
@@ -414,58 +498,181 @@ class Tensor:
     def __getitem__(self, index: Any) -> Tensor:
         return ops.GetItem.apply(self, index=_index(index))
 
-    # ---- in-place (only outside the graph) -------------------------------------------------
-    def _inplace(self, op: str) -> np.ndarray:
-        """The array to modify, after checking that no graph depends on modifying it."""
-        if _GradMode.enabled and self.requires_grad:
+    # ---- in-place ops, with PyTorch's rules ------------------------------------------------
+    def _records(self, op: str, *others: Any) -> bool:
+        """True when the in-place op must be recorded in the graph; raises where PyTorch refuses it."""
+        if not _GradMode.enabled or not (
+            self.requires_grad or any(isinstance(o, Tensor) and o.requires_grad for o in others)
+        ):
+            return False
+        if self.requires_grad and self._ctx is None:
             raise AutogradError(
-                f"{op}: in-place change of a tensor that requires grad; wrap it in mt.no_grad() "
-                "or use the out-of-place op"
+                f"{op}: a leaf Variable that requires grad is being used in an in-place operation; "
+                "wrap it in mt.no_grad() or use the out-of-place op"
             )
-        self._version.value += 1
-        return self.data
+        if self._version.views:
+            raise AutogradError(
+                f"{op}: in-place change of a view, or of a tensor that has views, inside the graph is not "
+                "supported; use the out-of-place op (x = x + y)"
+            )
+        return True
 
-    def __setitem__(self, index: Any, value: Any) -> None:
-        self._inplace("__setitem__")[_index(index)] = _data(value)
+    def _record(self, op: str, fn: Any) -> Tensor:
+        """PyTorch's rebase: self's new node computes fn(old value), whose parent is self's old node."""
+        old = Tensor._wrap(self.data.copy())
+        old.requires_grad, old._ctx = self.requires_grad, self._ctx
+        new = fn(old)
+        self._store(op, np.copyto, new.data)
+        if self._ctx is not None and self._ctx._retain is self:
+            new._ctx._retain = self
+        self.requires_grad, self._ctx = True, new._ctx
+        return self
+
+    def _store(self, op: str, ufunc: Any, *args: Any) -> Tensor:
+        """Write ufunc(self, *args) into self's memory and bump its version; numpy's errors name the op."""
+        try:
+            if ufunc is np.copyto:
+                np.copyto(self.data, args[0], casting="unsafe")
+            else:
+                ufunc(self.data, *args, out=self.data, casting="same_kind")
+        except (TypeError, ValueError) as err:
+            shapes = [np.shape(a) for a in args]
+            raise TypeError(f"{op}: cannot write the result into a tensor of shape {self.shape} and dtype "
+                            f"{self.dtype} (other operands: shapes {shapes}): {err}") from None
+        self._version.value += 1
+        return self
+
+    def _arith_(self, op: str, ufunc: Any, fn: Any, other: Any) -> Tensor:
+        if self._records(op, other):
+            return self._record(op, lambda old: fn(old, other))
+        return self._store(op, ufunc, _data(other))
 
     def __iadd__(self, other: Any) -> Tensor:
-        np.add(self._inplace("+="), _data(other), out=self.data, casting="same_kind")
-        return self
+        return self._arith_("+=", np.add, ops.Add.apply, other)
 
     def __isub__(self, other: Any) -> Tensor:
-        np.subtract(self._inplace("-="), _data(other), out=self.data, casting="same_kind")
-        return self
+        return self._arith_("-=", np.subtract, ops.Sub.apply, other)
 
     def __imul__(self, other: Any) -> Tensor:
-        np.multiply(self._inplace("*="), _data(other), out=self.data, casting="same_kind")
-        return self
+        return self._arith_("*=", np.multiply, ops.Mul.apply, other)
 
     def __itruediv__(self, other: Any) -> Tensor:
-        np.divide(self._inplace("/="), _data(other), out=self.data, casting="same_kind")
-        return self
+        return self._arith_("/=", np.divide, ops.Div.apply, other)
 
-    def add_(self, other: Any) -> Tensor:
-        return self.__iadd__(other)
+    def add_(self, other: Any, *, alpha: float = 1) -> Tensor:
+        return self._arith_("add_", np.add, ops.Add.apply, other if alpha == 1 else other * alpha)
 
-    def sub_(self, other: Any) -> Tensor:
-        return self.__isub__(other)
+    def sub_(self, other: Any, *, alpha: float = 1) -> Tensor:
+        return self._arith_("sub_", np.subtract, ops.Sub.apply, other if alpha == 1 else other * alpha)
 
     def mul_(self, other: Any) -> Tensor:
-        return self.__imul__(other)
+        return self._arith_("mul_", np.multiply, ops.Mul.apply, other)
 
     def div_(self, other: Any) -> Tensor:
-        return self.__itruediv__(other)
+        return self._arith_("div_", np.divide, ops.Div.apply, other)
 
-    def fill_(self, value: float) -> Tensor:
-        self._inplace("fill_").fill(value)
-        return self
+    def copy_(self, src: Any, non_blocking: bool = False) -> Tensor:
+        """Copy src's values (broadcast, cast to self's dtype) into self; gradients flow to src."""
+        if self._records("copy_", src):
+            return self._record("copy_", lambda old: _CopyInto.apply(old, src))
+        return self._store("copy_", np.copyto, _data(src))
+
+    def fill_(self, value: Any) -> Tensor:
+        return self.copy_(value)
 
     def zero_(self) -> Tensor:
-        return self.fill_(0)
+        return self.copy_(0)
 
-    def copy_(self, src: Any) -> Tensor:
-        np.copyto(self._inplace("copy_"), _data(src), casting="same_kind")
+    def masked_fill_(self, mask: Any, value: Any) -> Tensor:
+        if self._records("masked_fill_"):
+            return self._record("masked_fill_", lambda old: old.masked_fill(mask, value))
+        mask = _data(mask)
+        if getattr(mask, "dtype", None) != np.bool_:
+            raise TypeError(f"masked_fill_: mask must be a bool tensor, got {getattr(mask, 'dtype', type(mask))}")
+        try:
+            np.copyto(self.data, _data(value), casting="unsafe", where=mask)
+        except ValueError:
+            raise ValueError(f"masked_fill_: mask of shape {mask.shape} does not broadcast to {self.shape}") from None
+        self._version.value += 1
         return self
+
+    def clamp_(self, min: Any = None, max: Any = None) -> Tensor:  # noqa: A002  (PyTorch's names)
+        if self._records("clamp_"):
+            return self._record("clamp_", lambda old: old.clamp(min, max))
+        return self._store("clamp_", np.copyto, self.clamp(min, max).data)
+
+    clip_ = clamp_
+
+    def __setitem__(self, index: Any, value: Any) -> None:
+        index = _index(index)
+        if self._records("__setitem__", value):
+            self._record("__setitem__", lambda old: _SetItem.apply(old, value, index=index))
+            return
+        try:
+            self.data[index] = _data(value)
+        except (IndexError, ValueError, TypeError) as err:
+            raise type(err)(f"__setitem__: cannot assign to index {index!r} of shape {self.shape}: {err}") from None
+        self._version.value += 1
+
+    def clip(self, min: float | None = None, max: float | None = None) -> Tensor:  # noqa: A002
+        return ops.Clip.apply(self, lo=min, hi=max)
+
+    clamp = clip
+
+    def max(self, axis: Any = None, keepdims: bool = False, *, dim: Any = None, keepdim: bool | None = None):
+        return ops.Max.apply(self, axis=_axis(axis, dim, "max"), keepdims=_keep(keepdims, keepdim))
+
+    def min(self, axis: Any = None, keepdims: bool = False, *, dim: Any = None, keepdim: bool | None = None):
+        return ops.Min.apply(self, axis=_axis(axis, dim, "min"), keepdims=_keep(keepdims, keepdim))
+
+    def var(
+        self,
+        axis: Any = None,
+        keepdims: bool = False,
+        *,
+        dim: Any = None,
+        keepdim: bool | None = None,
+        correction: int = 1,
+    ) -> Tensor:
+        """Variance with Bessel's correction by default, as in PyTorch (correction=0 for numpy's)."""
+        axis = _axis(axis, dim, "var")
+        return ops.Var.apply(self, axis=axis, keepdims=_keep(keepdims, keepdim), correction=correction)
+
+    def argmax(self, axis: int | None = None, keepdims: bool = False, *, dim: int | None = None) -> Tensor:
+        return Tensor._wrap(np.argmax(self.data, axis=_axis(axis, dim, "argmax"), keepdims=keepdims))
+
+    def argmin(self, axis: int | None = None, keepdims: bool = False, *, dim: int | None = None) -> Tensor:
+        return Tensor._wrap(np.argmin(self.data, axis=_axis(axis, dim, "argmin"), keepdims=keepdims))
+
+class _CopyInto(autograd.Function):
+    """The value of copy_: src broadcast and cast to the destination; the gradient flows to src only."""
+
+    @staticmethod
+    def forward(ctx: Any, dst: np.ndarray, src: Any) -> np.ndarray:
+        out = np.empty_like(dst)
+        np.copyto(out, src, casting="unsafe")
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, g: np.ndarray) -> tuple:
+        return None, g
+
+
+class _SetItem(autograd.Function):
+    """The value of `t[index] = v`: gradients flow to v at index and to t everywhere else."""
+
+    @staticmethod
+    def forward(ctx: Any, a: np.ndarray, value: Any, index: Any = None) -> np.ndarray:
+        out = a.copy()
+        out[index] = value
+        ctx.index = index
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, g: np.ndarray) -> tuple:
+        ga = g.copy()
+        ga[ctx.index] = 0
+        return ga, g[ctx.index]
 
 
 class _Clone(autograd.Function):

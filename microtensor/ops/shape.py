@@ -8,6 +8,8 @@ from ..autograd import Function
 
 
 class Reshape(Function):
+    is_view = True
+
     @staticmethod
     def forward(ctx, a, shape=()):
         ctx.in_shape = a.shape
@@ -23,6 +25,8 @@ class Reshape(Function):
 
 
 class Permute(Function):
+    is_view = True
+
     @staticmethod
     def forward(ctx, a, dims=()):
         if sorted(d % max(a.ndim, 1) for d in dims) != list(range(a.ndim)):
@@ -36,6 +40,8 @@ class Permute(Function):
 
 
 class BroadcastTo(Function):
+    is_view = True
+
     @staticmethod
     def forward(ctx, a, shape=()):
         try:
@@ -71,6 +77,8 @@ def _check_axis(op: str, axis: int, ndim: int, shapes: list) -> None:
 
 class GetItem(Function):
     """Indexing with ints, slices, integer arrays and boolean masks; repeated indices add up."""
+
+    is_view = True  # basic indexing returns a view; the engine checks the memory
 
     @staticmethod
     def forward(ctx, a, index=None):
