@@ -1,7 +1,8 @@
 /* Scaled dot-product attention over (batch*heads, T, head_dim), llm.c style: the products
  * are strided-batched sgemms, the masked softmax runs a block of rows at a time with one
- * vectorised exponential sweep. The weights are kept for backward. A query row with
- * nothing to attend gets zero weights and a zero output (no NaN), like the reference. */
+ * vectorised exponential sweep. The weights are kept for backward. As in PyTorch, a mask adds
+ * -inf to the scores it drops (a NaN or +inf score stays NaN), and a query row with nothing
+ * to attend (every score -inf) gets zero weights, like the reference. */
 #include <math.h>
 
 #include "internal.h"
@@ -14,7 +15,7 @@ typedef struct {
     int causal;
 } attn_softmax_job;
 
-/* Rows [r0, r1) of the (BH*Tq, Tk) scores: masked entries to -inf, then softmax in place. */
+/* Rows [r0, r1) of the (BH*Tq, Tk) scores: -inf added to masked entries, then softmax in place. */
 static MT_CLONES void attention_softmax_rows(void *ctx, int64_t r0, int64_t r1) {
     const attn_softmax_job *s = ctx;
     int64_t Tk = s->Tk, step = mt_block_rows(Tk);
@@ -24,7 +25,7 @@ static MT_CLONES void attention_softmax_rows(void *ctx, int64_t r0, int64_t r1) 
             for (int64_t r = 0; r < MT_SHORT_ROWS; r++)
                 keep[r] = mt_kept_columns(b0 + r, Tk, s->causal ? s->Tq : 0);
             float *w = s->w + b0 * Tk;
-            mt_softmax_short(w, w, n, Tk, keep, s->mask ? s->mask + b0 * Tk : NULL, 1.0f);
+            mt_softmax_short(w, w, n, Tk, keep, s->mask ? s->mask + b0 * Tk : NULL, 1.0f, 1);
         }
         return;
     }
@@ -34,9 +35,9 @@ static MT_CLONES void attention_softmax_rows(void *ctx, int64_t r0, int64_t r1) 
             float *w = s->w + r * Tk;
             const uint8_t *mask = s->mask ? s->mask + r * Tk : NULL;
             int64_t lim = mt_kept_columns(r, Tk, s->causal ? s->Tq : 0);
-            for (int64_t j = lim; j < Tk; j++) w[j] = -INFINITY;
+            for (int64_t j = lim; j < Tk; j++) w[j] -= INFINITY;
             if (mask)
-                for (int64_t j = 0; j < lim; j++) w[j] = mask[j] ? w[j] : -INFINITY;
+                for (int64_t j = 0; j < lim; j++) w[j] -= mask[j] ? 0.0f : INFINITY;
             float m = mt_max(w, Tk);
             m = m == -INFINITY ? 0.0f : m;
 #pragma omp simd
@@ -45,7 +46,7 @@ static MT_CLONES void attention_softmax_rows(void *ctx, int64_t r0, int64_t r1) 
         mt_exp_inplace(s->w + b0 * Tk, (b1 - b0) * Tk);
         for (int64_t r = b0; r < b1; r++) {
             float *w = s->w + r * Tk;
-            float sum = mt_sum(w, Tk), inv = sum > 0.0f ? 1.0f / sum : 0.0f;
+            float inv = mt_inv_sum(mt_sum(w, Tk));
 #pragma omp simd
             for (int64_t j = 0; j < Tk; j++) w[j] *= inv;
         }

@@ -43,11 +43,13 @@ static MT_CLONES void ce_forward_task(void *ctx, int64_t t) {
             const float *x = s->logits + r * C;
             float *d = s->dlogits + r * C;
             int64_t target = s->targets[r];
-            if (target == s->ignore_index) {
-                for (int64_t j = 0; j < C; j++) d[j] = 0.0f;
+            float sum = mt_sum(d, C), inv = 1.0f / sum;
+            if (target == s->ignore_index) { /* gradient 0, or NaN for a NaN row, as PyTorch's */
+                float zero = inv * 0.0f;
+#pragma omp simd
+                for (int64_t j = 0; j < C; j++) d[j] = zero;
                 continue;
             }
-            float sum = mt_sum(d, C), inv = 1.0f / sum;
             loss += (double)(logf(sum) - (x[target] - m[r - b0]));
             count++;
 #pragma omp simd
@@ -99,11 +101,17 @@ static MT_CLONES void ce_rows(void *ctx, int64_t r0, int64_t r1) {
         int64_t b1 = b0 + step < r1 ? b0 + step : r1;
         if (C > MT_EXP_BLOCK) { /* one long row: vectorises on its own */
             const float *x = s->logits + b0 * C;
-            float mr = mt_max(x, C), sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-            for (int64_t j = 0; j < C; j++) sum += mt_expf(x[j] - mr);
+            float mr = mt_max(x, C);
+            double sum = 0.0;
+            for (int64_t j0 = 0; j0 < C; j0 += MT_SUM_BLOCK) { /* in blocks, as mt_sum */
+                int64_t j1 = j0 + MT_SUM_BLOCK < C ? j0 + MT_SUM_BLOCK : C;
+                float part = 0.0f;
+#pragma omp simd reduction(+ : part)
+                for (int64_t j = j0; j < j1; j++) part += mt_expf(x[j] - mr);
+                sum += part;
+            }
             m[0] = mr;
-            e[0] = sum;
+            e[0] = (float)sum;
         } else {
             block_exp(s->logits, e, m, b0, b1, C);
         }

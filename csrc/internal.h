@@ -76,8 +76,10 @@ static inline __attribute__((always_inline)) int64_t mt_block_rows(int64_t cols)
     return cols >= MT_EXP_BLOCK ? 1 : MT_EXP_BLOCK / (cols > 0 ? cols : 1);
 }
 
-/* Largest of x[0:n] (-inf when n == 0). Short rows take a plain loop: a vector reduction
- * there costs more in shuffles and stack round trips than it saves. */
+/* Largest of x[0:n] (-inf when n == 0), skipping NaN: row kernels need no NaN test here, since
+ * a NaN (or an inf - inf) reaches the row's sum and from there every output, as in PyTorch.
+ * Short rows take a plain loop: a vector reduction there costs more in shuffles and stack
+ * round trips than it saves. */
 static inline __attribute__((always_inline)) float mt_max(const float *x, int64_t n) {
     float m = -__builtin_inff();
     if (n < 32) {
@@ -89,16 +91,26 @@ static inline __attribute__((always_inline)) float mt_max(const float *x, int64_
     return m;
 }
 
-/* Sum of x[0:n] (plain loop for short rows, as mt_max). */
+/* Values per partial sum in mt_sum: float lanes over a block this long stay accurate, and
+ * the blocks add up in double, so a row of 2^24 values sums as well as PyTorch's (or better). */
+#define MT_SUM_BLOCK 1024
+
+/* Sum of x[0:n] (plain loop for short rows, as mt_max; blocks of MT_SUM_BLOCK in double for long). */
 static inline __attribute__((always_inline)) float mt_sum(const float *x, int64_t n) {
     float s = 0.0f;
     if (n < 32) {
         for (int64_t j = 0; j < n; j++) s += x[j];
         return s;
     }
+    double total = 0.0;
+    for (int64_t b = 0; b < n; b += MT_SUM_BLOCK) {
+        int64_t e = b + MT_SUM_BLOCK < n ? b + MT_SUM_BLOCK : n;
+        s = 0.0f;
 #pragma omp simd reduction(+ : s)
-    for (int64_t j = 0; j < n; j++) s += x[j];
-    return s;
+        for (int64_t j = b; j < e; j++) s += x[j];
+        total += s;
+    }
+    return (float)total;
 }
 
 /* -1 when every ids[i] (i < n) lies in [0, limit) (or equals skip, if use_skip); else the
@@ -121,20 +133,25 @@ static inline __attribute__((always_inline)) int64_t mt_kept_columns(int64_t r, 
     return lim > cols ? cols : lim;
 }
 
+/* 1 / sum, except 0 for an empty sum: a row whose entries are all masked (all -inf) gets zero
+ * weights, as PyTorch's attention; a NaN sum stays NaN. */
+static inline __attribute__((always_inline)) float mt_inv_sum(float sum) { return sum == 0.0f ? 0.0f : 1.0f / sum; }
+
 /* Softmax of up to MT_SHORT_ROWS rows of at most MT_SHORT_COLS columns, vectorised across
  * rows: the block is transposed into a small tile so each step (max, exp, sum) is one vector
  * operation over the rows, instead of a short, latency-bound loop per row. Column j of row r
- * takes part when j < keep[r] and (no mask or mask[r*cols + j]); the rest get weight 0, and a
- * row with nothing kept is all zeros. */
+ * is kept when j < keep[r] and (no mask or mask[r*cols + j]); the others have -inf added to
+ * their score, as PyTorch adds a mask (a NaN or +inf score stays NaN). With `safe` (attention),
+ * a row of -inf scores gets all-zero weights; without (softmax), it gets NaN, as in PyTorch. */
 #define MT_SHORT_ROWS 16
 #define MT_SHORT_COLS 32
 static inline __attribute__((always_inline)) void mt_softmax_short(const float *x, float *y, int64_t rows, int64_t cols,
-                                    const int64_t *keep, const uint8_t *mask, float scale) {
+                                    const int64_t *keep, const uint8_t *mask, float scale, int safe) {
     float t[MT_SHORT_COLS][MT_SHORT_ROWS], m[MT_SHORT_ROWS], s[MT_SHORT_ROWS];
     for (int64_t r = 0; r < MT_SHORT_ROWS; r++)
         for (int64_t j = 0; j < cols; j++) {
             int ok = r < rows && j < keep[r] && (!mask || mask[r * cols + j]);
-            t[j][r] = ok ? scale * x[r * cols + j] : -__builtin_inff();
+            t[j][r] = r < rows ? scale * x[r * cols + j] - (ok ? 0.0f : __builtin_inff()) : -__builtin_inff();
         }
 #pragma omp simd
     for (int r = 0; r < MT_SHORT_ROWS; r++) m[r] = -__builtin_inff();
@@ -144,7 +161,7 @@ static inline __attribute__((always_inline)) void mt_softmax_short(const float *
     }
 #pragma omp simd
     for (int r = 0; r < MT_SHORT_ROWS; r++) {
-        m[r] = m[r] == -__builtin_inff() ? 0.0f : m[r];
+        m[r] = safe && m[r] == -__builtin_inff() ? 0.0f : m[r];
         s[r] = 0.0f;
     }
     for (int64_t j = 0; j < cols; j++) {
@@ -155,7 +172,7 @@ static inline __attribute__((always_inline)) void mt_softmax_short(const float *
         }
     }
 #pragma omp simd
-    for (int r = 0; r < MT_SHORT_ROWS; r++) s[r] = s[r] > 0.0f ? 1.0f / s[r] : 0.0f;
+    for (int r = 0; r < MT_SHORT_ROWS; r++) s[r] = mt_inv_sum(s[r]);
     for (int64_t r = 0; r < rows; r++)
         for (int64_t j = 0; j < cols; j++) y[r * cols + j] = t[j][r] * s[r];
 }

@@ -69,22 +69,35 @@ INLINE void gather_head(const float *qkv, dims s, int64_t b, int64_t h, tiles t)
     gather(head + 2 * s.D, 3 * s.D, s.T, s.hd, t.v);
 }
 
-/* Row i of the weights: softmax of scale * q_i . k_j over the allowed keys (zeros if none). */
-INLINE void weights_row(tiles t, const uint8_t *mask_row, int causal, float scale, int64_t i, int64_t T,
-                        int64_t hd, float *restrict w) {
+/* Whether every score scale * q_i . k_j of a head is finite (|q . k| <= hd max|q| max|k|), so
+ * that a masked score, which PyTorch computes and adds -inf to, is -inf without computing it. */
+INLINE int scores_finite(tiles t, int64_t T, int64_t hd, float scale) {
+    float qmax = 0.0f, kmax = 0.0f, probe = 0.0f; /* probe: NaN when any value is NaN or inf */
+#pragma omp simd reduction(max : qmax, kmax) reduction(+ : probe)
+    for (int64_t i = 0; i < T * hd; i++) {
+        float q = t.q[i] < 0 ? -t.q[i] : t.q[i], k = t.k[i] < 0 ? -t.k[i] : t.k[i];
+        qmax = q > qmax ? q : qmax;
+        kmax = k > kmax ? k : kmax;
+        probe += t.q[i] * 0.0f + t.k[i] * 0.0f;
+    }
+    return probe == 0.0f && qmax * kmax * (float)hd * (scale < 0 ? -scale : scale) < 1e37f;
+}
+
+/* Row i of the weights: softmax of scale * q_i . k_j with -inf added to the masked scores (only
+ * computed when `finite` is false), and all zeros for a row whose scores are all -inf. */
+INLINE void weights_row(tiles t, const uint8_t *mask_row, int causal, float scale, int finite, int64_t i,
+                        int64_t T, int64_t hd, float *restrict w) {
     int64_t limit = causal ? i + 1 : T;
     for (int64_t j = 0; j < T; j++) {
         int allowed = j < limit && (mask_row == NULL || mask_row[j]);
-        w[j] = allowed ? scale * dot(t.q + i * hd, t.k + j * hd, hd) : -__builtin_inff();
+        w[j] = allowed || !finite ? scale * dot(t.q + i * hd, t.k + j * hd, hd) - (allowed ? 0.0f : __builtin_inff())
+                                  : -__builtin_inff();
     }
     float max = mt_max(w, T);
-    if (max == -__builtin_inff()) {
-        for (int64_t j = 0; j < T; j++) w[j] = 0.0f;
-        return;
-    }
+    max = max == -__builtin_inff() ? 0.0f : max;
 #pragma omp simd
     for (int64_t j = 0; j < T; j++) w[j] = mt_expf(w[j] - max);
-    float inv = 1.0f / mt_sum(w, T);
+    float inv = mt_inv_sum(mt_sum(w, T));
 #pragma omp simd
     for (int64_t j = 0; j < T; j++) w[j] *= inv;
 }
@@ -123,8 +136,9 @@ static MT_CLONES void forward_heads(void *ctx, int64_t p0, int64_t p1) {
         gather_head(j->qkv, s, b, h, t);
         float *w = j->weights + p * T * T;
         const uint8_t *m = j->mask ? j->mask + p * T * T : NULL;
+        int finite = scores_finite(t, T, hd, j->scale);
         for (int64_t i = 0; i < T; i++) {
-            weights_row(t, m ? m + i * T : NULL, j->causal, j->scale, i, T, hd, w + i * T);
+            weights_row(t, m ? m + i * T : NULL, j->causal, j->scale, finite, i, T, hd, w + i * T);
             weighted_rows(w + i * T, 1, t.v, T, hd, j->out + (b * T + i) * s.D + h * hd);
         }
     }

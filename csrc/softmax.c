@@ -13,7 +13,8 @@ typedef struct {
 } softmax_job;
 
 
-/* y = exp(x - max) / sum over the kept columns, 0 beyond (a row with nothing kept is all 0). */
+/* y = exp(x - max) / sum, the columns a causal mask drops having -inf added (weight 0). A NaN or
+ * +inf in a row, or a row of -inf, makes the whole row NaN, as in PyTorch. */
 static MT_CLONES void softmax_rows(void *ctx, int64_t r0, int64_t r1) {
     const softmax_job *s = ctx;
     int64_t cols = s->cols, step = mt_block_rows(cols);
@@ -21,7 +22,7 @@ static MT_CLONES void softmax_rows(void *ctx, int64_t r0, int64_t r1) {
         for (int64_t b0 = r0; b0 < r1; b0 += MT_SHORT_ROWS) {
             int64_t n = r1 - b0 < MT_SHORT_ROWS ? r1 - b0 : MT_SHORT_ROWS, keep[MT_SHORT_ROWS];
             for (int64_t r = 0; r < MT_SHORT_ROWS; r++) keep[r] = mt_kept_columns(b0 + r, cols, s->causal_tq);
-            mt_softmax_short(s->x + b0 * cols, s->y + b0 * cols, n, cols, keep, NULL, 1.0f);
+            mt_softmax_short(s->x + b0 * cols, s->y + b0 * cols, n, cols, keep, NULL, 1.0f, 0);
         }
         return;
     }
@@ -34,13 +35,12 @@ static MT_CLONES void softmax_rows(void *ctx, int64_t r0, int64_t r1) {
             float m = mt_max(x, n);
 #pragma omp simd
             for (int64_t j = 0; j < n; j++) y[j] = x[j] - m;
-            for (int64_t j = n; j < cols; j++) y[j] = -INFINITY; /* exp gives exactly 0 */
+            for (int64_t j = n; j < cols; j++) y[j] = (x[j] - INFINITY) - m; /* exp gives 0 (NaN stays) */
         }
         mt_exp_inplace(s->y + b0 * cols, (b1 - b0) * cols);
         for (int64_t r = b0; r < b1; r++) {
             float *y = s->y + r * cols;
-            float sum = mt_sum(y, cols);
-            float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
+            float inv = 1.0f / mt_sum(y, cols);
 #pragma omp simd
             for (int64_t j = 0; j < cols; j++) y[j] *= inv;
         }

@@ -3,9 +3,12 @@
  * Workers spin briefly after each job (so back-to-back kernel calls in a training
  * step wake them in well under a microsecond), then sleep on a condition variable
  * (so they never hold a core while Python or numpy's BLAS does other work).
- * MICROTENSOR_NUM_THREADS caps the thread count; the default is the cores this
- * process may run on. Tasks are claimed with an atomic counter; every task writes
- * its own output range, so results do not depend on which thread ran which task.
+ * The default thread count is the cores this process may run on; mt_set_num_threads
+ * changes it (Python checks the value and applies MICROTENSOR_NUM_THREADS). Workers
+ * beyond the current count park on their own condition variable: they neither spin
+ * nor wake for jobs until the count grows again. Tasks are claimed with an atomic
+ * counter; every task writes its own output range, so results do not depend on
+ * which thread ran which task.
  */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -24,6 +27,7 @@
 static struct {
     pthread_mutex_t lock;
     pthread_cond_t wake;
+    pthread_cond_t park; /* workers with index >= nthreads - 1 wait here */
     int nthreads; /* including the calling thread */
     int started;  /* workers created */
     int64_t generation;
@@ -36,7 +40,8 @@ static struct {
     int64_t exited;  /* workers that entered and have left the current job */
     int busy;        /* a job is in flight (nested or concurrent calls run inline) */
     int active;      /* workers with an index below this take part in the current job */
-} pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+} pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0, 0, 0, 0, 0, 0,
+            0, 0, 0, 0};
 
 static pthread_once_t pool_once = PTHREAD_ONCE_INIT;
 static int64_t start_generation[MT_MAX_THREADS];
@@ -63,15 +68,11 @@ static void after_fork_in_child(void) {
     pool.busy = 0;
     pthread_mutex_init(&pool.lock, NULL);
     pthread_cond_init(&pool.wake, NULL);
+    pthread_cond_init(&pool.park, NULL);
 }
 
 static void init_count(void) {
     int n = available_cores();
-    const char *env = getenv("MICROTENSOR_NUM_THREADS");
-    if (env && *env) {
-        int cap = atoi(env);
-        if (cap >= 1 && cap < n) n = cap;
-    }
     if (n > MT_MAX_THREADS) n = MT_MAX_THREADS;
     pool.nthreads = n < 1 ? 1 : n;
     pthread_atfork(NULL, NULL, after_fork_in_child);
@@ -86,7 +87,19 @@ void mt_set_num_threads(int n) {
     pthread_once(&pool_once, init_count);
     if (n < 1) n = 1;
     if (n > MT_MAX_THREADS) n = MT_MAX_THREADS;
+    pthread_mutex_lock(&pool.lock);
     __atomic_store_n(&pool.nthreads, n, __ATOMIC_RELEASE);
+    pthread_cond_broadcast(&pool.park);
+    pthread_mutex_unlock(&pool.lock);
+}
+
+/* Park worker `index` while the thread count leaves it out; true when it did. */
+static int park_if_unused(int index) {
+    if (index < __atomic_load_n(&pool.nthreads, __ATOMIC_ACQUIRE) - 1) return 0;
+    pthread_mutex_lock(&pool.lock);
+    while (index >= __atomic_load_n(&pool.nthreads, __ATOMIC_ACQUIRE) - 1) pthread_cond_wait(&pool.park, &pool.lock);
+    pthread_mutex_unlock(&pool.lock);
+    return 1;
 }
 
 static void run_tasks(void) {
@@ -116,6 +129,7 @@ static void *worker_main(void *arg) {
      * between must still find it. */
     int64_t seen = start_generation[index];
     for (;;) {
+        if (park_if_unused(index)) seen = __atomic_load_n(&pool.generation, __ATOMIC_ACQUIRE);
         int spins = 0;
         while (__atomic_load_n(&pool.generation, __ATOMIC_ACQUIRE) == seen && spins < MT_SPIN_ITERS) {
             cpu_relax();
@@ -166,6 +180,7 @@ void mt_parallel_for(int64_t ntasks, mt_task_fn fn, void *ctx) {
         return;
     }
     int workers = ensure_workers(nthreads);
+    if (workers > nthreads - 1) workers = nthreads - 1; /* the rest are parked */
     if (workers > ntasks - 1) workers = (int)(ntasks - 1);
     if (workers == 0) {
         __atomic_store_n(&pool.busy, 0, __ATOMIC_RELEASE);

@@ -4,7 +4,9 @@ Every backend exposes exactly these functions with these signatures; the C
 backend (`microtensor._backend.c`) is tested against this module. Arrays in,
 new arrays out (except `adam_update`, which updates its buffers in place).
 Any float dtype works here; the C backend takes float32 and routes the rest
-to this module.
+to this module. NaN and +-inf give PyTorch's results (a NaN or +inf in a
+softmax row makes the row NaN), silently as PyTorch: numpy's warnings for
+them are switched off where they arise.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import math
 import numpy as np
 
 NAME = "numpy"
+_QUIET = {"invalid": "ignore", "over": "ignore"}  # np.errstate for inf - inf, 0 * inf, overflow to inf
 GELU_C = math.sqrt(2.0 / math.pi)  # a Python float, so float32 inputs stay float32
 
 
@@ -45,12 +48,13 @@ def linear_backward(
 
 
 def softmax_forward(x: np.ndarray, causal: bool = False) -> np.ndarray:
-    """Softmax over the last axis; `causal` masks entries j > i of the last two (square) axes."""
-    if causal:
-        x = np.where(_causal_mask(x.shape[-2], x.shape[-1]), x, -np.inf)
-    m = x.max(axis=-1, keepdims=True)
-    e = np.exp(x - m)
-    return e / e.sum(axis=-1, keepdims=True)
+    """Softmax over the last axis; `causal` adds -inf to entries j > i of the last two axes."""
+    with np.errstate(**_QUIET):
+        if causal:
+            x = np.where(_causal_mask(x.shape[-2], x.shape[-1]), x, x - np.inf)
+        m = x.max(axis=-1, keepdims=True)
+        e = np.exp(x - m)
+        return e / e.sum(axis=-1, keepdims=True)
 
 
 def softmax_backward(y: np.ndarray, g: np.ndarray) -> np.ndarray:
@@ -60,9 +64,10 @@ def softmax_backward(y: np.ndarray, g: np.ndarray) -> np.ndarray:
 
 def log_softmax_forward(x: np.ndarray) -> np.ndarray:
     """Log-softmax over the last axis (log-sum-exp stable)."""
-    m = x.max(axis=-1, keepdims=True)
-    shifted = x - m
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+    with np.errstate(**_QUIET):
+        m = x.max(axis=-1, keepdims=True)
+        shifted = x - m
+        return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
 def log_softmax_backward(y: np.ndarray, g: np.ndarray) -> np.ndarray:
@@ -74,9 +79,10 @@ def layernorm_forward(
     x: np.ndarray, weight: np.ndarray | None, bias: np.ndarray | None, eps: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Normalise rows of x (R, C); returns (y, mean (R,), rstd (R,)) so backward need not recompute."""
-    mean = x.mean(axis=-1)
-    xc = x - mean[:, None]
-    rstd = 1.0 / np.sqrt((xc * xc).mean(axis=-1) + eps)
+    with np.errstate(**_QUIET):
+        mean = x.mean(axis=-1)
+        xc = x - mean[:, None]
+        rstd = 1.0 / np.sqrt((xc * xc).mean(axis=-1) + eps)
     y = xc * rstd[:, None]
     if weight is not None:
         y = y * weight
@@ -105,20 +111,21 @@ def attention_forward(
     """Scaled dot-product attention for q (BH, Tq, D), k and v (BH, Tk, D).
 
     `mask` is None or a bool array (BH, Tq, Tk), True where a query may attend.
-    A row with nothing to attend to gets zero weights and a zero output.
-    Returns (out (BH, Tq, D), weights (BH, Tq, Tk)).
+    As PyTorch, masked scores get -inf added (a NaN or +inf score stays NaN), and
+    a row of -inf scores (nothing to attend to) gets zero weights: its output is
+    0 @ v. Returns (out (BH, Tq, D), weights (BH, Tq, Tk)).
     """
-    scores = np.matmul(q, np.swapaxes(k, -1, -2)) * scale
-    allowed = np.ones(scores.shape, dtype=bool) if mask is None else mask.astype(bool)
-    if causal:
-        allowed = allowed & _causal_mask(scores.shape[-2], scores.shape[-1])
-    scores = np.where(allowed, scores, -np.inf)
-    m = scores.max(axis=-1, keepdims=True)
-    m = np.where(np.isfinite(m), m, 0.0)
-    e = np.where(allowed, np.exp(scores - m), 0.0)
-    s = e.sum(axis=-1, keepdims=True)
-    weights = (e / np.where(s > 0, s, 1.0)).astype(q.dtype)
-    return np.matmul(weights, v), weights
+    with np.errstate(**_QUIET):
+        scores = np.matmul(q, np.swapaxes(k, -1, -2)) * scale
+        allowed = np.ones(scores.shape, dtype=bool) if mask is None else mask.astype(bool)
+        if causal:
+            allowed = allowed & _causal_mask(scores.shape[-2], scores.shape[-1])
+        scores = np.where(allowed, scores, scores - np.inf)
+        m = scores.max(axis=-1, keepdims=True, initial=-np.inf)
+        e = np.exp(scores - np.where(m == -np.inf, 0.0, m))
+        s = e.sum(axis=-1, keepdims=True)
+        weights = (e / np.where(s == 0, 1.0, s)).astype(q.dtype)
+        return np.matmul(weights, v), weights
 
 
 def attention_backward(
@@ -180,8 +187,8 @@ def cross_entropy_forward(
     safe_targets = np.where(keep, targets, 0)
     logp = log_softmax_forward(logits)
     rows = np.arange(logits.shape[0])
-    losses = -logp[rows, safe_targets] * keep
-    dlogits = np.exp(logp)
+    losses = np.where(keep, -logp[rows, safe_targets], 0.0)  # a NaN in an ignored row stays out
+    dlogits = np.exp(logp)  # an ignored row's gradient is 0 * this: NaN for a NaN row, as PyTorch's
     dlogits[rows, safe_targets] -= 1.0
     dlogits *= keep[:, None]
     return float(losses.sum()), int(keep.sum()), dlogits.astype(logits.dtype, copy=False)
@@ -191,20 +198,22 @@ def cross_entropy_rows(logits: np.ndarray, targets: np.ndarray, ignore_index: in
     """Per-row cross-entropy losses (0 for ignored rows), for reduction='none'."""
     keep = targets != ignore_index
     logp = log_softmax_forward(logits)
-    return -logp[np.arange(logits.shape[0]), np.where(keep, targets, 0)] * keep
+    return np.where(keep, -logp[np.arange(logits.shape[0]), np.where(keep, targets, 0)], 0.0)
 
 
 def gelu_forward(x: np.ndarray) -> np.ndarray:
     """GELU, tanh approximation: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
-    return 0.5 * x * (1.0 + np.tanh(GELU_C * (x + 0.044715 * x * x * x)))
+    with np.errstate(**_QUIET):
+        return 0.5 * x * (1.0 + np.tanh(GELU_C * (x + 0.044715 * x * x * x)))
 
 
 def gelu_backward(x: np.ndarray, g: np.ndarray) -> np.ndarray:
     """Gradient of the tanh-approximated GELU."""
-    inner = GELU_C * (x + 0.044715 * x * x * x)
-    t = np.tanh(inner)
-    dinner = GELU_C * (1.0 + 3 * 0.044715 * x * x)
-    return g * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * dinner)
+    with np.errstate(**_QUIET):
+        inner = GELU_C * (x + 0.044715 * x * x * x)
+        t = np.tanh(inner)
+        dinner = GELU_C * (1.0 + 3 * 0.044715 * x * x)
+        return g * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * dinner)
 
 
 DROPOUT_BITS = 24  # the mask compares 24 random bits per element with p * 2**24
