@@ -256,12 +256,16 @@ def test_optimizer_state_dict_round_trip(cls, rng: np.random.Generator, tmp_path
         np.testing.assert_array_equal(p.data, q.data)
 
 
-def test_optimizer_load_state_dict_missing_key() -> None:
+def test_optimizer_load_state_dict_missing_entry() -> None:
     opt = optim.Adam([mt.zeros(2, requires_grad=True)])
+    opt.param_groups[0]["params"][0].grad = np.ones(2)
+    opt.step()
     state = opt.state_dict()
-    del state["state0.m"]
-    with pytest.raises(ValueError, match="missing key 'state0.m'"):
+    del state["state"][0]["exp_avg"]
+    with pytest.raises(ValueError, match=r"state\[0\] must be a dict with the entries \['step', 'exp_avg'"):
         optim.Adam([mt.zeros(2, requires_grad=True)]).load_state_dict(state)
+    with pytest.raises(ValueError, match="expected a dict with 'state' and 'param_groups'"):
+        opt.load_state_dict({"group0.lr": 0.1})
 
 
 def make_blobs(rng: np.random.Generator, n: int = 600, classes: int = 4) -> tuple[np.ndarray, np.ndarray]:
@@ -299,3 +303,231 @@ def test_mlp_with_adam_reaches_95_percent_in_under_300_steps() -> None:
     with mt.no_grad():
         held = float((model(mt.tensor(held_x)).argmax(-1).data == held_y).mean())
     assert held > 0.9
+
+
+# ---- PyTorch parity: parameter groups, state_dict, clipping ---------------------------------------
+
+
+def twin_models(torch, seed: int = 0):
+    """A small MLP in microtensor and in PyTorch with the same float32 weights, and named parameter lists."""
+    g = np.random.default_rng(seed)
+    ours = nn.Sequential(nn.Linear(4, 8, generator=g), nn.ReLU(), nn.Linear(8, 3, generator=g))
+    theirs = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    with torch.no_grad():
+        for p, q in zip(ours.parameters(), theirs.parameters(), strict=True):
+            q.copy_(torch.from_numpy(p.data.copy()))
+    return ours, theirs
+
+
+def groups_of(params: list, lr_bias: float = 0.02) -> list[dict]:
+    """Two groups as nanoGPT makes them: matrices decay, vectors do not (with their own lr)."""
+    return [{"params": [p for p in params if p.ndim >= 2], "weight_decay": 0.1},
+            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0, "lr": lr_bias}]
+
+
+def train_steps(model, opt, x, y, steps: int, loss_fn, on_step=None) -> list[float]:
+    losses = []
+    for i in range(steps):
+        if on_step:
+            on_step(i)
+        opt.zero_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.item()))
+    return losses
+
+
+def batch(torch, seed: int = 1):
+    g = np.random.default_rng(seed)
+    x, y = g.standard_normal((16, 4)).astype(np.float32), g.integers(0, 3, 16)
+    return (mt.tensor(x), y), (torch.from_numpy(x), torch.from_numpy(y))
+
+
+def test_adamw_param_groups_and_lr_changes_match_pytorch(torch) -> None:
+    ours, theirs = twin_models(torch)
+    opt = optim.AdamW(groups_of(list(ours.parameters())), lr=0.01, betas=(0.9, 0.95))
+    topt = torch.optim.AdamW(groups_of(list(theirs.parameters())), lr=0.01, betas=(0.9, 0.95))
+    assert [g["weight_decay"] for g in opt.param_groups] == [g["weight_decay"] for g in topt.param_groups]
+
+    def decay(o):
+        return lambda i: [g.__setitem__("lr", g["lr"] * 0.8) for g in o.param_groups]
+
+    (x, y), (tx, ty) = batch(torch)
+    mine = train_steps(ours, opt, x, y, 5, F.cross_entropy, decay(opt))
+    ref = train_steps(theirs, topt, tx, ty, 5, torch.nn.functional.cross_entropy, decay(topt))
+    np.testing.assert_allclose(mine, ref, rtol=1e-5)
+    for p, q in zip(ours.parameters(), theirs.parameters(), strict=True):
+        np.testing.assert_allclose(p.data, q.detach().numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_optimizer_state_dict_matches_pytorch_and_resumes_identically(torch, tmp_path) -> None:
+    ours, theirs = twin_models(torch)
+    opt = optim.AdamW(groups_of(list(ours.parameters())), lr=0.01)
+    topt = torch.optim.AdamW(groups_of(list(theirs.parameters())), lr=0.01)
+    (x, y), (tx, ty) = batch(torch)
+    train_steps(ours, opt, x, y, 3, F.cross_entropy)
+    train_steps(theirs, topt, tx, ty, 3, torch.nn.functional.cross_entropy)
+    sd, tsd = opt.state_dict(), topt.state_dict()
+    assert list(sd) == list(tsd) == ["state", "param_groups"]
+    assert list(sd["state"]) == list(tsd["state"])
+    assert [g["params"] for g in sd["param_groups"]] == [g["params"] for g in tsd["param_groups"]]
+    for i, state in sd["state"].items():
+        assert list(state) == list(tsd["state"][i])
+        assert float(state["step"]) == float(tsd["state"][i]["step"]) == 3.0
+        for key in ("exp_avg", "exp_avg_sq"):
+            np.testing.assert_allclose(state[key], tsd["state"][i][key].numpy(), rtol=1e-4, atol=1e-9)
+    mt.save({"model": ours.state_dict(), "optimizer": sd}, tmp_path / "ckpt.pt")
+    ckpt = mt.load(tmp_path / "ckpt.pt")
+    resumed, _ = twin_models(torch, seed=5)
+    resumed.load_state_dict(ckpt["model"])
+    opt2 = optim.AdamW(groups_of(list(resumed.parameters())), lr=123.0)
+    opt2.load_state_dict(ckpt["optimizer"])
+    assert [g["lr"] for g in opt2.param_groups] == [0.01, 0.02]
+    np.testing.assert_array_equal(train_steps(resumed, opt2, x, y, 3, F.cross_entropy),
+                                  train_steps(ours, opt, x, y, 3, F.cross_entropy))
+
+
+def test_clip_grad_norm_matches_pytorch_and_returns_a_tensor(torch) -> None:
+    ours, theirs = twin_models(torch)
+    (x, y), (tx, ty) = batch(torch)
+    F.cross_entropy(ours(x), y).backward()
+    torch.nn.functional.cross_entropy(theirs(tx), ty).backward()
+    for norm_type in (2.0, 1.0, math.inf):
+        total = nn.utils.clip_grad_norm_(ours.parameters(), 0.05, norm_type=norm_type)
+        ttotal = torch.nn.utils.clip_grad_norm_(theirs.parameters(), 0.05, norm_type=norm_type)
+        assert isinstance(total, mt.Tensor) and total.shape == () and total.dtype == np.float32
+        np.testing.assert_allclose(float(total), float(ttotal), rtol=1e-5)
+    for p, q in zip(ours.parameters(), theirs.parameters(), strict=True):
+        np.testing.assert_allclose(p.grad, q.grad.numpy(), rtol=1e-5, atol=1e-8)
+    nn.utils.clip_grad_value_(ours.parameters(), 1e-3)
+    torch.nn.utils.clip_grad_value_(theirs.parameters(), 1e-3)
+    for p, q in zip(ours.parameters(), theirs.parameters(), strict=True):
+        np.testing.assert_allclose(p.grad, q.grad.numpy(), rtol=1e-5, atol=1e-8)
+    assert float(nn.utils.clip_grad_norm_(mt.zeros(2, requires_grad=True), 1.0)) == 0.0
+
+
+def test_sgd_state_dict_has_pytorch_layout(torch) -> None:
+    ours, theirs = twin_models(torch)
+    opt = optim.SGD(ours.parameters(), lr=0.1, momentum=0.9)
+    topt = torch.optim.SGD(theirs.parameters(), lr=0.1, momentum=0.9)
+    (x, y), (tx, ty) = batch(torch)
+    mine = train_steps(ours, opt, x, y, 3, F.cross_entropy)
+    ref = train_steps(theirs, topt, tx, ty, 3, torch.nn.functional.cross_entropy)
+    np.testing.assert_allclose(mine, ref, rtol=1e-5)
+    sd, tsd = opt.state_dict(), topt.state_dict()
+    assert list(sd["state"]) == list(tsd["state"]) and list(sd["state"][0]) == list(tsd["state"][0])
+    np.testing.assert_allclose(sd["state"][1]["momentum_buffer"], tsd["state"][1]["momentum_buffer"], rtol=1e-5)
+
+
+# ---- errors: options, gradients, state -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cls", [optim.Adam, optim.AdamW])
+@pytest.mark.parametrize(("kwargs", "error", "message"), [
+    ({"lr": math.nan}, ValueError, r"lr must be >= 0, got nan"),
+    ({"lr": -1.0}, ValueError, r"lr must be >= 0, got -1.0"),
+    ({"lr": "fast"}, TypeError, r"lr must be a real number, got 'fast'"),
+    ({"eps": math.nan}, ValueError, r"eps must be > 0, got nan"),
+    ({"eps": 0.0}, ValueError, r"eps must be > 0, got 0.0"),
+    ({"betas": (1.5, 0.9)}, ValueError, r"beta1 must be in \[0, 1\), got 1.5"),
+    ({"betas": (0.9, 1.0)}, ValueError, r"beta2 must be in \[0, 1\), got 1.0"),
+    ({"betas": 0.9}, TypeError, r"betas must be a pair of numbers, got 0.9"),
+    ({"weight_decay": -1.0}, ValueError, r"weight_decay must be >= 0, got -1.0"),
+    ({"weight_decay": math.nan}, ValueError, r"weight_decay must be >= 0, got nan"),
+])
+def test_adam_options_are_checked(cls, kwargs, error, message) -> None:
+    with pytest.raises(error, match=f"{cls.__name__}: {message}"):
+        cls([mt.ones(3, requires_grad=True)], **kwargs)
+    with pytest.raises(error, match=message):  # the same rule for a group's own options
+        cls([{"params": [mt.ones(3, requires_grad=True)], **kwargs}])
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"lr": math.nan}, "lr must be >= 0"), ({"momentum": -0.5}, "momentum must be >= 0"),
+    ({"weight_decay": math.nan}, "weight_decay must be >= 0"), ({"nesterov": True}, "nesterov needs momentum"),
+])
+def test_sgd_options_are_checked(kwargs, message) -> None:
+    with pytest.raises(ValueError, match=f"SGD: {message}"):
+        optim.SGD([mt.ones(3, requires_grad=True)], **kwargs)
+
+
+def test_parameter_lists_are_checked() -> None:
+    w = mt.ones(3, requires_grad=True)
+    with pytest.raises(ValueError, match="empty parameter list"):
+        optim.Adam([])
+    with pytest.raises(ValueError, match=r"appears in more than one place"):
+        optim.AdamW([{"params": [w]}, {"params": [w]}])
+    with pytest.raises(ValueError, match="non-leaf"):
+        optim.SGD([w * 2], lr=0.1)
+    with pytest.raises(TypeError, match="parameters must be Tensors, got ndarray"):
+        optim.Adam([np.ones(3)])
+
+
+@pytest.mark.parametrize("cls", [optim.Adam, optim.SGD])
+def test_gradient_of_another_shape_is_refused_at_step(cls) -> None:
+    w = mt.ones(3, 4, requires_grad=True)
+    opt = cls([w], lr=0.1)
+    w.grad = np.ones((3, 4))
+    w.grad.data = np.ones((4, 3))  # past the setter's check: step() still refuses it
+    with pytest.raises(ValueError, match=r"parameter of shape \(3, 4\) has a gradient of shape \(4, 3\)"):
+        opt.step()
+    np.testing.assert_array_equal(w.data, np.ones((3, 4)))
+
+
+def test_load_state_dict_checks_values_and_shapes_before_changing_anything() -> None:
+    w = mt.ones(3, requires_grad=True)
+    opt = optim.Adam([w], lr=0.1)
+    w.grad = np.ones(3)
+    opt.step()
+    good = opt.state_dict()
+    bad_lr = {"state": good["state"], "param_groups": [{**good["param_groups"][0], "lr": "fast"}]}
+    with pytest.raises(TypeError, match=r"Adam.load_state_dict: param_groups\[0\]: lr must be a real number"):
+        opt.load_state_dict(bad_lr)
+    bad_shape = {"state": {0: {**good["state"][0], "exp_avg": np.zeros(4)}}, "param_groups": good["param_groups"]}
+    with pytest.raises(ValueError, match=r"state\[0\]\['exp_avg'\] has shape \(4,\), the parameter \(3,\)"):
+        opt.load_state_dict(bad_shape)
+    with pytest.raises(ValueError, match=r"state key 7 is not the index of one of the 1 parameters"):
+        opt.load_state_dict({"state": {7: good["state"][0]}, "param_groups": good["param_groups"]})
+    with pytest.raises(ValueError, match=r"the state has 2 parameter groups, the optimizer 1"):
+        opt.load_state_dict({"state": {}, "param_groups": good["param_groups"] * 2})
+    assert opt.param_groups[0]["lr"] == 0.1
+
+
+def test_step_bumps_parameter_versions_so_a_stale_graph_cannot_backward() -> None:
+    for cls in (optim.Adam, optim.SGD):
+        w = mt.ones(3, requires_grad=True)
+        opt = cls([w], lr=0.1)
+        loss = (w * w).sum()
+        loss.backward(retain_graph=True)
+        before = w._version.value
+        opt.step()
+        assert w._version.value == before + 1
+        with pytest.raises(mt.AutogradError):
+            loss.backward()
+
+
+def test_in_place_zero_grad_keeps_gradients_in_the_flat_buffer() -> None:
+    """The trainer's path: after zero_grad(set_to_none=False), backward writes into the optimizer's buffer."""
+    model = nn.Linear(3, 2)
+    opt = optim.AdamW(model.parameters(), lr=0.1)
+    opt.zero_grad(set_to_none=False)
+    grads = [p.grad for p in model.parameters()]
+    model(mt.ones(4, 3)).sum().backward()
+    flat = opt._flat[0]
+    assert all(np.shares_memory(g.data, flat.grad) for g in grads)
+    np.testing.assert_allclose(flat.grad[:6], np.full(6, 4.0))
+    opt.zero_grad(set_to_none=False)
+    assert [p.grad for p in model.parameters()] == grads and not flat.grad.any()
+
+
+def test_rebound_parameter_data_is_taken_back_by_the_optimizer() -> None:
+    w = mt.zeros(2, requires_grad=True)
+    opt = optim.SGD([w], lr=1.0)
+    adam = optim.Adam([w], lr=0.1)  # a second optimizer over the same parameter
+    w.data = np.array([5.0, 5.0])
+    w.grad = np.ones(2)
+    adam.step()
+    np.testing.assert_allclose(w.data, [4.9, 4.9])
+    opt.step()
+    np.testing.assert_allclose(w.data, [3.9, 3.9])

@@ -217,17 +217,22 @@ class Trainer:
     def save(self, name: str) -> None:
         """Model, optimizer and `meta()` (plus the epoch's start weights mid-epoch), written atomically."""
         arrays = {f"model/{k}": v for k, v in self.model.state_dict().items()}
-        arrays.update({f"optim/{k}": v for k, v in self.optimizer.state_dict().items()})
+        optimizer = self.optimizer.state_dict()  # PyTorch's layout: arrays by parameter index, groups as JSON
+        arrays.update({f"optim/{i}/{k}": v for i, state in optimizer["state"].items() for k, v in state.items()})
         if self.step_in_epoch:
             arrays.update({f"epoch_start/{i}": a for i, a in enumerate(self.epoch_start)})
-        write_checkpoint(self.run_dir / name, arrays, self.meta())
+        write_checkpoint(self.run_dir / name, arrays, {**self.meta(), "optim_groups": optimizer["param_groups"]})
 
     def restore(self, path: Path) -> dict[str, Any]:
         """Load a checkpoint of this run: weights, optimizer, schedule, RNG, progress, epoch sums; its meta."""
         meta, arrays = read_checkpoint(path)
         load_weights(self.model, arrays, path)
         try:
-            self.optimizer.load_state_dict(section(arrays, "optim/"))
+            state: dict[int, dict[str, Any]] = {}
+            for key, value in section(arrays, "optim/").items():
+                index, _, name = key.partition("/")
+                state.setdefault(int(index), {})[name] = value
+            self.optimizer.load_state_dict({"state": state, "param_groups": meta["optim_groups"]})
             if self.scheduler is not None and meta["scheduler"] is not None:
                 self.scheduler.load_state_dict(meta["scheduler"])
             self.model.dropout_rng.bit_generator.state = meta["dropout_rng"]

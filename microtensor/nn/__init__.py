@@ -1,6 +1,6 @@
 """Layers and containers, PyTorch-style."""
 
-from . import functional, init
+from . import functional, init, utils
 from .layers import (
     GELU,
     CrossEntropyLoss,
@@ -21,6 +21,6 @@ from .module import Module, ModuleList, Parameter, Sequential
 
 __all__ = [
     "GELU", "Dropout", "Embedding", "LayerNorm", "Linear", "Module", "ModuleList", "Parameter", "ReLU",
-    "Sequential", "functional",
+    "Sequential", "functional", "utils",
     "CrossEntropyLoss", "Flatten", "Identity", "MSELoss", "SiLU", "Sigmoid", "Softmax", "Tanh", "init",
 ]

@@ -1,8 +1,8 @@
-"""Optimizers (SGD, Adam, AdamW), gradient clipping and learning-rate schedules."""
+"""Optimizers (SGD, Adam, AdamW) and learning-rate schedules; clip_grad_norm_ also lives at nn.utils."""
 
+from ..nn.utils import clip_grad_norm_
 from . import lr_scheduler
 from .adam import Adam, AdamW
-from .clip import clip_grad_norm_
 from .optimizer import Optimizer
 from .sgd import SGD
 

@@ -1,4 +1,4 @@
-"""Adam and AdamW: one kernel call per step over flat buffers of all parameters and moments."""
+"""Adam and AdamW: one kernel call per group and step over flat buffers of the parameters and moments."""
 
 from __future__ import annotations
 
@@ -8,46 +8,54 @@ from typing import Any
 import numpy as np
 
 from .. import _backend
-from .optimizer import Optimizer
+from ..tensor import Tensor
+from .optimizer import Optimizer, check_array, check_entries, check_real, grad_of
 
 
 class _FlatGroup:
-    """The parameters of one group as views into one flat buffer, with flat gradient and moments."""
+    """One group's parameters as views into one flat buffer, with a flat gradient and moments beside it."""
 
-    def __init__(self, params: list) -> None:
-        dtype = params[0].data.dtype
-        sizes = [p.data.size for p in params]
+    def __init__(self, params: list[Tensor], op: str) -> None:
+        dtype = params[0].data.dtype if params else np.dtype(np.float32)
+        if any(p.data.dtype != dtype for p in params):
+            raise TypeError(f"{op}: parameters of one group must share a dtype, got {[str(p.dtype) for p in params]}")
         self.params = params
-        self.offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
-        self.data = np.concatenate([p.data.ravel() for p in params]).astype(dtype)
-        for p, start, end in zip(params, *self._bounds()):
-            p.data = self.data[start:end].reshape(p.data.shape)
-        self.grad = np.zeros_like(self.data)
-        self.grad_views = [self.grad[s:e].reshape(p.data.shape) for p, s, e in zip(params, *self._bounds())]
-        self.m = np.zeros_like(self.data)
-        self.v = np.zeros_like(self.data)
+        offsets = np.cumsum([0] + [p.data.size for p in params]).tolist()
+        self.bounds, total = list(zip(offsets[:-1], offsets[1:])), offsets[-1]
+        self.data, self.grad = np.empty(total, dtype), np.zeros(total, dtype)
+        self.m, self.v = np.zeros(total, dtype), np.zeros(total, dtype)
         self.steps = np.zeros(len(params), dtype=np.int64)
+        self.views = [self.data[s:e].reshape(p.data.shape) for p, (s, e) in zip(params, self.bounds)]
+        self.grad_views = [self.grad[s:e].reshape(p.data.shape) for p, (s, e) in zip(params, self.bounds)]
+        self.grad_tensors = [Tensor._wrap(g) for g in self.grad_views]
+        for p, view in zip(params, self.views):
+            view[...] = p.data
+            p.data = view
 
-    def _bounds(self) -> tuple:
-        return self.offsets[:-1], self.offsets[1:]
+    def adopt(self, op: str) -> None:
+        """Copy in parameters whose `.data` was rebound since (by user code or another optimizer)."""
+        for p, view in zip(self.params, self.views):
+            if p.data is not view:
+                if p.data.shape != view.shape:
+                    raise ValueError(f"{op}: a parameter of shape {view.shape} was given data of shape {p.data.shape}")
+                view[...] = p.data
+                p.data = view
 
     def zero_grads_in_place(self) -> None:
         """Make every gradient a zeroed view of the flat buffer, so backward accumulates straight into it."""
         self.grad.fill(0)
-        for p, view in zip(self.params, self.grad_views):
-            p.grad = view
+        for p, grad, view in zip(self.params, self.grad_tensors, self.grad_views):
+            grad.data = view
+            p.grad = grad
 
-    def gather_grads(self) -> bool:
-        """Have all gradients in the flat buffer (a copy unless they are its views); False if one is None."""
-        grads = [None if p.grad is None else p.grad.data for p in self.params]
-        if any(g is None for g in grads):
+    def gather_grads(self, op: str) -> bool:
+        """Have every gradient in the flat buffer (copied unless it is its view); False if one is missing."""
+        if any(p.grad is None for p in self.params):
             return False
-        if not all(g is view for g, view in zip(grads, self.grad_views)):
-            np.concatenate([g.ravel() for g in grads], out=self.grad)
+        for p, view in zip(self.params, self.grad_views):
+            if p.grad.data is not view:
+                view[...] = grad_of(p, op)
         return True
-
-    def slices(self):
-        return zip(range(len(self.params)), *self._bounds())
 
 
 class Adam(Optimizer):
@@ -63,13 +71,23 @@ class Adam(Optimizer):
         eps: float = 1e-8,
         weight_decay: float = 0.0,
     ) -> None:
-        for name, value in (("beta1", betas[0]), ("beta2", betas[1])):
-            if not 0.0 <= value < 1.0:
-                raise ValueError(f"{type(self).__name__}: {name} must be in [0, 1), got {value}")
-        if eps < 0 or weight_decay < 0:
-            raise ValueError(f"{type(self).__name__}: eps and weight_decay must be >= 0, got {eps}, {weight_decay}")
-        super().__init__(params, {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay})
-        self._flat = [self._flatten(group["params"]) for group in self.param_groups]
+        self._flat: list[_FlatGroup] = []
+        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay})
+
+    def add_param_group(self, group: Any) -> None:
+        super().add_param_group(group)
+        self.param_groups[-1]["betas"] = tuple(self.param_groups[-1]["betas"])
+        self._flat.append(_FlatGroup(self.param_groups[-1]["params"], type(self).__name__))
+
+    def _check_options(self, group: dict[str, Any], op: str) -> None:
+        check_real(op, "lr", group["lr"])
+        check_real(op, "eps", group["eps"], open_low=True)
+        check_real(op, "weight_decay", group["weight_decay"])
+        betas = group["betas"]
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise TypeError(f"{op}: betas must be a pair of numbers, got {betas!r}")
+        for i, beta in enumerate(betas, start=1):
+            check_real(op, f"beta{i}", beta, high=1.0)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Drop the gradients (default), or zero them as views of the flat buffer, which saves a copy per step."""
@@ -79,55 +97,71 @@ class Adam(Optimizer):
         for flat in self._flat:
             flat.zero_grads_in_place()
 
-    @staticmethod
-    def _flatten(params: list) -> _FlatGroup:
-        if len({p.data.dtype for p in params}) != 1:
-            raise TypeError(f"Adam: parameters of one group must share a dtype, got {[p.dtype for p in params]}")
-        return _FlatGroup(params)
-
-    def step(self) -> None:
-        """Update every parameter that has a gradient (one kernel call when all of them do)."""
+    def _step(self) -> None:
+        """Update every parameter that has a gradient (one kernel call per group when all of them do)."""
+        op = f"{type(self).__name__}.step"
         for group, flat in zip(self.param_groups, self._flat):
-            if flat.gather_grads() and (flat.steps == flat.steps[0]).all():
+            if not flat.params:
+                continue
+            flat.adopt(op)
+            if flat.gather_grads(op) and (flat.steps == flat.steps[0]).all():
                 flat.steps += 1
                 self._update(group, flat.data, flat.grad, flat.m, flat.v, int(flat.steps[0]))
+                for p in flat.params:
+                    p._version.value += 1
                 continue
-            for i, start, end in flat.slices():
-                p = flat.params[i]
-                if p.grad is None:
+            for i, (p, (start, end)) in enumerate(zip(flat.params, flat.bounds)):
+                grad = grad_of(p, op)
+                if grad is None:
                     continue
                 flat.steps[i] += 1
-                grad = np.ascontiguousarray(p.grad.data.ravel())
-                self._update(
-                    group, flat.data[start:end], grad, flat.m[start:end], flat.v[start:end], int(flat.steps[i])
-                )
+                grad = np.ascontiguousarray(grad.ravel(), dtype=flat.data.dtype)
+                m, v = flat.m[start:end], flat.v[start:end]
+                self._update(group, flat.data[start:end], grad, m, v, int(flat.steps[i]))
+                p._version.value += 1
 
     def _update(self, group: dict, data, grad, m, v, step: int) -> None:
         beta1, beta2 = group["betas"]
-        _backend.K.adam_update(
-            data, grad, m, v, step, group["lr"], beta1, beta2, group["eps"], group["weight_decay"], self.decoupled
-        )
+        _backend.K.adam_update(data, grad, m, v, step, float(group["lr"]), float(beta1), float(beta2),
+                               float(group["eps"]), float(group["weight_decay"]), self.decoupled)
 
-    def _state_arrays(self) -> dict[str, np.ndarray]:
+    def _slots(self) -> list[tuple[_FlatGroup, int]]:
+        return [(flat, i) for flat in self._flat for i in range(len(flat.params))]
+
+    def _state(self) -> dict[int, dict[str, Any]]:
+        """Per parameter that has taken a step: its step count and moments (views, as PyTorch returns its own)."""
         state = {}
-        for i, flat in enumerate(self._flat):
-            state[f"state{i}.m"], state[f"state{i}.v"] = flat.m.copy(), flat.v.copy()
-            state[f"state{i}.steps"] = flat.steps.copy()
+        for index, (flat, i) in enumerate(self._slots()):
+            if flat.steps[i]:
+                (start, end), shape = flat.bounds[i], flat.params[i].data.shape
+                state[index] = {
+                    "step": Tensor(np.float32(flat.steps[i])),
+                    "exp_avg": Tensor._wrap(flat.m[start:end].reshape(shape)),
+                    "exp_avg_sq": Tensor._wrap(flat.v[start:end].reshape(shape)),
+                }
         return state
 
-    def _load_state_arrays(self, state: dict[str, Any]) -> None:
-        for i, flat in enumerate(self._flat):
-            for key, target in (("m", flat.m), ("v", flat.v), ("steps", flat.steps)):
-                name = f"state{i}.{key}"
-                if name not in state:
-                    raise ValueError(f"{type(self).__name__}.load_state_dict: missing key {name!r}")
-                value = np.asarray(state[name])
-                if value.shape != target.shape:
-                    raise ValueError(
-                        f"{type(self).__name__}.load_state_dict: {name} has shape {value.shape}, "
-                        f"expected {target.shape}"
-                    )
-                target[...] = value
+    def _check_state(self, value: Any, p: Tensor, where: str) -> tuple:
+        value = check_entries(value, ("step", "exp_avg", "exp_avg_sq"), where)
+        step = value["step"]
+        step = step.item() if isinstance(step, (Tensor, np.ndarray, np.generic)) else step
+        check_real(where, "step", step, open_low=True)
+        if step != int(step):
+            raise ValueError(f"{where}: step must be a whole number, got {step}")
+        shape = p.data.shape
+        m, v = (check_array(value[k], shape, f"{where}[{k!r}]") for k in ("exp_avg", "exp_avg_sq"))
+        return int(step), m, v
+
+    def _load_state(self, state: dict[int, Any]) -> None:
+        for flat in self._flat:
+            flat.m.fill(0)
+            flat.v.fill(0)
+            flat.steps.fill(0)
+        for index, (flat, i) in enumerate(self._slots()):
+            if index in state:
+                start, end = flat.bounds[i]
+                flat.steps[i], m, v = state[index]
+                flat.m[start:end], flat.v[start:end] = m.ravel(), v.ravel()
 
 
 class AdamW(Adam):
