@@ -11,7 +11,26 @@ from .autograd import (
     set_grad_enabled,
 )
 from .combine import cat, stack, where
-from .creation import arange, full, ones, ones_like, rand, rand_like, randn, randn_like, tensor, zeros, zeros_like
+from .creation import (
+    arange,
+    empty,
+    empty_like,
+    eye,
+    full,
+    full_like,
+    linspace,
+    ones,
+    ones_like,
+    rand,
+    rand_like,
+    randint,
+    randn,
+    randn_like,
+    randperm,
+    tensor,
+    zeros,
+    zeros_like,
+)
 from .device import cuda, device
 from .dtypes import (
     bool,
@@ -31,7 +50,9 @@ from .dtypes import (
     uint8,
 )
 from .gradcheck import GradcheckError, gradcheck
-from .random import manual_seed
+from .ops.api import *  # noqa: F403  (torch.max, torch.topk, torch.exp, ...: the functional API)
+from .ops.api import __all__ as _functional_api
+from .random import Generator, manual_seed
 from .serialization import load, save
 from .tensor import Tensor, split
 
@@ -43,6 +64,8 @@ __all__ = [
     "full", "gradcheck", "is_grad_enabled", "load", "manual_seed", "nn", "no_grad", "ones", "ones_like",
     "optim", "rand", "rand_like", "randn", "randn_like", "save", "split", "stack", "tensor", "where",
     "zeros", "zeros_like",
+    "Generator", "empty", "empty_like", "eye", "full_like", "linspace", "randint", "randperm",
+    *_functional_api,
     "inference_mode", "set_grad_enabled", "bool", "double", "float", "float16", "float32", "float64", "half",
     "int", "int8", "int16", "int32", "int64", "long", "short", "uint8",
 ]

@@ -614,35 +614,73 @@ class Tensor:
             raise type(err)(f"__setitem__: cannot assign to index {index!r} of shape {self.shape}: {err}") from None
         self._version.value += 1
 
-    def clip(self, min: float | None = None, max: float | None = None) -> Tensor:  # noqa: A002
-        return ops.Clip.apply(self, lo=min, hi=max)
+    # ---- PyTorch-style ops (OPS): each calls the function of the same name in microtensor/ops/api.py -----
+    def max(self, *args: Any, **kwargs: Any) -> Any:
+        return ops.api.max(self, *args, **kwargs)
 
-    clamp = clip
+    def min(self, *args: Any, **kwargs: Any) -> Any:
+        return ops.api.min(self, *args, **kwargs)
 
-    def max(self, axis: Any = None, keepdims: bool = False, *, dim: Any = None, keepdim: bool | None = None):
-        return ops.Max.apply(self, axis=_axis(axis, dim, "max"), keepdims=_keep(keepdims, keepdim))
+    def amax(self, *args: Any, **kwargs: Any) -> Any:
+        return ops.api.amax(self, *args, **kwargs)
 
-    def min(self, axis: Any = None, keepdims: bool = False, *, dim: Any = None, keepdim: bool | None = None):
-        return ops.Min.apply(self, axis=_axis(axis, dim, "min"), keepdims=_keep(keepdims, keepdim))
+    def amin(self, *args: Any, **kwargs: Any) -> Any:
+        return ops.api.amin(self, *args, **kwargs)
 
-    def var(
-        self,
-        axis: Any = None,
-        keepdims: bool = False,
-        *,
-        dim: Any = None,
-        keepdim: bool | None = None,
-        correction: int = 1,
-    ) -> Tensor:
-        """Variance with Bessel's correction by default, as in PyTorch (correction=0 for numpy's)."""
-        axis = _axis(axis, dim, "var")
-        return ops.Var.apply(self, axis=axis, keepdims=_keep(keepdims, keepdim), correction=correction)
+    def argmax(self, *args: Any, **kwargs: Any) -> Any:
+        return ops.api.argmax(self, *args, **kwargs)
 
-    def argmax(self, axis: int | None = None, keepdims: bool = False, *, dim: int | None = None) -> Tensor:
-        return Tensor._wrap(np.argmax(self.data, axis=_axis(axis, dim, "argmax"), keepdims=keepdims))
+    def argmin(self, *args: Any, **kwargs: Any) -> Any:
+        return ops.api.argmin(self, *args, **kwargs)
 
-    def argmin(self, axis: int | None = None, keepdims: bool = False, *, dim: int | None = None) -> Tensor:
-        return Tensor._wrap(np.argmin(self.data, axis=_axis(axis, dim, "argmin"), keepdims=keepdims))
+    def var(self, *args: Any, **kwargs: Any) -> Any:
+        return ops.api.var(self, *args, **kwargs)
+
+    def std(self, *args: Any, **kwargs: Any) -> Any:
+        return ops.api.std(self, *args, **kwargs)
+
+    def norm(self, *args: Any, **kwargs: Any) -> Any:
+        return ops.api.norm(self, *args, **kwargs)
+
+    def clamp(self, *args: Any, **kwargs: Any) -> Any:
+        return ops.api.clamp(self, *args, **kwargs)
+
+    def clip(self, *args: Any, **kwargs: Any) -> Any:
+        return ops.api.clip(self, *args, **kwargs)
+
+    def maximum(self, *args: Any, **kwargs: Any) -> Any:
+        return ops.api.maximum(self, *args, **kwargs)
+
+    def minimum(self, *args: Any, **kwargs: Any) -> Any:
+        return ops.api.minimum(self, *args, **kwargs)
+
+    def sort(self, *args: Any, **kwargs: Any) -> Any:
+        return ops.api.sort(self, *args, **kwargs)
+
+    def argsort(self, *args: Any, **kwargs: Any) -> Any:
+        return ops.api.argsort(self, *args, **kwargs)
+
+    def topk(self, *args: Any, **kwargs: Any) -> Any:
+        return ops.api.topk(self, *args, **kwargs)
+
+    def cumsum(self, *args: Any, **kwargs: Any) -> Any:
+        return ops.api.cumsum(self, *args, **kwargs)
+
+    def gather(self, *args: Any, **kwargs: Any) -> Any:
+        return ops.api.gather(self, *args, **kwargs)
+
+    def tril(self, *args: Any, **kwargs: Any) -> Any:
+        return ops.api.tril(self, *args, **kwargs)
+
+    def triu(self, *args: Any, **kwargs: Any) -> Any:
+        return ops.api.triu(self, *args, **kwargs)
+
+    def multinomial(self, *args: Any, **kwargs: Any) -> Any:
+        return ops.api.multinomial(self, *args, **kwargs)
+
+    def allclose(self, *args: Any, **kwargs: Any) -> Any:
+        return ops.api.allclose(self, *args, **kwargs)
+
 
 class _CopyInto(autograd.Function):
     """The value of copy_: src broadcast and cast to the destination; the gradient flows to src only."""

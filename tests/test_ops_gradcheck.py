@@ -56,6 +56,10 @@ CASES = {
     "div_broadcast": (lambda a, b: a / b, [(2, 3, 4), pos(4)]),
     "rdiv_scalar": (lambda a: 2.0 / a, [pos(3)]),
     "pow_scalar": (lambda a: a**3, [(3, 4)]),
+    "pow_fast_exponents": (lambda a: a**2 + a**3.0 + a**0.5 + a**-1 + a**-0.5 + a**2.5 + a**1 + a**0 + a**-3.5,
+                           [pos(3, 4)]),
+    "pow_fast_negative_base": (lambda a: a**3.0 + mt.pow(a, 4) + a**-2, [away(3, 4)]),
+    "pow_slow_exponent": (lambda a: a**1.3 + a**20, [pos(3, 4)]),
     "pow_fractional": (lambda a: a**1.5, [pos(3, 4)]),
     "pow_tensor": (lambda a, b: a**b, [pos(3, 4), (3, 4)]),
     "pow_broadcast": (lambda a, b: a**b, [pos(2, 3), (3,)]),
@@ -83,16 +87,37 @@ CASES = {
     "mean_axes_keepdims": (lambda a: a.mean(axis=(1, 2), keepdims=True), [(2, 3, 4)]),
     "mean_dim_keepdim": (lambda a: a.mean(dim=1, keepdim=True), [(2, 3, 4)]),
     "max_all": (lambda a: a.max(), [distinct(3, 4)]),
-    "max_axis": (lambda a: a.max(axis=1), [distinct(3, 4)]),
-    "max_keepdims": (lambda a: a.max(axis=(0, 2), keepdims=True), [distinct(2, 3, 4)]),
-    "max_dim_keepdim": (lambda a: a.max(dim=0, keepdim=True), [distinct(3, 4)]),
+    "max_dim_values": (lambda a: a.max(1).values, [distinct(3, 4)]),
+    "max_dim_keepdim_values": (lambda a: a.max(dim=0, keepdim=True)[0], [distinct(3, 4)]),
+    "amax_dims_keepdim": (lambda a: a.amax(dim=(0, 2), keepdim=True), [distinct(2, 3, 4)]),
+    "amax_ties_share": (lambda a: mt.cat([a, a]).amax(0), [distinct(3, 4)]),
     "min_all": (lambda a: a.min(), [distinct(3, 4)]),
-    "min_axis": (lambda a: a.min(axis=-1), [distinct(3, 4)]),
-    "min_dim_keepdim": (lambda a: a.min(dim=1, keepdim=True), [distinct(2, 3, 4)]),
+    "min_dim_values": (lambda a: a.min(-1)[0], [distinct(3, 4)]),
+    "amin_dim_keepdim": (lambda a: mt.amin(a, 1, keepdim=True), [distinct(2, 3, 4)]),
+    "maximum": (lambda a, b: mt.maximum(a, b), [distinct(3, 4), (3, 4)]),
+    "maximum_broadcast": (lambda a: mt.maximum(a, mt.zeros(4, dtype="float64")), [away(3, 4)]),
+    "minimum": (lambda a, b: mt.minimum(a, b), [distinct(3, 4), (1, 4)]),
+    "max_other_tensor": (lambda a, b: a.max(b) - mt.min(a, b), [distinct(3, 4), (3, 4)]),
+    "sort_values": (lambda a: a.sort(dim=0)[0] * mt.arange(3.0, dtype="float64")[:, None], [distinct(3, 4)]),
+    "sort_descending": (lambda a: mt.sort(a, descending=True).values[:, :2], [distinct(3, 4)]),
+    "topk_values": (lambda a: a.topk(2).values, [distinct(3, 5)]),
+    "topk_smallest_dim0": (lambda a: mt.topk(a, 2, dim=0, largest=False)[0], [distinct(4, 3)]),
+    "gather_repeats": (lambda a: a.gather(1, mt.tensor([[0, 0, 2], [1, 2, 1]])), [(2, 3)]),
+    "gather_smaller_index": (lambda a: mt.gather(a, 0, mt.tensor([[2, 0], [2, 2]])), [(3, 4)]),
+    "cumsum_dim1": (lambda a: a.cumsum(1), [(3, 4)]),
+    "cumsum_dim0": (lambda a: mt.cumsum(a, dim=0), [(3, 2, 2)]),
+    "std_dim": (lambda a: a.std(1), [(3, 4)]),
+    "std_biased_keepdim": (lambda a: mt.std(a, dim=0, unbiased=False, keepdim=True), [(3, 4)]),
+    "norm_all": (lambda a: a.norm(), [(3, 4)]),
+    "norm_dim_keepdim": (lambda a: mt.norm(a, dim=1, keepdim=True), [(3, 4)]),
+    "norm_p1_pinf_p3": (lambda a: a.norm(1) + a.norm(float("inf"), dim=0).sum() + a.norm(3, dim=1).sum(),
+                        [away(3, 4)]),
+    "tril_triu": (lambda a: a.tril() + 2 * mt.triu(a, diagonal=1) + a.tril(-1), [(2, 3, 4)]),
     "var_all": (lambda a: a.var(), [(3, 4)]),
     "var_axis": (lambda a: a.var(axis=1), [(3, 4)]),
     "var_keepdims_biased": (lambda a: a.var(axis=(0, 2), keepdims=True, correction=0), [(2, 3, 4)]),
     "var_dim_keepdim": (lambda a: a.var(dim=0, keepdim=True), [(3, 4)]),
+    "var_unbiased_false": (lambda a: mt.var(a, 1, False), [(3, 4)]),
     # elementwise functions
     "exp": (lambda a: a.exp(), [(3, 4)]),
     "log": (lambda a: a.log(), [pos(3, 4)]),
@@ -142,6 +167,10 @@ CASES = {
     "masked_fill": (lambda a: a.masked_fill(MASK, -1.0), [(3, 4)]),
     "masked_fill_broadcast_mask": (lambda a: a.masked_fill(mt.tensor(MASK[0]), 0.0), [(2, 3, 4)]),
     "clip_both": (lambda a: a.clip(-0.5, 0.5), [away(3, 4, kinks=(-0.5, 0.5))]),
+    "clamp_tensor_bounds": (lambda a, lo, hi: mt.clamp(a, lo, hi), [away(3, 4, kinks=(-0.5, 0.5)),
+                            lambda rng: np.full((4,), -0.5) + 0.01 * np.arange(4), lambda rng: np.full((3, 1), 0.5)]),
+    "clamp_crossed_bounds": (lambda a, lo, hi: a.clamp(lo, hi), [(3, 4), lambda rng: np.full((4,), 1.0),
+                             lambda rng: np.full((4,), -1.0)]),
     "clip_min_only": (lambda a: a.clip(min=0.0), [away(3, 4)]),
     "clamp_max_only": (lambda a: a.clamp(max=0.0), [away(3, 4)]),
     "cast_roundtrip": (lambda a: a.float().double() * 0 + a.to("float64"), [(3,)]),
@@ -200,12 +229,26 @@ FUNCTIONAL = {
                            [(2, 2, 3), (2, 4, 3), (2, 4, 5)]),
     "sdpa_causal": (lambda q, k, v: sdpa(q, k, v, is_causal=True),
                     [(2, 2, 4, 3), (2, 2, 4, 3), (2, 2, 4, 3)]),
-    "sdpa_mask": (lambda q, k, v: sdpa(q, k, v, mask=ATTN_MASK), [(2, 3, 2), (2, 4, 2), (2, 4, 2)]),
-    "sdpa_pad_mask_causal": (lambda q, k, v: sdpa(q, k, v, mask=PAD_MASK, is_causal=True), [(2, 4, 3)] * 3),
+    "sdpa_mask": (lambda q, k, v: sdpa(q, k, v, attn_mask=ATTN_MASK), [(2, 3, 2), (2, 4, 2), (2, 4, 2)]),
+    "sdpa_pad_mask_and_causal": (lambda q, k, v: sdpa(q, k, v, attn_mask=PAD_MASK & np.tril(np.ones((4, 4), bool))),
+                                 [(2, 4, 3)] * 3),
     "sdpa_scale": (lambda q, k, v: sdpa(q, k, v, scale=0.3), [(3, 2), (3, 2), (3, 2)]),
     "self_attention_heads": (lambda qkv: F.self_attention(qkv, 2), [(2, 3, 12)]),
     "self_attention_pad_mask_causal": (
         lambda qkv: F.self_attention(qkv, 1, mask=PAD_MASK, is_causal=True), [(2, 4, 9)]),
+    "gelu_exact": (lambda a: F.gelu(a), [(3, 4)]),
+    "gelu_tanh": (lambda a: F.gelu(a, approximate="tanh"), [(3, 4)]),
+    "silu": (lambda a: F.silu(a), [(3, 4)]),
+    "mse_loss": (lambda a, b: F.mse_loss(a, b), [(3, 4), (3, 4)]),
+    "cross_entropy_weight_smoothing_ignore": (lambda a: ce(a, np.array([2, -100, 1, 0]), weight=np.array(
+        [0.5, 2.0, 1.0]), label_smoothing=0.2), [(4, 3)]),
+    "cross_entropy_weight_none_nc_d": (lambda a: ce(a, np.array([[0, 2], [1, 1]]), weight=np.array(
+        [0.5, 2.0, 1.0]), reduction="none"), [(2, 3, 2)]),
+    "cross_entropy_probabilities": (lambda a, p: ce(a, p, label_smoothing=0.1),
+                                    [(4, 3), lambda rng: rng.dirichlet(np.ones(3), 4)]),
+    "sdpa_float_mask_with_grad": (lambda q, k, v, m: sdpa(q, k, v, attn_mask=m), [(2, 3, 2), (2, 4, 2), (2, 4, 2),
+                                  (3, 4)]),
+    "sdpa_dropout": (lambda q, k, v: sdpa(q, k, v, dropout_p=0.3, generator=np.random.default_rng(5)), QKV),
 }
 
 
@@ -235,7 +278,8 @@ def test_self_attention_equals_sdpa_on_split_heads(rng: np.random.Generator) -> 
     mask[..., -1] = True
     out, weights = F.self_attention(qkv, H, mask=mask, is_causal=True, need_weights=True)
     heads = qkv.reshape(B, T, 3, H, hd).permute(2, 0, 3, 1, 4)
-    ref, ref_weights = sdpa(heads[0], heads[1], heads[2], mask=mask, is_causal=True, need_weights=True)
+    causal = mask & np.tril(np.ones((T, T), bool))
+    ref, ref_weights = sdpa(heads[0], heads[1], heads[2], attn_mask=causal, need_weights=True)
     np.testing.assert_allclose(out.data, ref.permute(0, 2, 1, 3).reshape(B, T, H * hd).data, atol=1e-12)
     np.testing.assert_allclose(weights.data, ref_weights.data, atol=1e-12)
 

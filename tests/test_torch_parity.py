@@ -93,9 +93,9 @@ OPS = {
     "mean_axis": (lambda a: a.mean(axis=1), lambda a: a.mean(dim=1), [(2, 3, 4)]),
     "mean_all": (lambda a: a.mean(), lambda a: a.mean(), [(3, 4)]),
     "max_all": (lambda a: a.max(), lambda a: a.max(), [distinct(3, 4)]),
-    "max_dim": (lambda a: a.max(dim=1), lambda a: a.amax(dim=1), [distinct(3, 4)]),
+    "max_dim": (lambda a: a.max(dim=1).values, lambda a: a.max(dim=1).values, [distinct(3, 4)]),
     "min_dims_keepdim": (
-        lambda a: a.min(axis=(0, 2), keepdims=True),
+        lambda a: a.amin(dim=(0, 2), keepdim=True),
         lambda a: a.amin(dim=(0, 2), keepdim=True),
         [distinct(2, 3, 4)],
     ),

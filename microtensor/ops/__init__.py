@@ -4,12 +4,14 @@ from .elementwise import (
     Abs,
     Add,
     Cast,
-    Clip,
+    Clamp,
     Div,
     Exp,
     Gelu,
     Log,
     MaskedFill,
+    Maximum,
+    Minimum,
     Mul,
     Neg,
     Pow,
@@ -33,12 +35,16 @@ from .nn import (
     SelfAttention,
     Softmax,
 )
-from .reduce import Max, Mean, Min, Sum, Var
-from .shape import BroadcastTo, Cat, GetItem, Permute, Reshape, Stack
+from .reduce import CumSum, Max, Mean, Min, Norm, Sum, Var
+from .shape import BroadcastTo, Cat, Gather, GetItem, Permute, Reshape, Stack
 
 __all__ = [
-    "Abs", "Add", "BroadcastTo", "Cast", "Cat", "Clip", "CrossEntropy", "Div", "Dropout", "Embedding",
-    "Exp", "Gelu", "GeluErf", "GetItem", "LayerNorm", "Linear", "Log", "LogSoftmax", "MaskedFill", "MatMul", "Max",
-    "Mean", "Min", "Mul", "Neg", "Permute", "Pow", "Relu", "Reshape", "ScaledDotProductAttention", "SelfAttention",
-    "Sigmoid", "Softmax", "Sqrt", "Stack", "Sub", "Sum", "Tanh", "Var", "Where",
+    "Abs", "Add", "BroadcastTo", "Cast", "Cat", "Clamp", "CrossEntropy", "CumSum", "Div", "Dropout", "Embedding",
+    "Exp", "Gather", "Gelu", "GeluErf", "GetItem", "LayerNorm", "Linear", "Log", "LogSoftmax", "MaskedFill",
+    "MatMul", "Max",
+    "Maximum", "Mean", "Min", "Minimum", "Mul", "Neg", "Norm", "Permute", "Pow", "Relu", "Reshape",
+    "ScaledDotProductAttention", "SelfAttention", "Sigmoid", "Softmax", "Sqrt", "Stack", "Sub", "Sum", "Tanh",
+    "Var", "Where",
 ]
+
+from . import api  # noqa: E402, F401  (PyTorch's functional API over the Functions above)

@@ -1,4 +1,9 @@
-"""Elementwise ops; all broadcast like numpy (the engine sums gradients back to each input's shape)."""
+"""Elementwise ops; all broadcast like numpy (the engine sums gradients back to each input's shape).
+
+Result dtypes follow PyTorch where numpy's differ: an integer or bool tensor with a Python float or a
+float32 tensor gives float32 (numpy: float64), integer true division gives float32, and complex or
+object arrays are refused with a TypeError naming the op.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,45 @@ import numpy as np
 
 from .. import _backend
 from ..autograd import Function
+
+_F32 = np.dtype(np.float32)
+_F64 = np.dtype(np.float64)
+
+
+def _dtype_name(x: object) -> str:
+    return str(x.dtype) if hasattr(x, "dtype") else type(x).__name__
+
+
+def _binary(op: str, ufunc: np.ufunc, a: object, b: object) -> np.ndarray:
+    """ufunc(a, b) with PyTorch's result dtype; bad shapes or dtypes raise naming the op."""
+    try:
+        out = ufunc(a, b)
+    except ValueError:
+        _check_broadcast(op, a, b)
+        raise ValueError(f"{op}: not defined for these values ({_dtype_name(a)} and {_dtype_name(b)})") from None
+    except TypeError:
+        raise TypeError(f"{op}: not supported for dtypes {_dtype_name(a)} and {_dtype_name(b)}") from None
+    return out if out.dtype == _F32 else _promoted(op, out, a, b)
+
+
+def _promoted(op: str, out: np.ndarray, a: object, b: object) -> np.ndarray:
+    """numpy's result cast to PyTorch's: float64 only when an input was float64; no complex or objects."""
+    kind = out.dtype.kind
+    if kind not in "biuf":
+        raise TypeError(
+            f"{op}: not supported for dtypes {_dtype_name(a)} and {_dtype_name(b)}; "
+            "microtensor takes float, integer and bool tensors"
+        )
+    if out.dtype == _F64 and _F64 not in (getattr(a, "dtype", None), getattr(b, "dtype", None)):
+        return out.astype(_F32)
+    return out
+
+
+def _floating(op: str, a: np.ndarray) -> np.ndarray:
+    """The input of a float op: integers and bools become float32 as in PyTorch; other dtypes raise."""
+    if a.dtype.kind in "biu":
+        return a.astype(_F32)
+    raise TypeError(f"{op}: expected a float32 or float64 tensor, got dtype {a.dtype}")
 
 
 def _check_broadcast(op: str, a: object, b: object) -> None:
@@ -20,11 +64,7 @@ def _check_broadcast(op: str, a: object, b: object) -> None:
 class Add(Function):
     @staticmethod
     def forward(ctx, a, b):
-        try:
-            return a + b
-        except ValueError:
-            _check_broadcast("add", a, b)
-            raise
+        return _binary("add", np.add, a, b)
 
     @staticmethod
     def backward(ctx, g):
@@ -34,11 +74,7 @@ class Add(Function):
 class Sub(Function):
     @staticmethod
     def forward(ctx, a, b):
-        try:
-            return a - b
-        except ValueError:
-            _check_broadcast("sub", a, b)
-            raise
+        return _binary("sub", np.subtract, a, b)
 
     @staticmethod
     def backward(ctx, g):
@@ -49,11 +85,7 @@ class Mul(Function):
     @staticmethod
     def forward(ctx, a, b):
         ctx.save_for_backward(a, b)
-        try:
-            return a * b
-        except ValueError:
-            _check_broadcast("mul", a, b)
-            raise
+        return _binary("mul", np.multiply, a, b)
 
     @staticmethod
     def backward(ctx, g):
@@ -66,11 +98,7 @@ class Div(Function):
     @staticmethod
     def forward(ctx, a, b):
         ctx.save_for_backward(a, b)
-        try:
-            return a / b
-        except ValueError:
-            _check_broadcast("div", a, b)
-            raise
+        return _binary("div", np.true_divide, a, b)
 
     @staticmethod
     def backward(ctx, g):
@@ -79,14 +107,41 @@ class Div(Function):
         return (g / b if need_a else None), (-g * a / (b * b) if need_b else None)
 
 
+def _is_scalar(x: object) -> bool:
+    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
+
+
+def _scalar_pow(a: np.ndarray, e: float) -> np.ndarray | None:
+    """a**e for an integer or half-integer |e| <= 16 by multiplications and at most one sqrt and one
+    reciprocal (numpy's float pow costs ~200x more); None for any other exponent."""
+    if not abs(e) <= 16 or 2 * e != int(2 * e):
+        return None
+    n, half = divmod(int(abs(2 * e)), 2)
+    out = np.sqrt(a) if half else None
+    square = a
+    while n:
+        if n & 1:
+            out = square if out is None else out * square
+        n >>= 1
+        if n:
+            square = square * square
+    if out is None:
+        return np.ones_like(a)
+    if e < 0:
+        return np.reciprocal(out)
+    return a.copy() if out is a else out
+
+
 class Pow(Function):
+    """a**b; a float tensor to an integer or half-integer Python number takes the multiplication path."""
+
     @staticmethod
     def forward(ctx, a, b):
-        try:
-            out = a**b
-        except ValueError:
-            _check_broadcast("pow", a, b)
-            raise
+        out = None
+        if _is_scalar(b) and getattr(a, "dtype", _F64).kind == "f":
+            out = _scalar_pow(a, b)
+        if out is None:
+            out = _binary("pow", np.power, a, b)
         ctx.save_for_backward(a, b, out)
         return out
 
@@ -94,14 +149,26 @@ class Pow(Function):
     def backward(ctx, g):
         a, b, out = ctx.saved_tensors
         need_a, need_b = ctx.needs_input_grad
-        ga = g * b * a ** (b - 1) if need_a else None
-        gb = g * out * np.log(np.where(a > 0, a, 1)) if need_b else None
+        ga = gb = None
+        if need_a and _is_scalar(b):
+            ga = np.zeros_like(g) if b == 0 else g * (b * _power(a, b - 1))
+        elif need_a:
+            ga = g * b * a ** (b - 1)
+        if need_b:
+            gb = g * out * np.log(np.where(a > 0, a, 1))
         return ga, gb
+
+
+def _power(a: np.ndarray, e: float) -> np.ndarray:
+    fast = _scalar_pow(a, e)
+    return a**e if fast is None else fast
 
 
 class Neg(Function):
     @staticmethod
     def forward(ctx, a):
+        if a.dtype.kind not in "iuf":
+            raise TypeError(f"neg: expected a float or integer tensor, got dtype {a.dtype}")
         return -a
 
     @staticmethod
@@ -112,6 +179,8 @@ class Neg(Function):
 class Exp(Function):
     @staticmethod
     def forward(ctx, a):
+        if a.dtype.kind != "f":
+            a = _floating("exp", a)
         out = np.exp(a)
         ctx.save_for_backward(out)
         return out
@@ -124,6 +193,8 @@ class Exp(Function):
 class Log(Function):
     @staticmethod
     def forward(ctx, a):
+        if a.dtype.kind != "f":
+            a = _floating("log", a)
         ctx.save_for_backward(a)
         return np.log(a)
 
@@ -135,6 +206,8 @@ class Log(Function):
 class Sqrt(Function):
     @staticmethod
     def forward(ctx, a):
+        if a.dtype.kind != "f":
+            a = _floating("sqrt", a)
         out = np.sqrt(a)
         ctx.save_for_backward(out)
         return out
@@ -147,6 +220,8 @@ class Sqrt(Function):
 class Tanh(Function):
     @staticmethod
     def forward(ctx, a):
+        if a.dtype.kind != "f":
+            a = _floating("tanh", a)
         out = np.tanh(a)
         ctx.save_for_backward(out)
         return out
@@ -160,6 +235,8 @@ class Tanh(Function):
 class Sigmoid(Function):
     @staticmethod
     def forward(ctx, a):
+        if a.dtype.kind != "f":
+            a = _floating("sigmoid", a)
         out = 0.5 * (np.tanh(0.5 * a) + 1)  # overflow-free form of 1 / (1 + exp(-a))
         ctx.save_for_backward(out)
         return out
@@ -173,6 +250,8 @@ class Sigmoid(Function):
 class Relu(Function):
     @staticmethod
     def forward(ctx, a):
+        if a.dtype.kind not in "iuf":
+            raise TypeError(f"relu: expected a float or integer tensor, got dtype {a.dtype}")
         out = np.maximum(a, 0)
         ctx.save_for_backward(out)
         return out
@@ -187,6 +266,8 @@ class Gelu(Function):
 
     @staticmethod
     def forward(ctx, a):
+        if a.dtype.kind != "f":
+            raise TypeError(f"gelu: expected a float32 or float64 tensor, got dtype {a.dtype}")
         ctx.save_for_backward(a)
         return _backend.K.gelu_forward(a)
 
@@ -198,6 +279,8 @@ class Gelu(Function):
 class Abs(Function):
     @staticmethod
     def forward(ctx, a):
+        if a.dtype.kind not in "iuf":
+            raise TypeError(f"abs: expected a float or integer tensor, got dtype {a.dtype}")
         ctx.save_for_backward(a)
         return np.abs(a)
 
@@ -206,19 +289,69 @@ class Abs(Function):
         return g * np.sign(ctx.saved_tensors[0])
 
 
-class Clip(Function):
-    """Clamp to [lo, hi]; the gradient passes only where the input was inside the range."""
+class Clamp(Function):
+    """min(max(a, lo), hi) with numbers or tensors as bounds; gradients as PyTorch's clamp."""
 
     @staticmethod
     def forward(ctx, a, lo=None, hi=None):
         if lo is None and hi is None:
-            raise ValueError("clip: at least one of min and max must be given")
-        ctx.inside = (a >= (-np.inf if lo is None else lo)) & (a <= (np.inf if hi is None else hi))
-        return np.clip(a, lo, hi)
+            raise ValueError("clamp: at least one of min and max must be given")
+        if a.dtype.kind not in "iuf":
+            raise TypeError(f"clamp: expected a float or integer tensor, got dtype {a.dtype}")
+        out = a if lo is None else _binary("clamp", np.maximum, a, lo)
+        out = out if hi is None else _binary("clamp", np.minimum, out, hi)
+        ctx.save_for_backward(a, lo, hi)
+        return out
 
     @staticmethod
     def backward(ctx, g):
-        return g * ctx.inside
+        a, lo, hi = ctx.saved_tensors
+        need_a, need_lo, need_hi = ctx.needs_input_grad
+        zero = np.zeros((), dtype=g.dtype)
+        inside = True if lo is None else a >= lo
+        if hi is not None:
+            inside = inside & (a <= hi)
+        ga = np.where(inside, g, zero) if need_a else None
+        glo = np.where((a < lo) & (True if hi is None else lo < hi), g, zero) if need_lo else None
+        ghi = np.where((a > hi) | (False if lo is None else hi < lo), g, zero) if need_hi else None
+        return ga, glo, ghi
+
+
+class Maximum(Function):
+    """Elementwise max of two tensors; tied elements share the gradient equally (as PyTorch)."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.save_for_backward(a, b)
+        return _binary("maximum", np.maximum, a, b)
+
+    @staticmethod
+    def backward(ctx, g):
+        return _tie_split(ctx, g, np.less)
+
+
+class Minimum(Function):
+    """Elementwise min of two tensors; tied elements share the gradient equally (as PyTorch)."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.save_for_backward(a, b)
+        return _binary("minimum", np.minimum, a, b)
+
+    @staticmethod
+    def backward(ctx, g):
+        return _tie_split(ctx, g, np.greater)
+
+
+def _tie_split(ctx: Function, g: np.ndarray, loses: np.ufunc) -> tuple:
+    """Gradients of maximum/minimum: g to the winner, g/2 to each of a tie, none to the loser."""
+    a, b = ctx.saved_tensors
+    need_a, need_b = ctx.needs_input_grad
+    zero = np.zeros((), dtype=g.dtype)
+    shared = np.where(a == b, g / 2, g)
+    return (np.where(loses(a, b), zero, shared) if need_a else None), (
+        np.where(loses(b, a), zero, shared) if need_b else None
+    )
 
 
 class Where(Function):

@@ -10,6 +10,11 @@ from ..autograd import Function
 
 def _check(a: np.ndarray, b: np.ndarray) -> None:
     """Raise a ValueError naming both shapes when they cannot be multiplied."""
+    kinds = a.dtype.kind + b.dtype.kind
+    if kinds not in ("ff", "ii", "iu", "ui", "uu"):
+        raise TypeError(
+            f"matmul: expected two float tensors (or two integer tensors), got dtypes {a.dtype} and {b.dtype}"
+        )
     if a.ndim == 0 or b.ndim == 0:
         raise ValueError(f"matmul: scalars are not allowed, got shapes {a.shape} and {b.shape}")
     k_a = a.shape[-1]

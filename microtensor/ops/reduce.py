@@ -18,6 +18,13 @@ def _normalise_axes(op: str, axis, ndim: int) -> tuple:
     return tuple(sorted(int(ax) % max(ndim, 1) for ax in axes))
 
 
+def _check_dtype(op: str, a: np.ndarray, kinds: str) -> None:
+    """A TypeError naming the op when a's dtype is not of the given kinds ("f": float, "biuf": numeric)."""
+    if a.dtype.kind not in kinds:
+        wanted = "a float32 or float64" if kinds == "f" else "a float, integer or bool"
+        raise TypeError(f"{op}: expected {wanted} tensor, got dtype {a.dtype}")
+
+
 def _expand(g: np.ndarray, axes: tuple, keepdims: bool, shape: tuple) -> np.ndarray:
     """Broadcast a reduced gradient back over the input shape."""
     if not keepdims and shape:
@@ -29,6 +36,8 @@ class Sum(Function):
     @staticmethod
     def forward(ctx, a, axis=None, keepdims=False):
         ctx.axes = _normalise_axes("sum", axis, a.ndim)
+        if a.dtype.kind not in "biuf":
+            _check_dtype("sum", a, "biuf")
         ctx.keepdims, ctx.shape = keepdims, a.shape
         return np.sum(a, axis=ctx.axes, keepdims=keepdims)
 
@@ -41,6 +50,8 @@ class Mean(Function):
     @staticmethod
     def forward(ctx, a, axis=None, keepdims=False):
         ctx.axes = _normalise_axes("mean", axis, a.ndim)
+        if a.dtype.kind != "f":
+            _check_dtype("mean", a, "f")
         ctx.keepdims, ctx.shape = keepdims, a.shape
         ctx.count = int(np.prod([a.shape[i] for i in ctx.axes])) if a.ndim else 1
         if ctx.count == 0:
@@ -61,6 +72,8 @@ class _Extreme(Function):
     @classmethod
     def forward(cls, ctx, a, axis=None, keepdims=False):
         ctx.axes = _normalise_axes(cls.name, axis, a.ndim)
+        if a.dtype.kind not in "biuf":
+            _check_dtype(cls.name, a, "biuf")
         if a.size == 0:
             raise ValueError(f"{cls.name}: cannot reduce an empty tensor of shape {a.shape}")
         ctx.keepdims, ctx.shape = keepdims, a.shape
@@ -90,6 +103,7 @@ class Var(Function):
     @staticmethod
     def forward(ctx, a, axis=None, keepdims=False, correction=1):
         ctx.axes = _normalise_axes("var", axis, a.ndim)
+        _check_dtype("var", a, "f")
         ctx.keepdims, ctx.shape = keepdims, a.shape
         count = int(np.prod([a.shape[i] for i in ctx.axes])) if a.ndim else 1
         ctx.denom = count - correction
@@ -101,3 +115,40 @@ class Var(Function):
     @staticmethod
     def backward(ctx, g):
         return _expand(g, ctx.axes, ctx.keepdims, ctx.shape) * (2.0 / ctx.denom) * ctx.centered
+
+
+class Norm(Function):
+    """The 2-norm (Frobenius) over axes; its gradient at a zero vector is 0, as in PyTorch."""
+
+    @staticmethod
+    def forward(ctx, a, axis=None, keepdims=False):
+        ctx.axes = _normalise_axes("norm", axis, a.ndim)
+        _check_dtype("norm", a, "f")
+        ctx.keepdims, ctx.shape = keepdims, a.shape
+        out = np.sqrt(np.sum(a * a, axis=ctx.axes, keepdims=keepdims))
+        ctx.save_for_backward(a, out)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        a, out = ctx.saved_tensors
+        scale = np.divide(g, out, out=np.zeros_like(g * out), where=out != 0)
+        return _expand(scale, ctx.axes, ctx.keepdims, ctx.shape) * a
+
+
+class CumSum(Function):
+    """Running sum along one axis (integers and bools sum as int64, as in PyTorch)."""
+
+    @staticmethod
+    def forward(ctx, a, axis=0):
+        (ctx.axis,) = _normalise_axes("cumsum", axis, a.ndim)
+        if a.dtype.kind not in "biuf":
+            _check_dtype("cumsum", a, "biuf")
+        out = np.cumsum(a, axis=ctx.axis) if a.ndim else a.copy()
+        return out if a.dtype.kind == "f" else out.astype(np.int64)
+
+    @staticmethod
+    def backward(ctx, g):
+        if not g.ndim:
+            return g
+        return np.flip(np.cumsum(np.flip(g, ctx.axis), axis=ctx.axis), ctx.axis)

@@ -132,3 +132,39 @@ class Stack(Function):
     @staticmethod
     def backward(ctx, g):
         return tuple(np.take(g, i, axis=ctx.axis) for i in range(ctx.count))
+
+
+class Gather(Function):
+    """out[i][j] = a[index[i][j]][j] along `axis` (PyTorch's gather); repeated indices add up in backward."""
+
+    @staticmethod
+    def forward(ctx, a, index, axis=0):
+        index = np.asarray(index)
+        _check_axis("gather", axis, max(a.ndim, 1), [a.shape, index.shape])
+        if index.dtype.kind not in "iu":
+            raise TypeError(f"gather: index must be an integer tensor, got dtype {index.dtype}")
+        axis %= max(a.ndim, 1)
+        if index.ndim != a.ndim or any(i > n for d, (i, n) in enumerate(zip(index.shape, a.shape)) if d != axis):
+            raise ValueError(
+                f"gather: index of shape {index.shape} must have the input's {a.ndim} dimensions and be no "
+                f"larger than its shape {a.shape} outside axis {axis}"
+            )
+        size = a.shape[axis] if a.ndim else 1
+        if index.size and (index.min() < 0 or index.max() >= size):
+            raise ValueError(f"gather: index values must be in [0, {size}) along axis {axis}, got "
+                             f"[{index.min()}, {index.max()}]")
+        ctx.index, ctx.axis, ctx.shape = index, axis, a.shape
+        if not a.ndim:
+            return a.copy()
+        part = a[tuple(slice(None) if d == axis else slice(0, n) for d, n in enumerate(index.shape))]
+        return np.take_along_axis(part, index, axis)
+
+    @staticmethod
+    def backward(ctx, g):
+        grad = np.zeros(ctx.shape, dtype=g.dtype)
+        if not grad.ndim:
+            return grad + g.sum(), None
+        where = list(np.ix_(*[np.arange(n) for n in ctx.index.shape]))
+        where[ctx.axis] = ctx.index
+        np.add.at(grad, tuple(where), g)
+        return grad, None
