@@ -160,3 +160,60 @@ def test_train_module_runs_as_a_program():
         cwd=ROOT,
     )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ({"epochs": 1.5}, "epochs must be an integer, got 1.5"),
+        ({"train": {"batch_size": True}}, "batch_size must be an integer, got True"),
+        ({"split": [1, 2]}, "split must be three fractions"),
+        ({"split": [0.5, "a", 0.5]}, "must be a number"),
+        ({"lr": float("nan")}, "lr must be a finite number"),
+        ({"diagnostics_epochs": "1,5"}, "diagnostics_epochs must be a list of integers"),
+        ({"model": [16]}, "must be a JSON object of settings"),
+        ({"pre_ln": "yes"}, "pre_ln must be true or false"),
+        ([1, 2], "expected a JSON object"),
+    ],
+)
+def test_config_values_are_held_to_the_rules_of_the_flags(tmp_path, capsys, config, message):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(config))
+    assert _exit_code(train.main, ["--out", str(tmp_path / "run"), "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"--config {path}: " in err and message in err, err
+    assert not (tmp_path / "run").exists()
+
+
+def test_config_arity_may_be_a_json_integer(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"arity": 4, "test_arity": "2-3"}))
+    parser = train.build_parser()
+    _, cfg = train.resolve_config(parser.parse_args(["--config", str(path)]), parser)
+    assert (cfg.arity, cfg.test_arity) == ("4", "2-3")
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--seed", "-1"], "--seed: must be >= 0"),
+        (["--split", "0,0,0"], "--split: must be three fractions > 0"),
+        (["--split", "1,0,0"], "--split: must be three fractions > 0"),
+        (["--split", "nan,1,1"], "--split: must be a finite number"),
+        (["--lr", "inf"], "--lr: must be a finite number"),
+    ],
+)
+def test_bad_seed_and_split_exit_2_before_anything_is_written(tmp_path, capsys, flags, message):
+    assert _exit_code(train.main, ["--out", str(tmp_path / "run"), *flags]) == 2
+    assert message in capsys.readouterr().err and not (tmp_path / "run").exists()
+
+
+def test_an_out_that_cannot_be_a_run_folder_exits_2(tmp_path, capsys):
+    file = tmp_path / "file"
+    file.write_text("keep")
+    for out, message in [(file, "is a file"), (file / "run", "cannot create the folder"),
+                         (Path("/proc/microtensor-run"), "cannot create the folder")]:
+        assert _exit_code(train.main, ["--out", str(out), "--epochs", "1"]) == 2
+        err = capsys.readouterr().err
+        assert f"--out {out}" in err and message in err, err
+    assert file.read_text() == "keep"

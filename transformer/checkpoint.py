@@ -45,9 +45,9 @@ class RunError(ValueError):
 # ---- format -------------------------------------------------------------------------------------
 
 
-def _digest(arrays: dict[str, np.ndarray]) -> str:
-    """SHA-256 over every array's name, dtype, shape and bytes, in name order."""
-    h = hashlib.sha256()
+def _digest(arrays: dict[str, np.ndarray], meta: dict[str, Any] | None = None) -> str:
+    """SHA-256 over every array's name, dtype, shape and bytes, in name order, and the meta's JSON."""
+    h = hashlib.sha256(json.dumps(meta, sort_keys=True).encode())
     for key in sorted(arrays):
         a = np.ascontiguousarray(arrays[key])
         h.update(f"{key}|{a.dtype.str}|{a.shape}|".encode())
@@ -81,7 +81,8 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 def write_checkpoint(path: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
     """Write atomically: a temp file in the same folder, fsync, rename over `path`; on failure remove the temp."""
-    meta = {**meta, "format": FORMAT, "sha256": _digest(arrays)}
+    meta = {**meta, "format": FORMAT}
+    meta["sha256"] = _digest(arrays, meta)
     encoded = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     try:
@@ -124,8 +125,8 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, 
         raise CheckpointError(f"{path}: its meta entry is not JSON ({err})") from None
     if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
         raise CheckpointError(f"{path}: not a transformer checkpoint (meta holds no config)")
-    if "format" in meta and meta.get("sha256") != _digest(arrays):
-        raise CheckpointError(f"{path}: damaged (its arrays do not match the checksum written with them)")
+    if "format" in meta and meta.pop("sha256", None) != _digest(arrays, meta):
+        raise CheckpointError(f"{path}: damaged (its contents do not match the checksum written with them)")
     return meta, arrays
 
 

@@ -67,6 +67,11 @@ def _accept_text(value: Any) -> str:
     return value
 
 
+def _accept_arity(value: Any) -> str:
+    """An arity spec as text: '3', '2-5', '2,4' (a JSON integer is taken as one arity)."""
+    return str(value) if _is_int(value) else _accept_text(value)
+
+
 def _accept_bool(value: Any) -> bool:
     if not isinstance(value, bool):
         raise ValueError(f"must be true or false, got {value!r}")
@@ -113,6 +118,7 @@ def _parse_int_list(text: str) -> list[int]:
 INT = Kind("integer", int, _accept_int)
 FLOAT = Kind("number", lambda text: _finite(float(text), text), _accept_float)
 TEXT = Kind("string", str, _accept_text)
+ARITY = Kind("arity", str, _accept_arity)
 BOOL = Kind("boolean", bool, _accept_bool)
 SPLIT = Kind("fractions", lambda text: _accept_split(_numbers(text)), _accept_split)
 INT_LIST = Kind("integers", _parse_int_list, _accept_int_list)
@@ -278,9 +284,9 @@ class TrainConfig:
         "stop after this many epochs without a better val loss, restore the best (default off)",
         positive,
     )
-    arity: str = setting("3", TEXT, "arguments per input: 3, 2-5 or 2,4", an_arity, "data")
+    arity: str = setting("3", ARITY, "arguments per input: 3, 2-5 or 2,4", an_arity, "data")
     test_arity: str | None = setting(
-        None, optional(TEXT), "test on other arities (length generalisation; default: the arity)", an_arity, "data"
+        None, optional(ARITY), "test on other arities (length generalisation; default: the arity)", an_arity, "data"
     )
     train_size: int = setting(10_000, INT, "training examples", positive, "data")
     eval_size: int = setting(2_000, INT, "max val/test inputs", positive, "data")
