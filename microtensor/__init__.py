@@ -10,6 +10,7 @@ from .autograd import (
     no_grad,
     set_grad_enabled,
 )
+from .backend import get_num_threads, set_num_threads
 from .combine import cat, stack, where
 from .creation import (
     arange,
@@ -68,6 +69,7 @@ __all__ = [
     *_functional_api,
     "inference_mode", "set_grad_enabled", "bool", "double", "float", "float16", "float32", "float64", "half",
     "int", "int8", "int16", "int32", "int64", "long", "short", "uint8",
+    "get_num_threads", "set_num_threads",
 ]
 
 

@@ -3,26 +3,69 @@
 Op code calls `_backend.K.<kernel>(...)`; `K` is the active backend module
 (`reference` or `c`), both with the signatures documented in `reference.py`.
 `MICROTENSOR_BACKEND=numpy|c` forces one at import; `use()` switches later.
+The C kernels' threads: `MICROTENSOR_NUM_THREADS` when they load, `set_num_threads()`
+later; both capped at the cores this process may use, with a warning.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from types import ModuleType
+
+import numpy as np
 
 from . import reference
 
 K: ModuleType = reference
+ENV_THREADS = "MICROTENSOR_NUM_THREADS"
 
 
 def _load_c() -> ModuleType | None:
     """The C backend module, or None (with the reason) when its extension is not built."""
+    first = __name__ + ".c" not in sys.modules
     try:
         from . import c
     except ImportError as err:
         return err  # type: ignore[return-value]
+    if first:
+        _threads_from_env(c)
     return c
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def _capped(n: int, source: str) -> int:
+    """n, or the available cores with a warning naming `source` when n is more: extra threads only slow kernels."""
+    cores = available_cores()
+    if n > cores:
+        warnings.warn(f"{source}: {n} threads is more than the {cores} cores this process may use; using {cores}",
+                      stacklevel=3)
+        return cores
+    return n
+
+
+def _threads_from_env(c: ModuleType) -> None:
+    """Apply MICROTENSOR_NUM_THREADS to the C kernels; a value that is not a positive integer warns and is ignored."""
+    raw = os.environ.get(ENV_THREADS, "").strip()
+    if not raw:
+        return
+    try:
+        n = int(raw)
+    except ValueError:
+        n = 0
+    if n < 1:
+        warnings.warn(f"{ENV_THREADS}={raw!r} is not a positive integer; ignored, the C kernels use "
+                      f"{c.num_threads()} threads (the cores available)", stacklevel=4)
+        return
+    c.set_num_threads(_capped(n, f"{ENV_THREADS}={raw}"))
 
 
 def use(name: str) -> None:
@@ -40,14 +83,18 @@ def use(name: str) -> None:
 
 
 def set_num_threads(n: int) -> None:
-    """Cap the C kernels' threads at n (>= 1); the numpy backend has no threads of its own to cap."""
-    if not isinstance(n, int) or n < 1:
-        raise ValueError(f"set_num_threads: expected an integer >= 1, got {n!r}")
-    if hasattr(K, "set_num_threads"):
-        K.set_num_threads(n)
+    """Let the C kernels use n threads (>= 1), at most the available cores (more warns and uses those)."""
+    if isinstance(n, bool) or not isinstance(n, int | np.integer):
+        raise TypeError(f"set_num_threads: expected an integer >= 1, got {type(n).__name__} {n!r}")
+    if n < 1:
+        raise ValueError(f"set_num_threads: expected an integer >= 1, got {n}")
+    n = _capped(int(n), "set_num_threads")
+    loaded = _load_c()
+    if not isinstance(loaded, ImportError):
+        loaded.set_num_threads(n)
 
 
-def num_threads() -> int:
+def get_num_threads() -> int:
     """How many threads the active backend's kernels may use (1 for numpy)."""
     return K.num_threads() if hasattr(K, "num_threads") else 1
 
