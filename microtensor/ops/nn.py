@@ -108,12 +108,15 @@ def _class_weight(weight: Any, classes: int, dtype: np.dtype) -> np.ndarray | No
 
 
 def _dense_cross_entropy(rows: np.ndarray, q: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Per-row losses -sum_c q log_softmax(rows), their gradient and log_softmax; rows not kept give 0."""
+    """Per-row losses -sum_c q log_softmax(rows), their gradient and log_softmax; rows not kept count 0.
+
+    As in PyTorch, a NaN in a row that is not kept stays out of the loss but
+    reaches that row's gradient.
+    """
     logp = _backend.K.log_softmax_forward(rows)
-    logp[~keep] = 0.0  # so that a NaN in an ignored row stays out of the loss, as in PyTorch
-    losses = -(q * logp).sum(axis=1)
     dlogits = q.sum(axis=1, keepdims=True) * np.exp(logp) - q
-    dlogits[~keep] = 0.0
+    dlogits *= keep[:, None]
+    losses = -(q * np.where(keep[:, None], logp, 0.0)).sum(axis=1)
     return losses, dlogits, logp
 
 
