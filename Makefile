@@ -19,7 +19,7 @@ test: install
 	$(PY) -m pytest tests
 
 train: install
-	$(PY) -m transformer.train --out runs/seed
+	$(PY) -m transformer.train --out runs/seed --overwrite
 	$(PY) -m transformer.report runs/seed
 
 bench: install

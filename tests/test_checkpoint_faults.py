@@ -86,6 +86,15 @@ def test_damaged_or_foreign_files_are_refused_with_one_line(run, tmp_path, rng):
         assert str(path) in message and "\n" not in message, (name, message)
 
 
+def test_a_checkpoint_with_nan_weights_is_refused(run, tmp_path):
+    meta, arrays = read_checkpoint(run / CKPT_LAST)
+    name = next(k for k in arrays if k.startswith("model/"))
+    arrays[name] = np.full_like(arrays[name], np.nan)
+    write_checkpoint(tmp_path / "nan.npz", arrays, meta)
+    with pytest.raises(CheckpointError, match=f"weight {name[len('model/'):]} holds NaN or Inf"):
+        load_model(tmp_path / "nan.npz")
+
+
 def test_every_bit_flip_is_refused_or_harmless(run, rng):
     """A flipped bit anywhere in the file: refused, or (zip padding, timestamps) the same contents."""
     good = (run / CKPT_LAST).read_bytes()

@@ -81,7 +81,7 @@ def test_flags_meant_to_change_may_change_and_extending_gives_the_uninterrupted_
     """--epochs extends, --threads/--backend/--quiet only change how it runs; the settings given again
     with the same values are accepted."""
     monkeypatch.setenv("MICROTENSOR_NUM_THREADS", "1")  # restored afterwards, as are backend and threads
-    backend, threads = mt.backend.name(), mt.backend.num_threads()
+    backend, threads = mt.backend.name(), mt.backend.get_num_threads()
     try:
         argv = ["--out", str(one), "--resume", "--epochs", "3", "--threads", "1", "--backend", "numpy", *TINY]
         assert train.main(argv) == 0
