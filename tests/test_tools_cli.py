@@ -306,7 +306,7 @@ def test_study_with_other_settings_is_refused_and_deletes_nothing(copy, capsys):
     assert study.main([*STUDY[:-1], "300", "--out", str(copy)]) == 2
     line = one_line(capsys.readouterr().err)
     assert str(copy / "full" / "seed0") in line and "--train-size 200 there, 300 now" in line
-    assert "(and 1 more run folders)" in line
+    assert "(and 1 more)" in line
     assert study.main(["ablations", "--configs", "full", "--epochs", "2", "--train-size", "200",
                        "--out", str(copy)]) == 2
     assert "--epochs 1 there, 2 now" in one_line(capsys.readouterr().err)

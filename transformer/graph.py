@@ -55,20 +55,14 @@ def loss_graph(
     return graph, loss, model
 
 
-def _format(out: Path) -> str:
-    """The format named by out's extension; ValueError for an unknown one."""
-    fmt = out.suffix.lstrip(".").lower()
-    if fmt not in FORMATS:
-        raise ValueError(f"--out {out}: unknown format {out.suffix!r}; use one of {', '.join(FORMATS)}")
-    return fmt
-
-
 def write_graph(graph: Any, out: Path) -> tuple[Path, bool]:
     """Write `graph` in the format of out's extension; (path written, rendered). DOT source without `dot`.
 
     ValueError naming --out when it cannot be written (under a file, no permission, a folder).
     """
-    fmt = _format(out)
+    fmt = out.suffix.lstrip(".").lower()
+    if fmt not in FORMATS:
+        raise ValueError(f"--out {out}: unknown format {out.suffix!r}; use one of {', '.join(FORMATS)}")
     make_folder(out.parent, "--out", out)
     if fmt in ("dot", "gv"):
         path, data = out, graph.source.encode()
@@ -92,7 +86,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     config = ModelConfig() if args.n_blocks is None else ModelConfig(n_blocks=args.n_blocks)
     try:
-        _format(Path(args.out))
         graph, _, _ = loss_graph(args.collapse, config, grad_norms=not args.no_grad_norms)
         path, rendered = write_graph(graph, Path(args.out))
     except ValueError as exc:

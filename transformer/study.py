@@ -190,7 +190,7 @@ def plan_jobs(
             resume = (run_dir / CKPT_LAST).exists()
             jobs.append(_Job(config, seed, run_dir, resume, overwrite=bool(found) and not resume))
     if conflicts:
-        more = f" (and {len(conflicts) - 1} more run folders)" if len(conflicts) > 1 else ""
+        more = f" (and {len(conflicts) - 1} more)" if len(conflicts) > 1 else ""
         raise ValueError(f"{conflicts[0]}{more}; nothing was changed: choose another --out, or move the "
                          "folder away to train it again")
     return jobs, done
