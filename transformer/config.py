@@ -194,13 +194,18 @@ def _default(f: Any) -> Any:
     return f.default_factory() if f.default is MISSING else f.default
 
 
+def _complaint(f: Any, value: Any) -> str | None:
+    """What setting `f`'s check says of a value already read, or None."""
+    return f.metadata["check"](value) if f.metadata["check"] else None
+
+
 def check_value(f: Any, value: Any) -> Any:
     """`value` read as setting `f` declares (JSON form), then checked; SettingError naming it otherwise."""
     try:
         value = f.metadata["kind"].accept(value)
     except ValueError as err:
         raise SettingError(f.name, str(err)) from None
-    complaint = f.metadata["check"](value) if f.metadata["check"] else None
+    complaint = _complaint(f, value)
     if complaint:
         raise SettingError(f.name, complaint)
     return value
@@ -344,7 +349,7 @@ def _flag_type(f: Any) -> Callable[[str], Any]:
             value = f.metadata["kind"].parse(text)
         except ValueError as err:
             raise argparse.ArgumentTypeError(str(err)) from None
-        complaint = f.metadata["check"](value) if f.metadata["check"] else None
+        complaint = _complaint(f, value)
         if complaint:
             raise argparse.ArgumentTypeError(complaint)
         return value
@@ -371,7 +376,8 @@ def build_parser() -> argparse.ArgumentParser:
     groups = {name: p.add_argument_group(name) for name in ("run", "optimisation", "data", "model")}
     run = groups["run"]
     run.add_argument("--out", default="runs/seed", help="run directory (default: runs/seed)")
-    run.add_argument(
+    fresh_or_not = run.add_mutually_exclusive_group()
+    fresh_or_not.add_argument(
         "--resume",
         action="store_true",
         default=False,
@@ -379,7 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
         + ", ".join(flag_of(n) for n in MAY_CHANGE_ON_RESUME)
         + ")",
     )
-    run.add_argument(
+    fresh_or_not.add_argument(
         "--overwrite", action="store_true", default=False, help="start afresh in an OUT that holds a run"
     )
     run.add_argument("--config", help="JSON file of settings ({'model': {...}, 'train': {...}} or flat)")

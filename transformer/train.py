@@ -27,7 +27,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import numpy as np
 
@@ -489,10 +489,6 @@ class Trainer:
 # ---- entry point -----------------------------------------------------------------------------------
 
 
-def _fail(parser: argparse.ArgumentParser, message: str) -> NoReturn:
-    parser.error(message)
-
-
 def resolve_config(
     args: argparse.Namespace, parser: argparse.ArgumentParser, stored: dict | None = None
 ) -> tuple[ModelConfig, TrainConfig]:
@@ -502,26 +498,24 @@ def resolve_config(
         try:
             layers.append(read_config_file(args.config))
         except ValueError as err:
-            _fail(parser, f"--config {args.config}: {err}")
+            parser.error(f"--config {args.config}: {err}")
     try:
         return from_layers(layers, vars(args))
     except SettingError as err:
         where = f"--config {args.config}: " if "config" in args else ""
-        _fail(parser, where + str(err))
+        parser.error(where + str(err))
 
 
 def _select_backend(cfg: TrainConfig, parser: argparse.ArgumentParser) -> None:
     """Backend and thread count; the C kernels read MICROTENSOR_NUM_THREADS when their pool first starts."""
     if cfg.threads is not None:
         os.environ["MICROTENSOR_NUM_THREADS"] = str(cfg.threads)
-        setter = getattr(mt.backend, "set_num_threads", None)
-        if setter is not None:
-            setter(cfg.threads)
+        mt.backend.set_num_threads(cfg.threads)
     if cfg.backend is not None:
         try:
             mt.backend.use(cfg.backend)
         except ValueError as err:
-            _fail(parser, f"--backend {cfg.backend}: {err}")
+            parser.error(f"--backend {cfg.backend}: {err}")
 
 
 def _resume(args: argparse.Namespace, parser: argparse.ArgumentParser, run_dir: Path) -> Trainer:
@@ -542,7 +536,9 @@ def _resume(args: argparse.Namespace, parser: argparse.ArgumentParser, run_dir: 
     return trainer
 
 
-def _start(args: argparse.Namespace, parser: argparse.ArgumentParser, run_dir: Path) -> Trainer:
+def _start(
+    args: argparse.Namespace, parser: argparse.ArgumentParser, run_dir: Path, model_cfg: ModelConfig, cfg: TrainConfig
+) -> Trainer:
     """A new run; an earlier run in OUT is kept unless --overwrite, and then removed only now."""
     found = holds_run(run_dir)
     if found and not args.overwrite:
@@ -550,7 +546,6 @@ def _start(args: argparse.Namespace, parser: argparse.ArgumentParser, run_dir: P
             f"--out {run_dir} holds a run ({', '.join(found)}): continue it with --resume, replace it with "
             "--overwrite, or choose another --out"
         )
-    model_cfg, cfg = resolve_config(args, parser)
     _select_backend(cfg, parser)
     trainer = Trainer(model_cfg, cfg, run_dir, quiet=args.quiet)
     clear_run(run_dir)
@@ -573,12 +568,14 @@ def _run_folder(out: str, resume: bool) -> Path:
 
 def _train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """Prepare the run under the folder's lock, then train; the exit code."""
-    if not args.resume:
-        resolve_config(args, parser)  # settings are checked before OUT is created
+    settings = None if args.resume else resolve_config(args, parser)  # checked before OUT is created
     run_dir = _run_folder(args.out, args.resume)
     with locked(run_dir):
         remove_stale_temps(run_dir)
-        trainer = (_resume if args.resume else _start)(args, parser, run_dir)
+        if settings is None:
+            trainer = _resume(args, parser, run_dir)
+        else:
+            trainer = _start(args, parser, run_dir, *settings)
         write_text_atomic(run_dir / "config.json", json.dumps(as_dict(trainer.model_cfg, trainer.cfg), indent=2) + "\n")
         cfg, data = trainer.cfg, trainer.data
         print(
@@ -590,12 +587,8 @@ def _train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         )
         if trainer.recorder is not None and not args.resume and hasattr(trainer.recorder, "on_train_begin"):
             trainer.recorder.on_train_begin(trainer.model)
-        try:
-            with _Interrupt() as interrupt:
-                return trainer.run(interrupt)
-        except KeyboardInterrupt:
-            print(f"interrupted; the last checkpoint is {run_dir / CKPT_LAST}", flush=True)
-            return 130
+        with _Interrupt() as interrupt:
+            return trainer.run(interrupt)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -605,13 +598,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _train(args, parser)
     except (CheckpointError, RunError) as err:
-        _fail(parser, str(err))
+        parser.error(str(err))
     except OSError as err:
-        _fail(
-            parser,
-            f"cannot write {err.filename or args.out}: {err.strerror}; the last checkpoint is intact: "
-            "free space (or fix the folder), then continue with --resume",
+        parser.error(
+            f"cannot write {err.filename or args.out}: {err.strerror}; the checkpoints already saved are intact "
+            "and no temp file is left: free space (or fix the folder), then continue with --resume"
         )
+    except KeyboardInterrupt:
+        print(f"interrupted; the last checkpoint (if any) is {Path(args.out) / CKPT_LAST}", flush=True)
+        return 130
 
 
 if __name__ == "__main__":
