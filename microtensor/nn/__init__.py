@@ -17,10 +17,10 @@ from .layers import (
     Softmax,
     Tanh,
 )
-from .module import Module, ModuleList, Parameter, Sequential
+from .module import Module, ModuleDict, ModuleList, Parameter, Sequential
 
 __all__ = [
-    "GELU", "Dropout", "Embedding", "LayerNorm", "Linear", "Module", "ModuleList", "Parameter", "ReLU",
+    "GELU", "Dropout", "Embedding", "LayerNorm", "Linear", "Module", "ModuleDict", "ModuleList", "Parameter", "ReLU",
     "Sequential", "functional", "utils",
     "CrossEntropyLoss", "Flatten", "Identity", "MSELoss", "SiLU", "Sigmoid", "Softmax", "Tanh", "init",
 ]
