@@ -120,6 +120,22 @@ def _dense_cross_entropy(rows: np.ndarray, q: np.ndarray, keep: np.ndarray) -> t
     return losses, dlogits, logp
 
 
+def _index_cross_entropy(rows: np.ndarray, flat: np.ndarray, weight: Any, eps: float, ignore: int,
+                         per_row: bool) -> tuple:
+    """(per-row losses or None, their sum, dlogits, the divisor of 'mean') for class-index targets."""
+    if weight is None and not eps:
+        total, denom, dlogits = _backend.K.cross_entropy_forward(rows, flat, ignore)
+        losses = _backend.K.cross_entropy_rows(rows, flat, ignore) if per_row else None
+        return losses, total, dlogits, denom
+    keep = flat != ignore
+    safe = np.where(keep, flat, 0)
+    q = np.empty_like(rows)
+    q[:] = (eps / rows.shape[1]) * (1.0 if weight is None else weight)
+    q[np.arange(len(rows)), safe] += (1.0 - eps) * (1.0 if weight is None else weight[safe])
+    losses, dlogits, _ = _dense_cross_entropy(rows, q, keep)
+    return losses, losses.sum(), dlogits, weight[safe][keep].sum() if weight is not None else int(keep.sum())
+
+
 def _unrows(d: np.ndarray, shape: tuple) -> np.ndarray:
     """Rows (R, C) back to the (C,), (N, C) or (N, C, d...) layout of `shape`."""
     if len(shape) > 2:
@@ -149,33 +165,22 @@ class CrossEntropy(Function):
             raise ValueError(
                 f"cross_entropy: input of shape {logits.shape} has no classes (expected (C,), (N, C) or (N, C, d...))"
             )
-        rows, target = _class_rows(logits), np.asarray(target)
-        classes, eps = rows.shape[1], float(label_smoothing)
-        weight = _class_weight(weight, classes, rows.dtype)
-        w = np.ones(classes, dtype=rows.dtype) if weight is None else weight
+        rows, target, eps = _class_rows(logits), np.asarray(target), float(label_smoothing)
+        weight = _class_weight(weight, rows.shape[1], rows.dtype)
         ctx.shape, ctx.reduction, ctx.dtarget = logits.shape, reduction, None
         if target.dtype.kind == "f" and target.shape == logits.shape:
-            q = (_class_rows(target).astype(rows.dtype) * (1.0 - eps) + eps / classes) * w
-            losses, dlogits, logp = _dense_cross_entropy(rows, q, np.ones(rows.shape[0], dtype=bool))
-            ctx.dtarget, denom = -(1.0 - eps) * w * logp, rows.shape[0]
+            w = 1.0 if weight is None else weight
+            q = (_class_rows(target).astype(rows.dtype) * (1.0 - eps) + eps / rows.shape[1]) * w
+            losses, ctx.dlogits, logp = _dense_cross_entropy(rows, q, np.ones(len(rows), dtype=bool))
+            total, denom, ctx.dtarget = losses.sum(), len(rows), -(1.0 - eps) * w * logp
             out_shape = logits.shape[:1] + logits.shape[2:] if logits.ndim > 1 else ()
         else:
-            flat, out_shape = _index_targets(target, logits.shape, classes, ignore), target.shape
-            if weight is None and not eps:
-                total, denom, dlogits = _backend.K.cross_entropy_forward(rows, flat, ignore)
-                losses = _backend.K.cross_entropy_rows(rows, flat, ignore) if reduction == "none" else None
-            else:
-                keep = flat != ignore
-                safe = np.where(keep, flat, 0)
-                q = np.empty_like(rows)
-                q[:] = (eps / classes) * w
-                q[np.arange(rows.shape[0]), safe] += (1.0 - eps) * w[safe]
-                losses, dlogits, _ = _dense_cross_entropy(rows, q, keep)
-                denom = w[safe][keep].sum() if weight is not None else int(keep.sum())
-        ctx.dlogits = dlogits
+            flat, out_shape = _index_targets(target, logits.shape, rows.shape[1], ignore), target.shape
+            losses, total, ctx.dlogits, denom = _index_cross_entropy(
+                rows, flat, weight, eps, ignore, reduction == "none"
+            )
         if reduction == "none":
             return losses.reshape(out_shape).astype(logits.dtype, copy=False)
-        total = total if losses is None else losses.sum()
         ctx.scale = 1.0 / denom if reduction == "mean" and denom else 1.0
         value = total * ctx.scale if denom or reduction == "sum" else np.nan
         return np.asarray(value, dtype=logits.dtype)
