@@ -1,6 +1,6 @@
 """microtensor: a reverse-mode autograd tensor library with C kernels, PyTorch-style."""
 
-from . import backend, nn, optim
+from . import backend, nn, optim, utils
 from .autograd import (
     AutogradError,
     Function,
@@ -70,6 +70,7 @@ __all__ = [
     "inference_mode", "set_grad_enabled", "bool", "double", "float", "float16", "float32", "float64", "half",
     "int", "int8", "int16", "int32", "int64", "long", "short", "uint8",
     "get_num_threads", "set_num_threads",
+    "utils",
 ]
 
 
