@@ -239,8 +239,8 @@ class Tensor:
         return bool(self.data)
 
     def __format__(self, spec: str) -> str:
-        """f"{loss:.4f}" formats a one-element tensor as its number; other tensors take no format spec."""
-        if self.data.size == 1:
+        """f"{loss:.4f}" formats a one-element tensor as its number (0-d ones always, as PyTorch)."""
+        if self.data.ndim == 0 or (spec and self.data.size == 1):
             return format(self.data.item(), spec)
         if spec:
             raise TypeError(f"format: spec {spec!r} needs a one-element tensor, got shape {self.shape}")
@@ -266,7 +266,7 @@ class Tensor:
         for arg in args:
             if isinstance(arg, Tensor):
                 dtype = arg.dtype
-            elif isinstance(arg, (str, _device.device)):
+            elif isinstance(arg, (str, int, _device.device)):
                 try:
                     device = _device._check_device(arg, "to")
                 except ValueError:
@@ -524,7 +524,7 @@ class Tensor:
         new = fn(old)
         self._store(op, np.copyto, new.data)
         if self._ctx is not None and self._ctx._retain is self:
-            new._ctx._retain = self
+            self._ctx._retain, new._ctx._retain = None, self
         self.requires_grad, self._ctx = True, new._ctx
         return self
 
