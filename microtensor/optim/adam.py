@@ -45,15 +45,17 @@ class _FlatGroup:
         """Make every gradient a zeroed view of the flat buffer, so backward accumulates straight into it."""
         self.grad.fill(0)
         for p, grad, view in zip(self.params, self.grad_tensors, self.grad_views):
-            grad.data = view
-            p.grad = grad
+            if p.grad is not grad or grad.data is not view:  # set once: the next steps cost no assignment
+                grad.data = view
+                p.grad = grad
 
     def gather_grads(self, op: str) -> bool:
         """Have every gradient in the flat buffer (copied unless it is its view); False if one is missing."""
-        if any(p.grad is None for p in self.params):
-            return False
         for p, view in zip(self.params, self.grad_views):
-            if p.grad.data is not view:
+            grad = p.grad
+            if grad is None:
+                return False
+            if grad.data is not view:
                 view[...] = grad_of(p, op)
         return True
 
