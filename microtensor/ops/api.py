@@ -44,6 +44,7 @@ def _take(x: Tensor, index: np.ndarray, dim: int, keepdim: bool = True) -> Tenso
 
 def _extreme(op: str, result: type, arg: Any, x: Tensor, dim: Any, keepdim: bool) -> Any:
     """max/min along one dim: (values, indices), the first extreme element on ties (as PyTorch on CPU)."""
+    _numeric(op, x, "biuf")
     d = _dim(op, dim, x.ndim)
     if x.ndim and x.shape[d] == 0:
         raise ValueError(f"{op}: cannot reduce dim {dim} of size 0 (shape {x.shape})")
@@ -100,10 +101,17 @@ def argmin(input: Tensor, dim: int | None = None, keepdim: bool = False) -> Tens
 
 
 def _arg(op: str, fn: Any, x: Tensor, dim: Any, keepdim: bool) -> Tensor:
+    _numeric(op, x, "iuf")
     if x.data.size == 0:
         raise ValueError(f"{op}: cannot reduce an empty tensor of shape {x.shape}")
     axis = None if dim is None else _dim(op, dim, x.ndim)
     return Tensor._wrap(np.asarray(fn(x.data, axis=axis if x.ndim else None, keepdims=keepdim), dtype=np.int64))
+
+
+def _numeric(op: str, x: Tensor, kinds: str) -> None:
+    """A TypeError naming the op for dtypes it does not order (complex, objects; bools for arg* as PyTorch)."""
+    if x.dtype.kind not in kinds:
+        raise TypeError(f"{op}: not supported for dtype {x.dtype}")
 
 
 def _order(x: Tensor, dim: int, descending: bool) -> np.ndarray:
@@ -118,6 +126,7 @@ def sort(input: Tensor, dim: int = -1, descending: bool = False, stable: bool = 
     """(values, indices) sorted along dim; always stable (PyTorch's CPU order for ties)."""
     if not input.ndim:
         return sort_result(_take(input, np.zeros((), np.int64), 0), Tensor._wrap(np.zeros((), np.int64)))
+    _numeric("sort", input, "biuf")
     d = _dim("sort", dim, input.ndim)
     index = _order(input, d, descending)
     return sort_result(_take(input, index, d), Tensor._wrap(index))
@@ -130,6 +139,7 @@ def argsort(input: Tensor, dim: int = -1, descending: bool = False, stable: bool
 
 def topk(input: Tensor, k: int, dim: int = -1, largest: bool = True, sorted: bool = True) -> Any:  # noqa: A002
     """The k largest (or smallest) values along dim and their indices, in order; ties by lowest index."""
+    _numeric("topk", input, "iuf")
     d = _dim("topk", dim, input.ndim)
     size = input.shape[d] if input.ndim else 1
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= k <= size:
@@ -248,7 +258,8 @@ def multinomial(
         out = np.minimum(out, rows.shape[1] - 1)
     else:
         # Exponential races: the k smallest E_i / p_i are k draws without replacement, in order.
-        keys = rng.standard_exponential(rows.shape) / rows
+        with np.errstate(divide="ignore"):  # a zero weight never wins: its key is inf
+            keys = rng.standard_exponential(rows.shape) / rows
         out = np.argsort(keys, axis=1, kind="stable")[:, :num_samples]
     return Tensor._wrap(out.astype(np.int64).reshape(*p.shape[:-1], num_samples))
 

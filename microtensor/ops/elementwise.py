@@ -1,8 +1,9 @@
 """Elementwise ops; all broadcast like numpy (the engine sums gradients back to each input's shape).
 
 Result dtypes follow PyTorch where numpy's differ: an integer or bool tensor with a Python float or a
-float32 tensor gives float32 (numpy: float64), integer true division gives float32, and complex or
-object arrays are refused with a TypeError naming the op.
+float32 tensor gives float32 (numpy: float64), integer true division gives float32, numpy scalars and
+0-d tensors do not widen a tensor with dimensions, and complex or object arrays are refused with a
+TypeError naming the op.
 """
 
 from __future__ import annotations
@@ -33,16 +34,28 @@ def _binary(op: str, ufunc: np.ufunc, a: object, b: object) -> np.ndarray:
 
 
 def _promoted(op: str, out: np.ndarray, a: object, b: object) -> np.ndarray:
-    """numpy's result cast to PyTorch's: float64 only when an input was float64; no complex or objects."""
+    """numpy's result cast to PyTorch's float dtype; complex and object results are refused."""
     kind = out.dtype.kind
     if kind not in "biuf":
         raise TypeError(
             f"{op}: not supported for dtypes {_dtype_name(a)} and {_dtype_name(b)}; "
             "microtensor takes float, integer and bool tensors"
         )
-    if out.dtype == _F64 and _F64 not in (getattr(a, "dtype", None), getattr(b, "dtype", None)):
-        return out.astype(_F32)
+    if kind == "f":
+        wanted = _float_result(a, b)
+        return out if out.dtype == wanted else out.astype(wanted)
     return out
+
+
+def _float_result(a: object, b: object) -> np.dtype:
+    """PyTorch's float result: the widest float among tensors with dimensions, else among 0-d tensors, else
+    float32 (Python and numpy scalars never widen a result)."""
+    arrays = [x for x in (a, b) if isinstance(x, np.ndarray)]
+    for group in ([x for x in arrays if x.ndim], [x for x in arrays if not x.ndim]):
+        floats = [x.dtype for x in group if x.dtype.kind == "f"]
+        if floats:
+            return np.result_type(*floats)
+    return _F32
 
 
 def _floating(op: str, a: np.ndarray) -> np.ndarray:
@@ -112,24 +125,29 @@ def _is_scalar(x: object) -> bool:
 
 
 def _scalar_pow(a: np.ndarray, e: float) -> np.ndarray | None:
-    """a**e for an integer or half-integer |e| <= 16 by multiplications and at most one sqrt and one
-    reciprocal (numpy's float pow costs ~200x more); None for any other exponent."""
-    if not abs(e) <= 16 or 2 * e != int(2 * e):
+    """a**e for an integer or half-integer |e| <= 16 by repeated squaring, at most one sqrt and one reciprocal,
+    into one fresh array (numpy's float pow costs ~30x more); None for any other exponent or a 0-d a."""
+    if not a.ndim or not abs(e) <= 16 or 2 * e != int(2 * e):
         return None
     n, half = divmod(int(abs(2 * e)), 2)
-    out = np.sqrt(a) if half else None
+    out = np.sqrt(a) if half else None  # out is always a fresh array, or None, or a itself
     square = a
     while n:
         if n & 1:
-            out = square if out is None else out * square
+            if out is None:
+                out = square
+            elif out is a:
+                out = out * square
+            else:
+                np.multiply(out, square, out=out)
         n >>= 1
         if n:
             square = square * square
     if out is None:
         return np.ones_like(a)
-    if e < 0:
-        return np.reciprocal(out)
-    return a.copy() if out is a else out
+    if out is a:
+        return np.reciprocal(a) if e < 0 else a.copy()
+    return np.reciprocal(out, out=out) if e < 0 else out
 
 
 class Pow(Function):
