@@ -206,7 +206,7 @@ OPS = {
         [(2, 5, 12)],
     ),
     "sdpa_mask": (
-        lambda q, k, v: F.scaled_dot_product_attention(q, k, v, mask=ATTN_MASK),
+        lambda q, k, v: F.scaled_dot_product_attention(q, k, v, attn_mask=ATTN_MASK),
         lambda q, k, v: TF.scaled_dot_product_attention(q, k, v, attn_mask=t_(ATTN_MASK)),
         [(2, 3, 2), (2, 4, 2), (2, 4, 2)],
     ),
@@ -256,7 +256,7 @@ def model_pair(dtype):
         nn.Linear(8, 3, generator=np.random.default_rng(1)),
     )
     theirs = torch.nn.Sequential(
-        torch.nn.Linear(4, 8), torch.nn.GELU(approximate="tanh"), torch.nn.LayerNorm(8), torch.nn.Linear(8, 3)
+        torch.nn.Linear(4, 8), torch.nn.GELU(), torch.nn.LayerNorm(8), torch.nn.Linear(8, 3)
     ).to(torch.float64 if dtype == np.float64 else torch.float32)
     with torch.no_grad():
         for p in ours.parameters():
