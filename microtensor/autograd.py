@@ -161,20 +161,23 @@ def _share_version(out: Tensor, base: Tensor) -> None:
 def _versions_of_saved(saved: tuple, args: tuple, out: Tensor) -> list:
     """(version counter, current value) of every input or output tensor whose memory a saved array uses.
 
-    Saved arrays are matched by memory, not identity, so that a reshaped view of
-    an input (as linear and layer_norm save) is watched like the input itself.
+    Saved arrays are matched by memory, not only identity, so that a reshaped
+    view of an input (as linear and layer_norm save) is watched like the input.
     """
-    arrays = [s for s in saved if type(s) is np.ndarray]
     pairs = []
     for t in (*args, out):
         if isinstance(t, Tensor):
             data = t.data
-            owner = data if data.base is None else data.base
-            for s in arrays:
-                if s is data or ((s is owner or s.base is owner) and np.may_share_memory(s, data)):
+            for s in saved:
+                if s is data or (type(s) is np.ndarray and s.base is not None and _uses_memory_of(s, data)):
                     pairs.append((t._version, t._version.value))
                     break
     return pairs
+
+
+def _uses_memory_of(view: np.ndarray, data: np.ndarray) -> bool:
+    """True when `view` (a numpy view) overlaps the memory of `data`."""
+    return view.base is (data if data.base is None else data.base) and np.may_share_memory(view, data)
 
 
 def sum_to_shape(grad: np.ndarray, shape: tuple) -> np.ndarray:

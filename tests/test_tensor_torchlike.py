@@ -107,6 +107,10 @@ def test_iteration_and_unpacking_follow_the_first_axis(torch) -> None:
     assert (a.item(), b.item(), c.item()) == (1.5, -2.25, 0.0)
     values, indices = mt.stack([mt.tensor([1.0, 2.0]), mt.tensor([0.0, 1.0])])
     assert values.tolist() == [1.0, 2.0] and indices.tolist() == [0.0, 1.0]
+    with pytest.raises(IndexError, match=r"getitem: index 2 is invalid for shape \(2, 3\)"):
+        t[2]
+    with pytest.raises(IndexError):
+        torch.tensor(A)[2]
     with pytest.raises(TypeError, match="len\\(\\) of a 0-d tensor"):
         len(mt.tensor(3.0))
     with pytest.raises(TypeError, match="0-d tensor"):

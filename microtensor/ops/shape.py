@@ -75,6 +75,10 @@ def _check_axis(op: str, axis: int, ndim: int, shapes: list) -> None:
         raise ValueError(f"{op}: axis {axis} is out of range for shapes {shapes}")
 
 
+class GetItemIndexError(IndexError, ValueError):
+    """An index out of range: an IndexError as in PyTorch (so `for row in t` stops), also a ValueError."""
+
+
 class GetItem(Function):
     """Indexing with ints, slices, integer arrays and boolean masks; repeated indices add up."""
 
@@ -87,7 +91,7 @@ class GetItem(Function):
         try:
             return a[index]
         except IndexError as err:
-            raise ValueError(f"getitem: index {index!r} is invalid for shape {a.shape} ({err})") from None
+            raise GetItemIndexError(f"getitem: index {index!r} is invalid for shape {a.shape} ({err})") from None
 
     @staticmethod
     def backward(ctx, g):
