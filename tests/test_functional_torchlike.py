@@ -286,6 +286,7 @@ def test_activations_losses_and_modules_match_torch(torch, kernels) -> None:
         both(torch, [x3], ours, theirs, 1e-10)
         assert repr(ours) == repr(theirs)
     both(torch, [x, y], nn.MSELoss(reduction="sum"), tn.MSELoss(reduction="sum"), 1e-10)
+    assert repr(nn.ReLU(inplace=True)) == repr(tn.ReLU(inplace=True)) and nn.ReLU(True)(mt.tensor(x)).min() >= 0
     with pytest.warns(UserWarning, match="target of shape"):
         F.mse_loss(mt.tensor(x), y[:, :1])
 

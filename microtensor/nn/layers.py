@@ -135,8 +135,17 @@ class Dropout(Module):
 
 
 class ReLU(Module):
+    """max(x, 0); `inplace=True` (common in PyTorch code) is accepted and gives the same values, out of place."""
+
+    def __init__(self, inplace: bool = False) -> None:
+        super().__init__()
+        self.inplace = inplace
+
     def forward(self, x: Tensor) -> Tensor:
         return F.relu(x)
+
+    def extra_repr(self) -> str:
+        return "inplace=True" if self.inplace else ""
 
 
 class GELU(Module):
