@@ -12,6 +12,7 @@ import json
 import math
 import os
 import zipfile
+import zlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -62,7 +63,8 @@ def _encode(obj: Any, arrays: list, memo: dict, path: set, where: str) -> Any:
     if isinstance(obj, np.ndarray):
         return {"array": _add(obj, arrays, memo, where)}
     if not isinstance(obj, (Mapping, list, tuple)):
-        raise TypeError(f"save: cannot store a {type(obj).__name__} at {where}; save stores {_SUPPORTED}")
+        hint = "; save its state_dict() instead" if hasattr(obj, "state_dict") else ""
+        raise TypeError(f"save: cannot store a {type(obj).__name__} at {where}; save stores {_SUPPORTED}{hint}")
     if id(obj) in path:
         raise ValueError(f"save: {where} contains itself")
     path.add(id(obj))
@@ -136,7 +138,7 @@ def load(f: str | os.PathLike, map_location: Any = None, weights_only: Any = Non
         try:
             with zipfile.ZipFile(fh) as zf:
                 return _read(path, zf, os.fstat(fh.fileno()).st_size)
-        except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, NotImplementedError) as e:
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, NotImplementedError, zlib.error) as e:
             raise ValueError(f"load: {path} is truncated or corrupt ({e}); expected a file written by save") from e
 
 
@@ -158,7 +160,7 @@ def _read(path: str, zf: zipfile.ZipFile, size: int) -> Any:
     try:
         meta = json.loads(zf.read(STRUCTURE))
         if meta.get("format") != FORMAT:
-            raise ValueError(f"unknown format {meta.get('format')!r}")
+            raise ValueError(f"load: {path} is in the format {meta.get('format')!r}; this version reads {FORMAT!r}")
         cache: dict[int, np.ndarray] = {}
 
         def array(i: int) -> np.ndarray:
@@ -180,8 +182,12 @@ def _legacy_key(path: str, name: str) -> str:
 def _decode(node: Any, array: Any) -> Any:
     if not isinstance(node, dict):
         return node
+    if len(node) != 1:
+        raise KeyError(f"a node with the keys {sorted(node)}")
     ((kind, value),) = node.items()
     if kind == "dict":
+        if any(not isinstance(item, list) or len(item) != 2 for item in value):
+            raise TypeError("the items of a dict node must be [key, value] pairs")
         return {key: _decode(v, array) for key, v in value}
     if kind in ("list", "tuple"):
         items = [_decode(v, array) for v in value]

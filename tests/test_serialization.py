@@ -114,6 +114,8 @@ def test_unsupported_values_are_refused_naming_where(tmp_path) -> None:
         mt.save({"a": np.array([{}], dtype=object)}, tmp_path / "x.pt")
     with pytest.raises(TypeError, match=r"dict keys must be"):
         mt.save({(1, 2): 0}, tmp_path / "x.pt")
+    with pytest.raises(TypeError, match=r"cannot store a Linear at obj\['m'\].*save its state_dict\(\) instead"):
+        mt.save({"m": mt.nn.Linear(2, 2)}, tmp_path / "x.pt")
     loop: dict = {}
     loop["self"] = loop
     with pytest.raises(ValueError, match=r"obj\['self'\] contains itself"):
@@ -196,3 +198,15 @@ def test_declared_sizes_are_checked_before_anything_is_inflated(tmp_path) -> Non
     data[central + 24 : central + 28] = (2**31).to_bytes(4, "little")  # the uncompressed size it declares
     with pytest.raises(ValueError, match=r"declares 2147483648 bytes but the file holds"):
         mt.load(write_bytes(tmp_path, bytes(data), "bomb.npz"))
+
+
+@pytest.mark.parametrize("structure", [
+    b"not json", b"[]", b'{"format": "other", "tree": 1}', b'{"format": "microtensor-tree-1", "tree": {"tensor": 3}}',
+    b'{"format": "microtensor-tree-1", "tree": {"dict": [[1, 2, 3]]}}',
+    b'{"format": "microtensor-tree-1", "tree": {"list": [], "tuple": []}}',
+])
+def test_a_malformed_structure_entry_is_a_value_error(structure: bytes, tmp_path) -> None:
+    with zipfile.ZipFile(tmp_path / "odd.pt", "w") as zf:
+        zf.writestr("structure.json", structure)
+    with pytest.raises(ValueError, match=r"odd.pt has a malformed structure.json entry|odd.pt.*format"):
+        mt.load(tmp_path / "odd.pt")
