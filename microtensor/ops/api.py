@@ -33,7 +33,8 @@ def _dim(op: str, dim: Any, ndim: int) -> int:
     """One axis as a non-negative int (0 for a 0-d tensor); a ValueError names the op otherwise."""
     if isinstance(dim, tuple):
         raise TypeError(f"{op}: dim must be one int, got {dim}; use amax/amin/sum to reduce several dims")
-    return reduce._normalise_axes(op, dim, ndim)[0]
+    axes = reduce._normalise_axes(op, dim, ndim)
+    return axes[0] if axes else 0
 
 
 def _take(x: Tensor, index: np.ndarray, dim: int, keepdim: bool = True) -> Tensor:
@@ -204,6 +205,8 @@ def std(input: Tensor, dim: Any = None, unbiased: bool | None = None, keepdim: b
 def norm(input: Tensor, p: Any = "fro", dim: Any = None, keepdim: bool = False, dtype: Any = None) -> Tensor:  # noqa: A002
     """The p-norm over dim (all elements by default): 2/'fro' (default), 1, inf, -inf, 0 or any p > 0."""
     x = input if dtype is None else input.to(dtype)
+    if x.dtype.kind != "f":
+        raise TypeError(f"norm: expected a float32 or float64 tensor, got dtype {x.dtype}")
     dim = _dims(dim)
     if p is None or p == "fro" or p == 2:
         return reduce.Norm.apply(x, axis=dim, keepdims=keepdim)
@@ -254,7 +257,7 @@ def multinomial(
     if replacement:
         cdf = np.cumsum(rows, axis=1)
         draws = rng.random((rows.shape[0], num_samples)) * cdf[:, -1:]
-        out = np.stack([np.searchsorted(c, u, side="right") for c, u in zip(cdf, draws)])
+        out = np.array([np.searchsorted(c, u, side="right") for c, u in zip(cdf, draws)]).reshape(draws.shape)
         out = np.minimum(out, rows.shape[1] - 1)
     else:
         # Exponential races: the k smallest E_i / p_i are k draws without replacement, in order.
@@ -279,7 +282,7 @@ def _weights(input: Any, num_samples: int, replacement: bool) -> np.ndarray:  # 
     nonzero = (p > 0).sum(axis=-1)
     if (nonzero == 0).any():
         raise ValueError("multinomial: every row of weights needs a positive sum, got a row of zeros")
-    if not replacement and num_samples > nonzero.min():
+    if not replacement and nonzero.size and num_samples > nonzero.min():
         raise ValueError(
             f"multinomial: cannot draw {num_samples} samples without replacement from a row with only "
             f"{nonzero.min()} nonzero weights (pass replacement=True)"

@@ -25,9 +25,9 @@ def _binary(op: str, ufunc: np.ufunc, a: object, b: object) -> np.ndarray:
     """ufunc(a, b) with PyTorch's result dtype; bad shapes or dtypes raise naming the op."""
     try:
         out = ufunc(a, b)
-    except ValueError:
+    except ValueError as err:
         _check_broadcast(op, a, b)
-        raise ValueError(f"{op}: not defined for these values ({_dtype_name(a)} and {_dtype_name(b)})") from None
+        raise ValueError(f"{op}: {err} (dtypes {_dtype_name(a)} and {_dtype_name(b)})") from None
     except TypeError:
         raise TypeError(f"{op}: not supported for dtypes {_dtype_name(a)} and {_dtype_name(b)}") from None
     return out if out.dtype == _F32 else _promoted(op, out, a, b)
@@ -125,29 +125,38 @@ def _is_scalar(x: object) -> bool:
 
 
 def _scalar_pow(a: np.ndarray, e: float) -> np.ndarray | None:
-    """a**e for an integer or half-integer |e| <= 16 by repeated squaring, at most one sqrt and one reciprocal,
-    into one fresh array (numpy's float pow costs ~30x more); None for any other exponent or a 0-d a."""
+    """a**e for an integer or half-integer |e| <= 16 by multiplications and at most one sqrt and one reciprocal
+    (numpy's float pow costs ~30x more), with C's pow at -inf; None for any other exponent or a 0-d a."""
     if not a.ndim or not abs(e) <= 16 or 2 * e != int(2 * e):
         return None
+    if e == -0.5:
+        return np.reciprocal(np.sqrt(a))  # PyTorch's rsqrt (rsqrt(-0) = -inf)
+    base = np.reciprocal(a) if e < 0 else a  # 1/a first: a**-n underflows to 0 only where it should
     n, half = divmod(int(abs(2 * e)), 2)
-    out = np.sqrt(a) if half else None  # out is always a fresh array, or None, or a itself
-    square = a
+    out = _repeated_product(base, n, np.sqrt(base) if half else None)
+    if out is a:
+        return a.copy()
+    if half and abs(e) > 1:  # C's pow(a, e) is |a|**e at -inf and -0, where the sqrt gives NaN or -0
+        edge = (a == -np.inf) | (a == 0)
+        out[edge] = np.abs(a[edge]) ** e
+    return out
+
+
+def _repeated_product(base: np.ndarray, n: int, out: np.ndarray | None) -> np.ndarray:
+    """out * base**n by repeated squaring, multiplying in place into out once it is a fresh array."""
+    square = base
     while n:
         if n & 1:
             if out is None:
                 out = square
-            elif out is a:
+            elif out is base:
                 out = out * square
             else:
                 np.multiply(out, square, out=out)
         n >>= 1
         if n:
             square = square * square
-    if out is None:
-        return np.ones_like(a)
-    if out is a:
-        return np.reciprocal(a) if e < 0 else a.copy()
-    return np.reciprocal(out, out=out) if e < 0 else out
+    return np.ones_like(base) if out is None else out
 
 
 class Pow(Function):

@@ -15,7 +15,7 @@ def _normalise_axes(op: str, axis, ndim: int) -> tuple:
     for ax in axes:
         if not isinstance(ax, (int, np.integer)) or not -max(ndim, 1) <= ax < max(ndim, 1):
             raise ValueError(f"{op}: axis {axis} is out of range for a tensor with {ndim} dimensions")
-    return tuple(sorted(int(ax) % max(ndim, 1) for ax in axes))
+    return tuple(sorted(int(ax) % ndim for ax in axes)) if ndim else ()
 
 
 def _check_dtype(op: str, a: np.ndarray, kinds: str) -> None:
@@ -109,8 +109,10 @@ class Var(Function):
         ctx.denom = count - correction
         if ctx.denom <= 0:
             raise ValueError(f"var: {count} elements with correction={correction} leave no degrees of freedom")
-        ctx.centered = a - a.mean(axis=ctx.axes, keepdims=True)
-        return np.sum(ctx.centered**2, axis=ctx.axes, keepdims=keepdims) / ctx.denom
+        wide = a.astype(np.float64)  # float32 squares of large values would overflow (PyTorch accumulates wider)
+        centered = wide - wide.mean(axis=ctx.axes, keepdims=True)
+        ctx.centered = centered.astype(a.dtype, copy=False)
+        return (np.sum(centered * centered, axis=ctx.axes, keepdims=keepdims) / ctx.denom).astype(a.dtype)
 
     @staticmethod
     def backward(ctx, g):
@@ -141,7 +143,8 @@ class CumSum(Function):
 
     @staticmethod
     def forward(ctx, a, axis=0):
-        (ctx.axis,) = _normalise_axes("cumsum", axis, a.ndim)
+        _normalise_axes("cumsum", axis, a.ndim)
+        ctx.axis = axis % a.ndim if a.ndim else 0
         if a.dtype.kind not in "biuf":
             _check_dtype("cumsum", a, "biuf")
         out = np.cumsum(a, axis=ctx.axis) if a.ndim else a.copy()
