@@ -32,6 +32,12 @@ class no_grad:
 
     mode: bool | None = False  # grad mode inside the block (None: unchanged)
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        """`@no_grad` without parentheses decorates too, as in PyTorch 2."""
+        if len(args) == 1 and callable(args[0]) and not kwargs:
+            return cls()(args[0])
+        return super().__new__(cls)
+
     def __enter__(self) -> None:
         self._prev = _GradMode.enabled
         if self.mode is not None:
@@ -154,8 +160,7 @@ def _share_version(out: Tensor, base: Tensor) -> None:
     view, data = out.data.base, base.data
     if view is not None and (view is data or view is data.base):
         out._version = base._version
-        if base.requires_grad and _GradMode.enabled:
-            base._version.views = True
+        base._version.views = True
 
 
 def _versions_of_saved(saved: tuple, args: tuple, out: Tensor) -> list:

@@ -21,7 +21,7 @@ class _Version:
 
     def __init__(self) -> None:
         self.value = 0
-        self.views = False  # True once a view of it was made inside the graph
+        self.views = False  # True once a view shares it: in-place ops that need the graph then refuse
 
 
 def _as_array(data: Any, dtype: Any = None) -> np.ndarray:
@@ -159,6 +159,9 @@ class Tensor:
         if not self.data.ndim:
             raise TypeError("len() of a 0-d tensor")
         return len(self.data)
+
+    def __contains__(self, value: Any) -> bool:
+        return bool((self.data == _data(value)).any())
 
     def __iter__(self) -> Iterator[Tensor]:
         """Rows along the first axis (each in the graph), so that `for row in t` and `a, b = t` work."""

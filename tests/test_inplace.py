@@ -281,6 +281,14 @@ def test_inplace_on_view_inside_the_graph_is_refused() -> None:
         view *= 3
     with pytest.raises(AutogradError, match="add_: in-place change of a view"):
         y.add_(1.0)
+    buffer = mt.zeros(3)
+    row = buffer[:2]  # a view of a tensor outside the graph: writing a graph value through either is refused
+    with pytest.raises(AutogradError, match="copy_: in-place change of a view"):
+        row.copy_(x[:2] * 2)
+    with pytest.raises(AutogradError, match="__setitem__: in-place change of a view"):
+        buffer[0] = x[0]
+    row += 1  # no gradient involved: allowed
+    np.testing.assert_array_equal(buffer.numpy(), [1.0, 1.0, 0.0])
     detached = y.detach()
     detached += 1  # outside the graph: allowed, and seen by y (same memory, same counter)
     np.testing.assert_array_equal(y.numpy(), [3.0, 5.0, 7.0])

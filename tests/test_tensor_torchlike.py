@@ -105,6 +105,7 @@ def test_iteration_and_unpacking_follow_the_first_axis(torch) -> None:
     np.testing.assert_array_equal(second.numpy(), A[1])
     a, b, c = t[0]
     assert (a.item(), b.item(), c.item()) == (1.5, -2.25, 0.0)
+    assert -2.25 in t and 7.0 not in t and (-2.25 in torch.tensor(A)) and (7.0 not in torch.tensor(A))
     values, indices = mt.stack([mt.tensor([1.0, 2.0]), mt.tensor([0.0, 1.0])])
     assert values.tolist() == [1.0, 2.0] and indices.tolist() == [0.0, 1.0]
     with pytest.raises(IndexError, match=r"getitem: index 2 is invalid for shape \(2, 3\)"):
@@ -247,6 +248,16 @@ def test_inference_mode_and_set_grad_enabled() -> None:
     mt.set_grad_enabled(False)
     assert not mt.is_grad_enabled()
     mt.set_grad_enabled(True)
+
+    @mt.no_grad
+    def bare(t):
+        return t * 2
+
+    @mt.inference_mode
+    def bare_inference(t):
+        return t * 2
+
+    assert not bare(x).requires_grad and not bare_inference(x).requires_grad and mt.is_grad_enabled()
 
     @mt.no_grad()
     def recurse(n):
