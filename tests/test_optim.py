@@ -462,6 +462,26 @@ def test_parameter_lists_are_checked() -> None:
         optim.SGD([w * 2], lr=0.1)
     with pytest.raises(TypeError, match="parameters must be Tensors, got ndarray"):
         optim.Adam([np.ones(3)])
+    with pytest.raises(TypeError, match="not a set"):
+        optim.Adam([{"params": {w}}])
+
+
+@pytest.mark.parametrize("cls", [optim.AdamW, optim.SGD])
+def test_add_param_group_and_closure(cls) -> None:
+    a, b = mt.zeros(2, requires_grad=True), mt.zeros(3, requires_grad=True)
+    opt = cls([a], lr=0.1)
+    opt.add_param_group({"params": b, "lr": 0.5})
+    assert [g["lr"] for g in opt.param_groups] == [0.1, 0.5] and opt.param_groups[1]["params"] == [b]
+
+    def closure():
+        opt.zero_grad()
+        loss = a.sum() + b.sum()
+        loss.backward()
+        return loss
+
+    assert float(opt.step(closure)) == 0.0
+    assert a.data[0] < 0 and b.data[0] < a.data[0]  # both groups moved, the second further
+    assert list(opt.state_dict()["state"]) == ([0, 1] if cls is optim.AdamW else [])
 
 
 @pytest.mark.parametrize("cls", [optim.Adam, optim.SGD])
@@ -531,3 +551,20 @@ def test_rebound_parameter_data_is_taken_back_by_the_optimizer() -> None:
     np.testing.assert_allclose(w.data, [4.9, 4.9])
     opt.step()
     np.testing.assert_allclose(w.data, [3.9, 3.9])
+
+
+def test_schedulers_follow_each_groups_lr_like_pytorch(torch) -> None:
+    def lrs(lib, sched_of) -> list[list[float]]:
+        a, b = lib.zeros(1, requires_grad=True), lib.zeros(1, requires_grad=True)
+        opt = lib.optim.AdamW([{"params": [a]}, {"params": [b], "lr": 0.5}], lr=0.1)
+        sched = sched_of(lib.optim.lr_scheduler, opt)
+        seen = []
+        for _ in range(6):
+            seen.append([g["lr"] for g in opt.param_groups])
+            opt.step()
+            sched.step()
+        return seen
+
+    for sched_of in (lambda s, o: s.CosineAnnealingLR(o, T_max=5), lambda s, o: s.StepLR(o, 2, gamma=0.5),
+                     lambda s, o: s.LinearLR(o, start_factor=0.2, total_iters=3)):
+        np.testing.assert_allclose(lrs(mt, sched_of), lrs(torch, sched_of), rtol=1e-12)

@@ -55,6 +55,9 @@ class Optimizer:
         if not isinstance(group, Mapping) or "params" not in group:
             raise TypeError(f"{op}: a parameter group must be a dict with a 'params' entry, got {group!r}")
         params = group["params"]
+        if isinstance(params, (set, frozenset)):
+            raise TypeError(f"{op}: parameters must be in an ordered collection (a list), not a set: "
+                            "state_dict() numbers them by position")
         params = [params] if isinstance(params, Tensor) else list(params)
         seen = {id(p) for g in self.param_groups for p in g["params"]}
         for p in params:
