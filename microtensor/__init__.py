@@ -14,9 +14,11 @@ from .backend import get_num_threads, set_num_threads
 from .combine import cat, stack, where
 from .creation import (
     arange,
+    as_tensor,
     empty,
     empty_like,
     eye,
+    from_numpy,
     full,
     full_like,
     linspace,
@@ -65,7 +67,8 @@ __all__ = [
     "full", "gradcheck", "is_grad_enabled", "load", "manual_seed", "nn", "no_grad", "ones", "ones_like",
     "optim", "rand", "rand_like", "randn", "randn_like", "save", "split", "stack", "tensor", "where",
     "zeros", "zeros_like",
-    "Generator", "empty", "empty_like", "eye", "full_like", "linspace", "randint", "randperm",
+    "Generator", "as_tensor", "empty", "empty_like", "eye", "from_numpy", "full_like", "linspace", "randint",
+    "randperm",
     *_functional_api,
     "inference_mode", "set_grad_enabled", "bool", "double", "float", "float16", "float32", "float64", "half",
     "int", "int8", "int16", "int32", "int64", "long", "short", "uint8",
