@@ -93,6 +93,18 @@ def test_predict_answers_before_stdin_ends(ckpt):
     assert len(out.splitlines()) == predict.BATCH - 1
 
 
+def test_predict_stops_quietly_when_its_reader_goes(ckpt):
+    """`predict < inputs | head -1`: no BrokenPipeError traceback, exit 141 as a Unix tool killed by SIGPIPE."""
+    proc = subprocess.Popen([sys.executable, "-m", "transformer.predict", "--ckpt", str(ckpt)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV)
+    proc.stdin.write(b"Max(5,3,9)\n" * 16 * predict.BATCH)  # 45 kB in; 240 kB out: more than a pipe holds
+    proc.stdin.close()
+    assert proc.stdout.readline().startswith(b"Max(5,3,9) -> ")
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(60) == 141 and err == ""
+
+
 def test_predict_huge_line_is_refused_after_reading_its_start(ckpt, monkeypatch, capsys):
     raw = _stdin(monkeypatch, b"Max(1,2,3)\n" + b"M" * 10_000_000 + b"\nMin(1,2,3)\n")
     tracemalloc.start()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -26,7 +27,7 @@ from .data import VOCAB, encode, encode_batch
 from .model import Transformer
 
 BATCH = 256
-MAX_CHARS = 1000  # the longest input is 23 tokens; a longer line is a mistake, quoted truncated
+MAX_CHARS = 1000  # the longest input is 22 tokens; a longer line is a mistake, quoted truncated
 PROG = "python -m transformer.predict"
 
 
@@ -156,6 +157,9 @@ def main(argv: list[str] | None = None) -> int:
             answered += len(batch)
     except ValueError as err:
         return _fail(str(err))
+    except BrokenPipeError:  # the reader has gone (`| head`): stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
+        return 141
     if not answered:
         parser.error("no input given; pass inputs such as 'Max(5,3,9)' or pipe one per line")
     return 0
