@@ -280,9 +280,9 @@ def layernorm_forward(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Normalise the last axis of x; returns (y, mean, rstd) with mean/rstd of shape x.shape[:-1]."""
     extra = tuple(a for a in (weight, bias) if a is not None)
-    if not _is_f32("layernorm_forward", x, *extra):
+    if not _is_f32("layernorm_forward", x, *extra) or x.ndim >= 1 and x.shape[-1] == 0:
         return reference.layernorm_forward(x, weight, bias, eps)
-    _need("layernorm_forward", x.ndim >= 1 and x.shape[-1] > 0, f"x {x.shape} needs a non-empty last axis")
+    _need("layernorm_forward", x.ndim >= 1, f"x {x.shape} needs 1+ dimensions")
     c = x.shape[-1]
     w, b = _affine("layernorm_forward", weight, "weight", c), _affine("layernorm_forward", bias, "bias", c)
     x = _contig(x)
@@ -298,10 +298,10 @@ def layernorm_backward(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Gradients (dx, dweight, dbias) of layernorm over the last axis of x."""
     extra = () if weight is None else (weight,)
-    if not _is_f32("layernorm_backward", g, x, mean, rstd, *extra):
+    if not _is_f32("layernorm_backward", g, x, mean, rstd, *extra) or x.ndim >= 1 and x.shape[-1] == 0:
         return reference.layernorm_backward(g, x, weight, mean, rstd)
-    _need("layernorm_backward", x.ndim >= 1 and x.shape[-1] > 0 and g.shape == x.shape,
-          f"g {g.shape} and x {x.shape} must have one shape with a non-empty last axis")
+    _need("layernorm_backward", x.ndim >= 1 and g.shape == x.shape,
+          f"g {g.shape} and x {x.shape} must have one shape with 1+ dimensions")
     c = x.shape[-1]
     rows = x.size // c
     _need("layernorm_backward", mean.size == rows and rstd.size == rows,

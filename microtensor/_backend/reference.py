@@ -52,7 +52,7 @@ def softmax_forward(x: np.ndarray, causal: bool = False) -> np.ndarray:
     with np.errstate(**_QUIET):
         if causal:
             x = np.where(_causal_mask(x.shape[-2], x.shape[-1]), x, x - np.inf)
-        m = x.max(axis=-1, keepdims=True)
+        m = x.max(axis=-1, keepdims=True, initial=-np.inf)
         e = np.exp(x - m)
         return e / e.sum(axis=-1, keepdims=True)
 
@@ -65,7 +65,7 @@ def softmax_backward(y: np.ndarray, g: np.ndarray) -> np.ndarray:
 def log_softmax_forward(x: np.ndarray) -> np.ndarray:
     """Log-softmax over the last axis (log-sum-exp stable)."""
     with np.errstate(**_QUIET):
-        m = x.max(axis=-1, keepdims=True)
+        m = x.max(axis=-1, keepdims=True, initial=-np.inf)
         shifted = x - m
         return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
@@ -79,6 +79,8 @@ def layernorm_forward(
     x: np.ndarray, weight: np.ndarray | None, bias: np.ndarray | None, eps: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Normalise rows of x (R, C); returns (y, mean (R,), rstd (R,)) so backward need not recompute."""
+    if x.shape[-1] == 0:  # nothing to normalise (PyTorch returns the empty input)
+        return x.copy(), np.zeros(x.shape[:-1], x.dtype), np.zeros(x.shape[:-1], x.dtype)
     with np.errstate(**_QUIET):
         mean = x.mean(axis=-1)
         xc = x - mean[:, None]
@@ -95,6 +97,8 @@ def layernorm_backward(
     g: np.ndarray, x: np.ndarray, weight: np.ndarray | None, mean: np.ndarray, rstd: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Gradients (dx, dweight, dbias) of layernorm for rows of x (R, C)."""
+    if x.shape[-1] == 0:
+        return np.zeros_like(x), np.zeros(0, g.dtype), np.zeros(0, g.dtype)
     xhat = (x - mean[:, None]) * rstd[:, None]
     dweight = (g * xhat).sum(axis=0)
     dbias = g.sum(axis=0)
@@ -160,7 +164,7 @@ def self_attention_forward(
     q, k, v = _split_heads(qkv, n_heads)
     flat_mask = None if mask is None else mask.reshape(B * n_heads, T, T)
     out, weights = attention_forward(q, k, v, flat_mask, causal, scale)
-    out = out.reshape(B, n_heads, T, -1).transpose(0, 2, 1, 3).reshape(B, T, D3 // 3)
+    out = out.reshape(B, n_heads, T, D3 // 3 // n_heads).transpose(0, 2, 1, 3).reshape(B, T, D3 // 3)
     return out, weights.reshape(B, n_heads, T, T)
 
 
