@@ -3,7 +3,7 @@
 A checkpoint is an .npz archive of arrays (`model/*`, `optim/*`, `epoch_start/*`)
 and a JSON `meta` entry (config, progress, RNG, scheduler, early stopping, the
 metrics row of its last epoch, a digest of the data split) holding a SHA-256 of
-every array, so a damaged file is refused rather than loaded. docs/RELIABILITY.md
+the arrays and the meta, so a damaged file is refused rather than loaded. docs/RELIABILITY.md
 states the promises and names the tests that check them.
 """
 
@@ -30,8 +30,10 @@ from .model import Transformer
 CKPT_LAST, CKPT_BEST = "ckpt_last.npz", "ckpt_best.npz"
 METRICS, LOCK = "metrics.jsonl", ".lock"
 FORMAT = 2
-# What a run writes into its folder: present means the folder holds a run (--overwrite removes them).
-RUN_FILES = ("config.json", METRICS, "test_predictions.jsonl", CKPT_LAST, CKPT_BEST, "diagnostics")
+# What a run (and its report) writes into its folder: present means the folder holds a run; --overwrite
+# removes them, so no stale figure describes a run that is gone.
+RUN_FILES = ("config.json", METRICS, "test_predictions.jsonl", CKPT_LAST, CKPT_BEST, "diagnostics",
+             "figures", "report.html")
 
 
 class CheckpointError(ValueError):
@@ -186,7 +188,10 @@ def locked(run_dir: Path) -> Iterator[None]:
     """Hold an exclusive lock on the run folder (flock on OUT/.lock); RunError naming the holder if taken."""
     path = run_dir / LOCK
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:
+            raise RunError(f"--out {run_dir}: cannot write there ({err.strerror}); choose another --out") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
