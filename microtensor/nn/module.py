@@ -271,7 +271,8 @@ class Module:
         missing = [k for k in own if k not in state_dict]
         unexpected = [k for k in state_dict if k not in own]
         if strict and (missing or unexpected):
-            raise ValueError(f"{op}: got missing keys {missing} and unexpected keys {unexpected}")
+            raise ValueError(f"load_state_dict: {type(self).__name__} got missing keys {missing} "
+                             f"and unexpected keys {unexpected}")
         copies = []
         for name, target in own.items():
             if name not in state_dict:
