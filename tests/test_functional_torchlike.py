@@ -147,7 +147,7 @@ def test_sdpa_errors_name_the_problem() -> None:
         F.scaled_dot_product_attention(q, k, v, attn_mask=BOOL_MASK.T)
     with pytest.raises(ValueError, match="dropout_p must be in"):
         F.scaled_dot_product_attention(q, k, v, dropout_p=1.0)
-    with pytest.raises(TypeError, match="query, key and value must have one dtype"):
+    with pytest.raises(TypeError, match="query, key, value must have one dtype, got float32, float32, float64"):
         F.scaled_dot_product_attention(q, k, v.double())
 
 
@@ -255,6 +255,13 @@ def test_float_ops_reject_integer_bool_and_complex_inputs(op, dtype) -> None:
     x = mt.tensor(np.ones((2, 3, 3), dtype=dtype))
     with pytest.raises(TypeError, match=f"{op}: .* must be float32 or float64, got dtype {np.dtype(dtype)}"):
         FLOAT_OPS[op](x)
+
+
+def test_mixed_float_dtypes_raise_as_in_torch() -> None:
+    with pytest.raises(TypeError, match="linear: input, weight, bias must have one dtype, got float64, float32, "):
+        F.linear(mt.ones(2, 3, dtype=mt.float64), mt.ones(4, 3), mt.ones(4))
+    with pytest.raises(TypeError, match="layer_norm: input, weight must have one dtype, got float32, float64"):
+        F.layer_norm(mt.ones(2, 3), 3, mt.ones(3, dtype=mt.float64))
 
 
 def test_linear_edge_shapes_as_torch(torch) -> None:

@@ -16,10 +16,13 @@ _SDPA = "scaled_dot_product_attention"
 
 
 def _check_float(op: str, **arrays: Any) -> None:
-    """TypeError naming the op unless every given array (None skipped) is float32 or float64."""
-    for name, a in arrays.items():
-        if a is not None and np.asarray(a).dtype not in _FLOATS:
-            raise TypeError(f"{op}: {name} must be float32 or float64, got dtype {np.asarray(a).dtype}")
+    """TypeError naming the op unless the given arrays (None skipped) are float32 or float64, all of one dtype."""
+    dtypes = {name: np.asarray(a).dtype for name, a in arrays.items() if a is not None}
+    for name, dtype in dtypes.items():
+        if dtype not in _FLOATS:
+            raise TypeError(f"{op}: {name} must be float32 or float64, got dtype {dtype}")
+    if len(set(dtypes.values())) > 1:
+        raise TypeError(f"{op}: {', '.join(dtypes)} must have one dtype, got {', '.join(map(str, dtypes.values()))}")
 
 
 def _last_axis_view(a: np.ndarray, axis: int, op: str) -> np.ndarray:
@@ -438,8 +441,6 @@ def _check_packed(qkv: np.ndarray, n_heads: int) -> tuple[int, int, int]:
 def _check_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray) -> None:
     """q (..., Tq, D), k (..., Tk, D), v (..., Tk, Dv) of one float dtype with equal leading axes."""
     _check_float(_SDPA, query=q, key=k, value=v)
-    if q.dtype != k.dtype or q.dtype != v.dtype:
-        raise TypeError(f"{_SDPA}: query, key and value must have one dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
     if q.ndim < 2 or k.ndim != q.ndim or v.ndim != q.ndim:
         raise ValueError(f"scaled_dot_product_attention: q, k, v of shapes {q.shape}, {k.shape}, {v.shape}")
     if q.shape[:-2] != k.shape[:-2] or k.shape[:-1] != v.shape[:-1] or q.shape[-1] != k.shape[-1]:
