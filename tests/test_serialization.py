@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 import zipfile
 
 import numpy as np
@@ -210,3 +211,24 @@ def test_a_malformed_structure_entry_is_a_value_error(structure: bytes, tmp_path
         zf.writestr("structure.json", structure)
     with pytest.raises(ValueError, match=r"odd.pt has a malformed structure.json entry|odd.pt.*format"):
         mt.load(tmp_path / "odd.pt")
+
+
+def test_sigkill_during_saves_never_leaves_an_unloadable_file(tmp_path) -> None:
+    """A child saves in a loop and is killed at random moments: the file always loads, the temp goes away."""
+    path = tmp_path / "ckpt.pt"
+    script = ("import sys, numpy as np, microtensor as mt\n"
+              "w = np.random.default_rng(0).standard_normal(2**18)\n"
+              "for i in range(10**6):\n"
+              "    mt.save({'w': mt.tensor(w + i), 'i': i}, sys.argv[1])\n"
+              "    print(i, flush=True)\n")
+    delays = np.random.default_rng(0).uniform(0.0, 0.02, 3)
+    for delay in delays:
+        child = subprocess.Popen([sys.executable, "-c", script, str(path)], stdout=subprocess.PIPE, text=True)
+        child.stdout.readline()  # one save done: the next ones are under way
+        time.sleep(delay)
+        child.kill()
+        child.wait()
+        got = mt.load(path)
+        np.testing.assert_allclose(got["w"][:3], np.random.default_rng(0).standard_normal(3) + got["i"], rtol=1e-6)
+    mt.save({"done": True}, path)
+    assert os.listdir(tmp_path) == ["ckpt.pt"]
