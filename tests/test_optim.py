@@ -539,6 +539,15 @@ def test_in_place_zero_grad_keeps_gradients_in_the_flat_buffer() -> None:
     np.testing.assert_allclose(flat.grad[:6], np.full(6, 4.0))
     opt.zero_grad(set_to_none=False)
     assert [p.grad for p in model.parameters()] == grads and not flat.grad.any()
+    frozen = nn.Linear(3, 2)
+    frozen.bias.requires_grad_(False)
+    bias = frozen.bias.data.copy()
+    opt = optim.AdamW(frozen.parameters(), lr=0.1)
+    opt.zero_grad(set_to_none=False)  # a frozen parameter gets no gradient, so AdamW's decay leaves it alone
+    frozen(mt.ones(4, 3)).sum().backward()
+    opt.step()
+    assert frozen.bias.grad is None and frozen.weight.grad is not None
+    np.testing.assert_array_equal(frozen.bias.data, bias)
 
 
 def test_rebound_parameter_data_is_taken_back_by_the_optimizer() -> None:

@@ -42,10 +42,11 @@ class _FlatGroup:
                 p.data = view
 
     def zero_grads_in_place(self) -> None:
-        """Make every gradient a zeroed view of the flat buffer, so backward accumulates straight into it."""
+        """Make every gradient a zeroed view of the flat buffer, so backward accumulates straight into it
+        (frozen parameters keep no gradient, so that they are not updated)."""
         self.grad.fill(0)
         for p, grad, view in zip(self.params, self.grad_tensors, self.grad_views):
-            if p.grad is not grad or grad.data is not view:  # set once: the next steps cost no assignment
+            if p.requires_grad and (p.grad is not grad or grad.data is not view):  # set once, then reused
                 grad.data = view
                 p.grad = grad
 
