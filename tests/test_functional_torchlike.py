@@ -15,7 +15,7 @@ import microtensor as mt
 import microtensor.nn as nn
 import microtensor.nn.functional as F
 from microtensor import backend
-from microtensor.ops.nn import _erfc_fit
+from microtensor.ops.nn import _normal_cdf
 
 TOL = {np.float32: 1e-5, np.float64: 1e-10}
 DTYPES = [pytest.param(np.float32, id="float32"), pytest.param(np.float64, id="float64")]
@@ -75,10 +75,13 @@ def test_gelu_defaults_to_exact_and_rejects_other_forms(torch) -> None:
         F.gelu(mt.tensor(x), approximate="fast")
 
 
-def test_float32_erfc_fit_is_within_1e8_relative() -> None:
-    z = np.linspace(0.0, 26.0, 20001)
-    exact = np.array([math.erfc(v) for v in z])
-    assert np.max(np.abs(_erfc_fit(z) / exact - 1)) < 1e-8
+def test_float32_normal_cdf_is_accurate_to_float32_rounding() -> None:
+    x = np.linspace(-12, 8, 20001).astype(np.float32)
+    exact = np.array([0.5 * math.erfc(-float(v) / math.sqrt(2)) for v in x])
+    got = _normal_cdf(x)
+    assert got.dtype == np.float32
+    assert np.max(np.abs(got - exact)) < 5e-7  # a few float32 steps at 1
+    assert np.max(np.abs(got / exact - 1)[exact > 1e-5]) < 3e-6
 
 
 # ---- scaled_dot_product_attention -----------------------------------------------------------------------
