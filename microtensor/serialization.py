@@ -154,6 +154,9 @@ def _check_magic(path: str, head: bytes) -> None:
 
 def _read(path: str, zf: zipfile.ZipFile, size: int) -> Any:
     infos = {info.filename: info for info in zf.infolist()}
+    if any(name.endswith("data.pkl") for name in infos):
+        raise ValueError(f"load: {path} was written by torch.save (a pickle), which microtensor never loads; "
+                         "load it with torch, turn its tensors into numpy arrays (t.numpy()) and save that")
     if STRUCTURE not in infos:
         return {_legacy_key(path, name): _read_array(path, zf, info, size) for name, info in infos.items()}
     _check_entry(path, infos[STRUCTURE], size)

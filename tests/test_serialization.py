@@ -79,6 +79,8 @@ def test_nested_round_trip_matches_torch_save_load(torch, tmp_path) -> None:
 
     torch.save(to_torch(ckpt), tmp_path / "torch.pt")
     theirs = torch.load(tmp_path / "torch.pt")
+    with pytest.raises(ValueError, match="torch.pt was written by torch.save .a pickle., which microtensor never"):
+        mt.load(tmp_path / "torch.pt")
     mt.save(ckpt, tmp_path / "ours.pt")
     ours = mt.load(tmp_path / "ours.pt")
     assert_same_tree(to_numpy(ours), to_numpy(theirs))
