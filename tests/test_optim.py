@@ -554,12 +554,18 @@ def test_rebound_parameter_data_is_taken_back_by_the_optimizer() -> None:
     w = mt.zeros(2, requires_grad=True)
     opt = optim.SGD([w], lr=1.0)
     adam = optim.Adam([w], lr=0.1)  # a second optimizer over the same parameter
-    w.data = np.array([5.0, 5.0])
+    w.data = np.array([5.0, 5.0], np.float32)
     w.grad = np.ones(2)
     adam.step()
     np.testing.assert_allclose(w.data, [4.9, 4.9])
     opt.step()
     np.testing.assert_allclose(w.data, [3.9, 3.9])
+    model = nn.Linear(2, 2)
+    adam = optim.Adam(model.parameters())
+    model.double()
+    model.weight.grad, model.bias.grad = np.ones((2, 2)), np.ones(2)
+    with pytest.raises(ValueError, match="dtype float32 was given data of shape .2, 2. and dtype float64; make the"):
+        adam.step()
 
 
 def test_schedulers_follow_each_groups_lr_like_pytorch(torch) -> None:

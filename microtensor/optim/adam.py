@@ -36,8 +36,10 @@ class _FlatGroup:
         """Copy in parameters whose `.data` was rebound since (by user code or another optimizer)."""
         for p, view in zip(self.params, self.views):
             if p.data is not view:
-                if p.data.shape != view.shape:
-                    raise ValueError(f"{op}: a parameter of shape {view.shape} was given data of shape {p.data.shape}")
+                if p.data.shape != view.shape or p.data.dtype != view.dtype:
+                    raise ValueError(f"{op}: a parameter of shape {view.shape} and dtype {view.dtype} was given data "
+                                     f"of shape {p.data.shape} and dtype {p.data.dtype}; make the optimizer after "
+                                     "changing the model (e.g. after .to(dtype))")
                 view[...] = p.data
                 p.data = view
 
