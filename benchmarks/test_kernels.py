@@ -100,6 +100,19 @@ def _layernorm_case(k):
     return run, (x, g, w, b)
 
 
+def _long_rows_case(k):
+    """Wider rows than the seed model's (GPT-2's d_model, a 1000-class head): the vector and blocked-sum paths."""
+    x, g, w, b = rand(ROWS, 768, seed=25), rand(ROWS, 768, seed=26), rand(768, seed=27), rand(768, seed=28)
+    logits = rand(ROWS, 1000, seed=29)
+
+    def run():
+        y, mean, rstd = k.layernorm_forward(x, w, b, 1e-5)
+        k.layernorm_backward(g, x, w, mean, rstd)
+        return k.softmax_forward(logits), k.log_softmax_forward(logits)
+
+    return run, None
+
+
 def _attention_case(k):
     bh = ROWS // T * HEADS
     q, kk, v, g = (rand(bh, T, D // HEADS, seed=s) for s in (9, 10, 11, 12))
@@ -176,6 +189,7 @@ def _embedding_case(k):
 CASES = {
     "softmax causal fwd+bwd (128,8,8)": _softmax_case,
     "layernorm fwd+bwd (256,64)": _layernorm_case,
+    "long rows: layernorm fwd+bwd (256,768), softmax and log_softmax fwd (256,1000)": _long_rows_case,
     "attention causal fwd+bwd (128,8,16)": _attention_case,
     "self_attention packed qkv fwd+bwd (32,8,3x64)": _self_attention_case,
     "dropout fwd (256,64)": _dropout_case,
