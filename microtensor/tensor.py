@@ -684,6 +684,36 @@ class Tensor:
     def allclose(self, *args: Any, **kwargs: Any) -> Any:
         return ops.api.allclose(self, *args, **kwargs)
 
+    def sin(self, *args: Any, **kwargs: Any) -> Any:
+        return ops.api.sin(self, *args, **kwargs)
+
+    def cos(self, *args: Any, **kwargs: Any) -> Any:
+        return ops.api.cos(self, *args, **kwargs)
+
+    def square(self, *args: Any, **kwargs: Any) -> Any:
+        return ops.api.square(self, *args, **kwargs)
+
+    def rsqrt(self, *args: Any, **kwargs: Any) -> Any:
+        return ops.api.rsqrt(self, *args, **kwargs)
+
+    def isnan(self, *args: Any, **kwargs: Any) -> Any:
+        return ops.api.isnan(self, *args, **kwargs)
+
+    def isinf(self, *args: Any, **kwargs: Any) -> Any:
+        return ops.api.isinf(self, *args, **kwargs)
+
+    def isfinite(self, *args: Any, **kwargs: Any) -> Any:
+        return ops.api.isfinite(self, *args, **kwargs)
+
+    def any(self, *args: Any, **kwargs: Any) -> Any:
+        return ops.api.any(self, *args, **kwargs)
+
+    def all(self, *args: Any, **kwargs: Any) -> Any:
+        return ops.api.all(self, *args, **kwargs)
+
+    def logsumexp(self, *args: Any, **kwargs: Any) -> Any:
+        return ops.api.logsumexp(self, *args, **kwargs)
+
 
 class _CopyInto(autograd.Function):
     """The value of copy_: src broadcast and cast to the destination; the gradient flows to src only."""

@@ -115,6 +115,11 @@ OPS = {
     "shape_functions": (lambda T, a: T.flatten(T.transpose(T.reshape(a, (2, 2, 3)), 0, 2), 1).unsqueeze(0)
                         + T.squeeze(T.unsqueeze(a.reshape(3, 4), 0), 0)[0].sum(), [normal(3, 4)]),
     "masked_fill": (lambda T, a: T.masked_fill(a, a > 0.5, -1.0), [normal(3, 4)]),
+    "sin_cos": (lambda T, a: T.sin(a) * a.cos(), [normal(3, 4)]),
+    "square_rsqrt": (lambda T, a: T.square(a) + a.rsqrt(), [pos(3, 4)]),
+    "logsumexp": (lambda T, a: T.logsumexp(a * 50, 1) + a.logsumexp(dim=(0, 1), keepdim=True), [normal(3, 4)]),
+    "isnan_isinf_isfinite_any_all": (lambda T, a: T.stack([T.isnan(a).any(1), a.isinf().all(1), T.isfinite(a).all(1),
+                                                            T.any(a > 1, dim=1), T.all(a > -3, 1)]), [normal(3, 4)]),
 }
 POWERS = {  # the fast path (integers and half-integers up to 16) and numpy's pow beyond it
     "integers": ([0, 1, 2, 3, 4, 5, -1, -2, -3, 3.0, 16], pos(3, 4)),
@@ -216,6 +221,8 @@ EDGE = {
     "maximum_nan": (lambda T, x: T.maximum(x, T.zeros(1)), SPECIAL),
     "norm_inf_values": (lambda T, x: T.stack([x[:, :4].norm(), x[:, 5:7].norm(1), x[:, :3].norm(float("inf"))]),
                         SPECIAL),
+    "logsumexp_of_inf_rows": (lambda T, x: T.logsumexp(x, 1), np.array([[-np.inf] * 3, [np.inf, 1, 2], [np.nan, 0, 1]],
+                                                                         np.float32)),
     "empty_rows": (lambda T, x: T.cat([x.cumsum(1).sum(1), x.sort(1).values.sum(1), x.norm(dim=1)]),
                    np.zeros((0, 3), np.float32)),
     "multinomial_no_rows": (lambda T, x: T.multinomial(x, 2), np.zeros((0, 3), np.float32)),

@@ -5,6 +5,7 @@ from .elementwise import (
     Add,
     Cast,
     Clamp,
+    Cos,
     Div,
     Exp,
     Gelu,
@@ -17,6 +18,7 @@ from .elementwise import (
     Pow,
     Relu,
     Sigmoid,
+    Sin,
     Sqrt,
     Sub,
     Tanh,
@@ -39,12 +41,11 @@ from .reduce import CumSum, Max, Mean, Min, Norm, Sum, Var
 from .shape import BroadcastTo, Cat, Gather, GetItem, Permute, Reshape, Stack
 
 __all__ = [
-    "Abs", "Add", "BroadcastTo", "Cast", "Cat", "Clamp", "CrossEntropy", "CumSum", "Div", "Dropout", "Embedding",
-    "Exp", "Gather", "Gelu", "GeluErf", "GetItem", "LayerNorm", "Linear", "Log", "LogSoftmax", "MaskedFill",
-    "MatMul", "Max",
-    "Maximum", "Mean", "Min", "Minimum", "Mul", "Neg", "Norm", "Permute", "Pow", "Relu", "Reshape",
-    "ScaledDotProductAttention", "SelfAttention", "Sigmoid", "Softmax", "Sqrt", "Stack", "Sub", "Sum", "Tanh",
-    "Var", "Where",
+    "Abs", "Add", "BroadcastTo", "Cast", "Cat", "Clamp", "Cos", "CrossEntropy", "CumSum", "Div", "Dropout",
+    "Embedding", "Exp", "Gather", "Gelu", "GeluErf", "GetItem", "LayerNorm", "Linear", "Log", "LogSoftmax",
+    "MaskedFill", "MatMul", "Max", "Maximum", "Mean", "Min", "Minimum", "Mul", "Neg", "Norm", "Permute", "Pow",
+    "Relu", "Reshape", "ScaledDotProductAttention", "SelfAttention", "Sigmoid", "Sin", "Softmax", "Sqrt", "Stack",
+    "Sub", "Sum", "Tanh", "Var", "Where",
 ]
 
 from . import api  # noqa: E402, F401  (PyTorch's functional API over the Functions above)

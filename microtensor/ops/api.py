@@ -15,11 +15,12 @@ from ..tensor import Tensor, _axis, _keep
 from . import elementwise, reduce, shape
 
 __all__ = [  # exported by microtensor as torch.* names
-    "abs", "add", "allclose", "amax", "amin", "argmax", "argmin", "argsort", "bmm", "clamp", "clip", "cumsum",
-    "div", "divide", "exp", "flatten", "gather", "log", "log_softmax", "masked_fill", "matmul", "max", "maximum",
-    "mean", "min", "minimum", "mm", "mul", "multinomial", "multiply", "neg", "negative", "norm", "permute", "pow",
-    "relu", "reshape", "sigmoid", "softmax", "sort", "sqrt", "squeeze", "std", "sub", "subtract", "sum", "tanh",
-    "topk", "transpose", "tril", "triu", "true_divide", "unsqueeze", "var",
+    "abs", "add", "all", "allclose", "amax", "amin", "any", "argmax", "argmin", "argsort", "bmm", "clamp", "clip",
+    "cos", "cumsum", "div", "divide", "exp", "flatten", "gather", "isfinite", "isinf", "isnan", "log",
+    "log_softmax", "logsumexp", "masked_fill", "matmul", "max", "maximum", "mean", "min", "minimum", "mm", "mul",
+    "multinomial", "multiply", "neg", "negative", "norm", "permute", "pow", "relu", "reshape", "rsqrt", "sigmoid",
+    "sin", "softmax", "sort", "sqrt", "square", "squeeze", "std", "sub", "subtract", "sum", "tanh", "topk",
+    "transpose", "tril", "triu", "true_divide", "unsqueeze", "var",
 ]
 
 # torch.return_types: named (values, indices) pairs that also unpack and index like tuples.
@@ -288,6 +289,55 @@ def _weights(input: Any, num_samples: int, replacement: bool) -> np.ndarray:  # 
             f"{nonzero.min()} nonzero weights (pass replacement=True)"
         )
     return p
+
+
+def sin(input: Tensor) -> Tensor:  # noqa: A002
+    return elementwise.Sin.apply(input)
+
+
+def cos(input: Tensor) -> Tensor:  # noqa: A002
+    return elementwise.Cos.apply(input)
+
+
+def square(input: Tensor) -> Tensor:  # noqa: A002
+    return input * input
+
+
+def rsqrt(input: Tensor) -> Tensor:  # noqa: A002
+    return input**-0.5
+
+
+def isnan(input: Tensor) -> Tensor:  # noqa: A002
+    return Tensor._wrap(np.isnan(input.data))
+
+
+def isinf(input: Tensor) -> Tensor:  # noqa: A002
+    return Tensor._wrap(np.isinf(input.data))
+
+
+def isfinite(input: Tensor) -> Tensor:  # noqa: A002
+    return Tensor._wrap(np.isfinite(input.data))
+
+
+def any(input: Tensor, dim: Any = None, keepdim: bool = False) -> Tensor:  # noqa: A001, A002
+    """Whether any element (along dim) is nonzero, as a bool tensor."""
+    axes = reduce._normalise_axes("any", dim, input.ndim)
+    return Tensor._wrap(np.any(input.data, axis=axes, keepdims=keepdim))
+
+
+def all(input: Tensor, dim: Any = None, keepdim: bool = False) -> Tensor:  # noqa: A001, A002
+    """Whether every element (along dim) is nonzero, as a bool tensor."""
+    axes = reduce._normalise_axes("all", dim, input.ndim)
+    return Tensor._wrap(np.all(input.data, axis=axes, keepdims=keepdim))
+
+
+def logsumexp(input: Tensor, dim: Any, keepdim: bool = False) -> Tensor:  # noqa: A002
+    """log(sum(exp(x))) over dim, shifted by the (constant) max so that it neither overflows nor underflows."""
+    axes = reduce._normalise_axes("logsumexp", _dims(dim), input.ndim)
+    shift = np.amax(input.data, axis=axes, keepdims=True) if input.data.size else np.zeros((1,) * input.ndim)
+    shift = np.where(np.isfinite(shift), shift, 0).astype(np.result_type(input.data, np.float32))
+    out = (input - shift).exp().sum(axes, keepdim).log()
+    return out + (shift if keepdim else np.squeeze(shift, axes))
 
 
 # ---- thin aliases of the Tensor methods: torch.exp(x) is x.exp() ---------------------------------

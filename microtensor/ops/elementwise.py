@@ -259,6 +259,32 @@ class Tanh(Function):
         return g * (1 - out * out)
 
 
+class Sin(Function):
+    @staticmethod
+    def forward(ctx, a):
+        if a.dtype.kind != "f":
+            a = _floating("sin", a)
+        ctx.save_for_backward(a)
+        return np.sin(a)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * np.cos(ctx.saved_tensors[0])
+
+
+class Cos(Function):
+    @staticmethod
+    def forward(ctx, a):
+        if a.dtype.kind != "f":
+            a = _floating("cos", a)
+        ctx.save_for_backward(a)
+        return np.cos(a)
+
+    @staticmethod
+    def backward(ctx, g):
+        return -g * np.sin(ctx.saved_tensors[0])
+
+
 class Sigmoid(Function):
     @staticmethod
     def forward(ctx, a):
