@@ -79,6 +79,16 @@ class set_grad_enabled(no_grad):
         pass
 
 
+class _Events:
+    """How many graph edits (in-place rebases, detach_, retain_grad) happened so far.
+
+    Each recorded node keeps the count at its creation; a node recorded since the
+    last edit takes the engine's fast path, older ones look up what changed.
+    """
+
+    count = 0
+
+
 class Function:
     """An op with a forward and a backward on numpy arrays; the instance is its own ctx.
 
@@ -101,10 +111,11 @@ class Function:
     """
 
     parents: tuple
-    needs_input_grad: list  # one bool per forward argument: whether its gradient is wanted
+    needs_input_grad: Any = ()  # one bool per forward argument when the graph is recorded (set before forward)
     saved_tensors: tuple = ()
     _saved_versions: list | tuple = ()
     _retain: Any = None  # the non-leaf tensor whose .grad keeps this node's output gradient (retain_grad)
+    _stamp = 0  # _Events.count when the node was recorded
     is_view = False  # True for ops whose output may share the first input's memory (then it shares its version)
 
     @staticmethod
@@ -129,18 +140,23 @@ class Function:
         """`apply`, also returning the ctx (for ops that keep side results, like attention weights)."""
         ctx = cls()
         arrays = [a.data if isinstance(a, Tensor) else a for a in args]
-        out = Tensor._wrap(cls.forward(ctx, *arrays, **kwargs))
-        if cls.is_view:
-            _share_version(out, args[0])
+        record = False
         if _GradMode.enabled:
             needs = [isinstance(a, Tensor) and a.requires_grad for a in args]
             if True in needs:
-                ctx.parents = args
-                ctx.needs_input_grad = needs
-                if ctx.saved_tensors:
-                    ctx._saved_versions = _versions_of_saved(ctx.saved_tensors, args, out)
-                out.requires_grad = True
-                out._ctx = ctx
+                record = True
+                ctx.needs_input_grad = needs  # set before forward, so that it saves only what backward needs
+        out = Tensor._wrap(cls.forward(ctx, *arrays, **kwargs))
+        if cls.is_view:
+            _share_version(out, args[0])
+        if record:
+            if _Events.count:
+                ctx._stamp = _Events.count
+            ctx.parents = args
+            if ctx.saved_tensors:
+                ctx._saved_versions = _versions_of_saved(ctx.saved_tensors, args, out)
+            out.requires_grad = True
+            out._ctx = ctx
         return out, ctx
 
     def _check_versions(self) -> None:
@@ -151,6 +167,16 @@ class Function:
                     f"backward of {type(self).__name__}: a tensor it saved was modified in place "
                     f"(version {counter.value}, expected {seen}); use an out-of-place op instead"
                 )
+
+
+def _node_at(parent: Any, stamp: int) -> Function | None:
+    """The node that made `parent` when a node stamped `stamp` used it (before later in-place rebases)."""
+    node = getattr(parent, "_ctx", None)
+    for event, old in reversed(getattr(parent, "_rebases", ())):
+        if event <= stamp:
+            break
+        node = old
+    return node
 
 
 def _share_version(out: Tensor, base: Tensor) -> None:
@@ -196,7 +222,7 @@ def sum_to_shape(grad: np.ndarray, shape: tuple) -> np.ndarray:
     return grad.sum(axis=axes, keepdims=True).reshape(shape)
 
 
-def _topological_order(root: Function) -> list:
+def _topological_order(root: Function, events: int) -> list:
     """Nodes reachable from root, each after every node that consumes it (iterative, no recursion)."""
     order: list = []
     visited: set = set()
@@ -210,8 +236,9 @@ def _topological_order(root: Function) -> list:
             continue
         visited.add(node)
         stack.append((node, True))
+        stale = events and node._stamp != events
         for parent in getattr(node, "parents", ()):
-            ctx = getattr(parent, "_ctx", None)
+            ctx = _node_at(parent, node._stamp) if stale else getattr(parent, "_ctx", None)
             if ctx is not None and ctx not in visited:
                 stack.append((ctx, False))
     order.reverse()
@@ -241,14 +268,15 @@ def backward(root: Tensor, grad: np.ndarray | None = None, retain_graph: bool = 
         _accumulate_leaf(root, grad)
         return
     grads = {root._ctx: grad}
-    for node in _topological_order(root._ctx):
+    events = _Events.count
+    for node in _topological_order(root._ctx, events):
         g = grads.pop(node, None)
         if g is None:
             continue
-        _run_node(node, g, grads, retain_graph)
+        _run_node(node, g, grads, retain_graph, events)
 
 
-def _run_node(node: Function, g: np.ndarray, grads: dict, retain_graph: bool) -> None:
+def _run_node(node: Function, g: np.ndarray, grads: dict, retain_graph: bool, events: int = 0) -> None:
     """Call one node's backward and hand each input gradient to its parent."""
     if not hasattr(node, "parents"):
         raise AutogradError(
@@ -257,7 +285,8 @@ def _run_node(node: Function, g: np.ndarray, grads: dict, retain_graph: bool) ->
         )
     if node._saved_versions:
         node._check_versions()
-    if node._retain is not None:
+    stale = events and node._stamp != events  # the graph was edited since this node was recorded
+    if stale and node._retain is not None:
         _accumulate_leaf(node._retain, g)
     in_grads = type(node).backward(node, g)
     if not isinstance(in_grads, tuple):
@@ -272,7 +301,7 @@ def _run_node(node: Function, g: np.ndarray, grads: dict, retain_graph: bool) ->
             continue
         if gi.shape != parent.data.shape:
             gi = sum_to_shape(gi, parent.data.shape)
-        ctx = parent._ctx
+        ctx = _node_at(parent, node._stamp) if stale else parent._ctx
         if ctx is None:
             _accumulate_leaf(parent, gi)
         elif ctx in grads:

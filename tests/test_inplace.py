@@ -321,3 +321,46 @@ def test_retain_grad_survives_inplace_rebase(torch) -> None:
     (ty * ty).sum().backward()
     np.testing.assert_array_equal(y.grad.numpy(), ty.grad.numpy())
     np.testing.assert_array_equal(x.grad.numpy(), tx.grad.numpy())
+
+
+def _micrograd_more_ops(lib):
+    """micrograd's test_more_ops, whose `c += c + 1` lines change non-leaves in place."""
+    a, b = lib.Tensor([-4.0]).double(), lib.Tensor([2.0]).double()
+    a.requires_grad = True
+    b.requires_grad = True
+    c = a + b
+    d = a * b + b**3
+    c += c + 1
+    c += 1 + c + (-a)
+    d += d * 2 + (b + a).relu()
+    d += 3 * d + (b - a).relu()
+    e = c - d
+    f = e**2
+    g = f / 2.0
+    g += 10.0 / f
+    g.backward()
+    return g.data.item(), a.grad.item(), b.grad.item()
+
+
+def test_micrograd_inplace_program_matches_torch(torch) -> None:
+    np.testing.assert_allclose(_micrograd_more_ops(mt), _micrograd_more_ops(torch), rtol=1e-12)
+
+
+def _consumed_then_changed(lib):
+    """Ops that used a tensor before its in-place change keep its old value's node (PyTorch's rebase)."""
+    x = lib.tensor([1.0, 2.0], requires_grad=True, dtype=lib.float64)
+    y = x * 3
+    alias = y
+    z = y * 2  # uses y's old value
+    y.mul_(x)
+    y += z
+    (alias + z + y * y).sum().backward()
+    w = x * 3
+    v = w * 2
+    w.detach_()  # v keeps its path to x
+    (v + w).sum().backward()
+    return x.grad.numpy()
+
+
+def test_consumers_before_an_inplace_change_keep_the_old_node(torch) -> None:
+    np.testing.assert_allclose(_consumed_then_changed(mt), _consumed_then_changed(torch), rtol=1e-12)

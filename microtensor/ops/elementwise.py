@@ -97,7 +97,8 @@ class Sub(Function):
 class Mul(Function):
     @staticmethod
     def forward(ctx, a, b):
-        ctx.save_for_backward(a, b)
+        need_a, need_b = ctx.needs_input_grad or (False, False)
+        ctx.save_for_backward(a if need_b else None, b if need_a else None)  # only what backward uses, as PyTorch
         return _binary("mul", np.multiply, a, b)
 
     @staticmethod
@@ -110,7 +111,8 @@ class Mul(Function):
 class Div(Function):
     @staticmethod
     def forward(ctx, a, b):
-        ctx.save_for_backward(a, b)
+        need_a, need_b = ctx.needs_input_grad or (False, False)
+        ctx.save_for_backward(a if need_b else None, b)  # only what backward uses, as PyTorch
         return _binary("div", np.true_divide, a, b)
 
     @staticmethod
