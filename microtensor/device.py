@@ -65,3 +65,9 @@ class cuda:  # noqa: N801  (PyTorch's module name, as a namespace)
     @staticmethod
     def device_count() -> int:
         return 0
+
+    @staticmethod
+    def manual_seed_all(seed: int) -> None:
+        """A no-op, as in PyTorch without a GPU (minGPT's set_seed calls it)."""
+
+    manual_seed = manual_seed_all
