@@ -199,8 +199,12 @@ def var(input: Tensor, dim: Any = None, unbiased: bool | None = None, keepdim: b
 
 def std(input: Tensor, dim: Any = None, unbiased: bool | None = None, keepdim: bool = False, *,  # noqa: A002
         correction: Any = None, axis: Any = None, keepdims: bool | None = None) -> Tensor:
-    """Standard deviation: the square root of var with the same arguments."""
-    return var(input, dim, unbiased, keepdim, correction=correction, axis=axis, keepdims=keepdims) ** 0.5
+    """Standard deviation: the square root of var with the same arguments (computed before rounding to float32)."""
+    if isinstance(dim, bool):  # PyTorch's std(unbiased) overload
+        dim, unbiased = None, dim
+    dim = _axis(axis, dim, "std")
+    return reduce.Var.apply(input, axis=dim, keepdims=_keep(keepdim, keepdims),
+                            correction=_correction("std", unbiased, correction), sqrt=True)
 
 
 def norm(input: Tensor, p: Any = "fro", dim: Any = None, keepdim: bool = False, dtype: Any = None) -> Tensor:  # noqa: A002

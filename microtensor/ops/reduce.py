@@ -98,25 +98,33 @@ class Min(_Extreme):
 
 
 class Var(Function):
-    """Variance with `correction` subtracted from the count (1 = unbiased, PyTorch's default)."""
+    """Variance (the standard deviation with sqrt=True) with `correction` subtracted from the count
+    (1 = unbiased, PyTorch's default), accumulated in float64 as PyTorch does."""
 
     @staticmethod
-    def forward(ctx, a, axis=None, keepdims=False, correction=1):
-        ctx.axes = _normalise_axes("var", axis, a.ndim)
-        _check_dtype("var", a, "f")
+    def forward(ctx, a, axis=None, keepdims=False, correction=1, sqrt=False):
+        op = "std" if sqrt else "var"
+        ctx.axes = _normalise_axes(op, axis, a.ndim)
+        _check_dtype(op, a, "f")
         ctx.keepdims, ctx.shape = keepdims, a.shape
         count = int(np.prod([a.shape[i] for i in ctx.axes])) if a.ndim else 1
         ctx.denom = count - correction
         if ctx.denom <= 0:
-            raise ValueError(f"var: {count} elements with correction={correction} leave no degrees of freedom")
-        wide = a.astype(np.float64)  # float32 squares of large values would overflow (PyTorch accumulates wider)
+            raise ValueError(f"{op}: {count} elements with correction={correction} leave no degrees of freedom")
+        wide = a.astype(np.float64)  # float32 squares of large values would overflow
         centered = wide - wide.mean(axis=ctx.axes, keepdims=True)
+        var = np.sum(centered * centered, axis=ctx.axes, keepdims=True) / ctx.denom
         ctx.centered = centered.astype(a.dtype, copy=False)
-        return (np.sum(centered * centered, axis=ctx.axes, keepdims=keepdims) / ctx.denom).astype(a.dtype)
+        ctx.std = np.sqrt(var).astype(a.dtype) if sqrt else None
+        out = ctx.std if sqrt else var.astype(a.dtype)
+        return out if keepdims or not a.ndim else np.squeeze(out, axis=ctx.axes)
 
     @staticmethod
     def backward(ctx, g):
-        return _expand(g, ctx.axes, ctx.keepdims, ctx.shape) * (2.0 / ctx.denom) * ctx.centered
+        g = _expand(g, ctx.axes, ctx.keepdims, ctx.shape)
+        if ctx.std is None:
+            return g * (2.0 / ctx.denom) * ctx.centered
+        return g * ctx.centered / (ctx.denom * ctx.std)
 
 
 class Norm(Function):
