@@ -1,6 +1,6 @@
 """A character-level GPT written as a PyTorch user writes one; it runs on PyTorch or on microtensor.
 
-    python examples/char_gpt.py [--steps 200]                  # microtensor
+    python examples/char_gpt.py [--steps 200] [--tokens 200]   # microtensor
     EXAMPLES_BACKEND=torch python examples/char_gpt.py          # the same program on PyTorch
 
 Only the import lines below differ between the two: one module per attention
@@ -216,7 +216,7 @@ def train(model, optimizer, loader, steps, device="cpu"):
     return losses
 
 
-def main(steps=200, batch_size=32, seed=1337):
+def main(steps=200, tokens=200, batch_size=32, seed=1337):
     torch.manual_seed(seed)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     config = GPTConfig(block_size=32, n_layer=2)
@@ -232,12 +232,13 @@ def main(steps=200, batch_size=32, seed=1337):
     print(f"final loss {losses[-1]:.4f}")
     model.eval()
     context = torch.tensor([[dataset.stoi["A"]]], dtype=torch.long, device=device)
-    print(dataset.decode(model.generate(context, 120, temperature=0.8, top_k=10)[0].tolist()))
+    print(dataset.decode(model.generate(context, tokens, temperature=0.8, top_k=10)[0].tolist()))
     return losses
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--tokens", type=int, default=200, help="length of the sample printed at the end")
     args = parser.parse_args()
-    main(args.steps)
+    main(args.steps, args.tokens)
