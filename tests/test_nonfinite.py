@@ -113,6 +113,61 @@ def check(op: str, mt_fn, torch_fn, *inputs, rtol: float = 1e-4, atol: float = 1
     np.testing.assert_allclose(value, expected[1], rtol=rtol, atol=atol, err_msg=f"{op}: vs torch")
 
 
+def _grads(lib, fn, inputs: list) -> list[np.ndarray]:
+    """Gradients of sum(fn(*inputs) * w), w a fixed ramp, for the float inputs; `lib` is mt or torch."""
+    is_mt = lib is mt
+    leaves = [(mt.tensor(a, requires_grad=True) if is_mt else torch.tensor(np.array(a, order="C"), requires_grad=True))
+              if isinstance(a, np.ndarray) and a.dtype == np.float32 else
+              (a if is_mt else torch.from_numpy(a) if isinstance(a, np.ndarray) else a) for a in inputs]
+    out = fn(*leaves)
+    ramp = np.linspace(-1.0, 1.0, max(int(np.prod(out.shape)), 1), dtype=np.float32)[: int(np.prod(out.shape))]
+    weight = ramp.reshape(tuple(out.shape))
+    (out * (mt.tensor(weight) if is_mt else torch.from_numpy(weight))).sum().backward()
+    floats = [leaf for leaf, a in zip(leaves, inputs, strict=True) if getattr(a, "dtype", None) == np.float32]
+    return [np.zeros(leaf.shape) if leaf.grad is None else np.asarray(leaf.grad, dtype=np.float64) for leaf in floats]
+
+
+def check_grads(op: str, mt_fn, torch_fn, *inputs, rtol: float = 1e-4, atol: float = 1e-4) -> None:
+    """Gradients through mt_fn on both backends agree with each other and with torch_fn's (finite inputs)."""
+    if outcome(mt_fn, *[mt.tensor(a) if getattr(a, "dtype", None) == np.float32 else a for a in inputs])[0] == "error":
+        return  # a clear error on the forward pass, which `check` holds to PyTorch
+    per_backend = []
+    for name in BACKENDS:
+        with backend(name):
+            per_backend.append(_grads(mt, mt_fn, list(inputs)))
+    expected = _grads(torch, torch_fn, list(inputs)) if torch is not None else per_backend[0]
+    for grads in per_backend:
+        for got, want in zip(grads, expected, strict=True):
+            np.testing.assert_allclose(got, want, rtol=rtol, atol=atol, err_msg=f"{op}: gradient")
+
+
+@given(st.data())
+@FUZZ
+def test_gradients_on_odd_layouts_and_zero_sizes(data) -> None:
+    x = data.draw(arrays(data.draw(shapes()), special=False))
+    dim = data.draw(st.integers(-x.ndim, x.ndim - 1))
+    check_grads("softmax", lambda t: F.softmax(t, dim), lambda t: TF.softmax(t, dim), x)
+    check_grads("log_softmax", lambda t: F.log_softmax(t, dim), lambda t: TF.log_softmax(t, dim), x)
+    check_grads("gelu", lambda t: F.gelu(t, approximate="tanh"), lambda t: TF.gelu(t, approximate="tanh"), x)
+    normalized = x.shape[-1:]
+    w, b = data.draw(arrays(normalized, special=False)), data.draw(arrays(normalized, special=False))
+    check_grads("layer_norm", lambda *t: F.layer_norm(t[0], normalized, *t[1:]),
+                lambda *t: TF.layer_norm(t[0], normalized, *t[1:]), x, w, b, atol=2e-3)
+    n, classes = data.draw(st.integers(0, 5)), data.draw(st.integers(1, 5))
+    logits = data.draw(arrays((n, classes), special=False))
+    targets = np.array(data.draw(st.lists(st.sampled_from([*range(classes), -100]), min_size=n, max_size=n)),
+                       dtype=np.int64)
+    check_grads("cross_entropy", F.cross_entropy, TF.cross_entropy, logits, targets)
+    rows, n_in, n_out = (data.draw(st.integers(0, 4)) for _ in range(3))
+    lin = [data.draw(arrays(s, special=False)) for s in ((rows, n_in), (n_out, n_in), (n_out,))]
+    check_grads("linear", F.linear, TF.linear, *lin, atol=1e-3)
+    tq, tk, d = data.draw(st.integers(1, 4)), data.draw(st.integers(1, 4)), data.draw(st.integers(1, 3))
+    qkv = [data.draw(arrays((2, t, d), special=False)) for t in (tq, tk, tk)]
+    causal = data.draw(st.booleans())
+    check_grads("scaled_dot_product_attention", lambda *t: F.scaled_dot_product_attention(*t, is_causal=causal),
+                lambda *t: _torch_sdpa(*t, is_causal=causal), *qkv, atol=1e-3)
+
+
 @given(st.data())
 @FUZZ
 def test_softmax_and_log_softmax(data) -> None:

@@ -16,7 +16,7 @@ import math
 import numpy as np
 
 NAME = "numpy"
-_QUIET = {"invalid": "ignore", "over": "ignore"}  # np.errstate for inf - inf, 0 * inf, overflow to inf
+_QUIET = {"invalid": "ignore", "over": "ignore", "divide": "ignore"}  # np.errstate for inf - inf, log(0), ...
 GELU_C = math.sqrt(2.0 / math.pi)  # a Python float, so float32 inputs stay float32
 
 

@@ -307,7 +307,7 @@ class Embedding(Function):
 
     @staticmethod
     def backward(ctx, g):
-        g = np.ascontiguousarray(g.reshape(-1, g.shape[-1]))
+        g = np.ascontiguousarray(g.reshape(len(ctx.ids), g.shape[-1]))
         return _backend.K.embedding_backward(ctx.ids, g, ctx.vocab), None
 
 
@@ -333,7 +333,7 @@ class Linear(Function):
     def backward(ctx, g):
         rows, weight = ctx.saved_tensors
         need_x, need_w, need_b = ctx.needs_input_grad
-        g = np.ascontiguousarray(g.reshape(-1, weight.shape[0]))
+        g = np.ascontiguousarray(g.reshape(len(rows), weight.shape[0]))
         dx, dw, db = _backend.K.linear_backward(g, rows, weight, need_x, need_w, need_b)
         return (None if dx is None else dx.reshape(ctx.shape)), dw, db
 
