@@ -552,8 +552,10 @@ class Tensor:
                 ufunc(self.data, *args, out=self.data, casting="same_kind")
         except (TypeError, ValueError) as err:
             shapes = [np.shape(a) for a in args]
-            raise TypeError(f"{op}: cannot write the result into a tensor of shape {self.shape} and dtype "
-                            f"{self.dtype} (other operands: shapes {shapes}): {err}") from None
+            raise (TypeError if isinstance(err, TypeError) else ValueError)(
+                f"{op}: cannot write the result into a tensor of shape {self.shape} and dtype {self.dtype} "
+                f"(other operands: shapes {shapes}): {err}"
+            ) from None
         self._version.value += 1
         return self
 
@@ -586,17 +588,20 @@ class Tensor:
     def div_(self, other: Any) -> Tensor:
         return self._arith_("div_", np.divide, ops.Div.apply, other)
 
-    def copy_(self, src: Any, non_blocking: bool = False) -> Tensor:
+    def _copy(self, op: str, src: Any) -> Tensor:
         """Copy src's values (broadcast, cast to self's dtype) into self; gradients flow to src."""
-        if self._records("copy_", src):
-            return self._record("copy_", lambda old: _CopyInto.apply(old, src))
-        return self._store("copy_", np.copyto, _data(src))
+        if self._records(op, src):
+            return self._record(op, lambda old: _CopyInto.apply(old, src))
+        return self._store(op, np.copyto, _data(src))
+
+    def copy_(self, src: Any, non_blocking: bool = False) -> Tensor:
+        return self._copy("copy_", src)
 
     def fill_(self, value: Any) -> Tensor:
-        return self.copy_(value)
+        return self._copy("fill_", value)
 
     def zero_(self) -> Tensor:
-        return self.copy_(0)
+        return self._copy("zero_", 0)
 
     def masked_fill_(self, mask: Any, value: Any) -> Tensor:
         if self._records("masked_fill_"):
