@@ -93,6 +93,9 @@ def write_checkpoint(path: Path, arrays: dict[str, np.ndarray], meta: dict[str, 
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as err:  # e.g. a full disk: name the checkpoint, not the temp file that is gone
+        tmp.unlink(missing_ok=True)
+        raise OSError(err.errno, err.strerror, str(path)) from err
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
