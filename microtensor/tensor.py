@@ -437,7 +437,7 @@ class Tensor:
     def view(self, *shape: Any) -> Tensor:
         """reshape that must not copy, as PyTorch's view (which needs compatible strides)."""
         out = self.reshape(*shape)
-        if out.data.size and not np.shares_memory(out.data, self.data):
+        if out._version is not self._version and out.data.size:  # reshape had to copy
             raise ValueError(
                 f"view: a tensor of shape {self.shape} and strides {self.data.strides} cannot be viewed as "
                 f"{out.shape} without a copy; use .reshape(...) instead"
