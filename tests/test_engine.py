@@ -330,3 +330,33 @@ def test_gradcheck_needs_float64_and_an_input_requiring_grad() -> None:
         mt.gradcheck(lambda t: t * 2, [mt.tensor([1.0], requires_grad=True)])
     with pytest.raises(ValueError, match="no input requires grad"):
         mt.gradcheck(lambda t: t * 2, [mt.tensor(np.array([1.0]))])
+
+
+def test_forward_sees_which_gradients_are_needed() -> None:
+    """ctx.needs_input_grad is set before forward, so a Function saves only what its backward will use."""
+    seen = []
+
+    class Scale(mt.Function):
+        @staticmethod
+        def forward(ctx, x, w):
+            seen.append(tuple(ctx.needs_input_grad))
+            ctx.save_for_backward(x if ctx.needs_input_grad and ctx.needs_input_grad[1] else None, w)
+            return x * w
+
+        @staticmethod
+        def backward(ctx, g):
+            x, w = ctx.saved_tensors
+            return g * w, (None if x is None else (g * x).sum())
+
+    x = mt.tensor(np.array([1.0, 2.0]), requires_grad=True)
+    w = mt.tensor(np.array(3.0))
+    Scale.apply(x, w).sum().backward()
+    with mt.no_grad():
+        Scale.apply(x, w)
+    assert seen == [(True, False), ()]
+    np.testing.assert_array_equal(x.grad.numpy(), [3.0, 3.0])
+    y = Scale.apply(x, w)
+    with mt.no_grad():
+        x += 1  # not saved (w needs no gradient): changing it after the forward pass is fine, as in PyTorch
+    y.sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [6.0, 6.0])
