@@ -453,7 +453,7 @@ def run_cli() -> list[dict]:
             "seed_-1": ["--seed", "-1"], "split_000": ["--split", "0,0,0"], "split_100": ["--split", "1,0,0"],
             "split_nan": ["--split", "nan,1,1"], "epochs_0": ["--epochs", "0"], "lr_nan": ["--lr", "nan"],
             "lr_-1": ["--lr", "-1"], "threads_0": ["--threads", "0"], "n_heads_3": ["--n-heads", "3"],
-            "batch_0": ["--batch-size", "0"], "unknown": ["--frobnicate"], "arity_9": ["--arity", "9"],
+            "batch_0": ["--batch-size", "0"], "unknown": ["--frobnicate"], "arity_1": ["--arity", "1"], "arity_11": ["--arity", "11"],
             "dropout_2": ["--dropout", "2"], "ablate_bad": ["--ablate", "nothing"],
         }
         for name, flags in train_flags.items():
