@@ -51,44 +51,68 @@ def run_example(name: str, *args: str, backend: str = "microtensor") -> str:
     return proc.stdout
 
 
-def copy_weights(src, dst, mt) -> None:
-    """Load the PyTorch model's state_dict (parameters and buffers) into the microtensor model."""
-    state = {k: mt.tensor(v.detach().numpy().copy()) for k, v in src.state_dict().items()}
-    dst.load_state_dict(state)
+def char_gpt_run(mod, state=None):
+    """(initial state_dict, 20 losses, greedy sample) of a tiny char GPT trained on unshuffled batches."""
+    mod.torch.manual_seed(0)
+    config = mod.GPTConfig(block_size=16, n_layer=2, n_head=2, n_embd=32)
+    dataset = mod.CharDataset(mod.TEXT, config.block_size)
+    config.vocab_size = len(dataset.chars)
+    model = mod.GPT(config)
+    if state is not None:
+        model.load_state_dict({k: mod.torch.tensor(v) for k, v in state.items()})
+    initial = {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
+    optimizer = mod.configure_optimizer(model, lr=3e-3, weight_decay=0.1)
+    losses = mod.train(model, optimizer, mod.DataLoader(dataset, batch_size=8, shuffle=False), STEPS)
+    model.eval()
+    start = mod.torch.tensor([[1, 2]], dtype=mod.torch.long)
+    return initial, losses, model.generate(start, 12, top_k=1)[0].tolist()  # top-1: greedy, the same draw
+
+
+def mlp_run(mod, state=None):
+    """(initial state_dict, 20 losses, accuracy) of the MLP classifier trained on unshuffled batches."""
+    x, y = mod.spirals(256, seed=0)
+    loader = mod.DataLoader(mod.TensorDataset(x, y), batch_size=32, shuffle=False)
+    model = mod.make_model()
+    if state is not None:
+        model.load_state_dict({k: mod.torch.tensor(v) for k, v in state.items()})
+    initial = {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
+    optimizer = mod.torch.optim.Adam(model.parameters(), lr=1e-2)
+    criterion = mod.nn.CrossEntropyLoss()
+    losses = [loss for _ in range(2) for loss in mod.train_epoch(model, loader, criterion, optimizer)]
+    return initial, losses[:STEPS], mod.accuracy(model, x, y)
 
 
 @pytest.fixture(scope="module")
-def programs():
-    """(PyTorch version, microtensor version) loader for one example."""
-    pytest.importorskip("torch")
-    return lambda name: (load(name, "torch"), load(name, "microtensor"))
+def pytorch_runs():
+    """The PyTorch runs of both examples, once per module (skipped without PyTorch)."""
+    torch = pytest.importorskip("torch")
+    torch.set_num_threads(1)
+    return {"char_gpt": char_gpt_run(load("char_gpt", "torch")),
+            "mlp": mlp_run(load("mlp_classifier_torch_style", "torch"))}
 
 
-def test_char_gpt_losses_match_pytorch(programs) -> None:
-    tp, mp = programs("char_gpt")
-    tp.torch.set_num_threads(1)
-    runs = []
-    for mod in (tp, mp):
-        mod.torch.manual_seed(0)
-        config = mod.GPTConfig(block_size=16, n_layer=2, n_head=2, n_embd=32)
-        dataset = mod.CharDataset(mod.TEXT, config.block_size)
-        config.vocab_size = len(dataset.chars)
-        runs.append((mod, mod.GPT(config), mod.DataLoader(dataset, batch_size=8, shuffle=False)))
-    copy_weights(runs[0][1], runs[1][1], mp.torch)
-    losses, samples = [], []
-    for mod, model, loader in runs:
-        optimizer = mod.configure_optimizer(model, lr=3e-3, weight_decay=0.1)
-        losses.append(mod.train(model, optimizer, loader, STEPS))
-        model.eval()
-        start = mod.torch.tensor([[1, 2]], dtype=mod.torch.long)
-        samples.append(model.generate(start, 12, top_k=1)[0].tolist())  # top-1: greedy, the same draw
-    np.testing.assert_allclose(losses[1], losses[0], rtol=1e-4)
-    assert losses[0][-1] < losses[0][0] - 0.5
-    assert samples[1] == samples[0]
+@pytest.fixture(params=["numpy", "c"])
+def backend(request):
+    """Run the microtensor side on both kernel backends (C skipped cleanly when the extension is not built)."""
+    previous = mt.backend.name()
+    try:
+        mt.backend.use(request.param)
+    except (ImportError, ValueError, RuntimeError) as err:
+        pytest.skip(f"backend {request.param} unavailable: {err}")
+    yield request.param
+    mt.backend.use(previous)
 
 
-def test_char_gpt_samples_with_multinomial_and_top_k(programs) -> None:
-    _, mp = programs("char_gpt")
+def test_char_gpt_losses_match_pytorch(pytorch_runs, backend) -> None:
+    state, expected, sample = pytorch_runs["char_gpt"]
+    _, losses, ours = char_gpt_run(load("char_gpt", "microtensor"), state)
+    np.testing.assert_allclose(losses, expected, rtol=1e-4)
+    assert expected[-1] < expected[0] - 0.5
+    assert ours == sample
+
+
+def test_char_gpt_samples_with_multinomial_and_top_k() -> None:
+    mp = load("char_gpt", "microtensor")
     mp.torch.manual_seed(0)
     dataset = mp.CharDataset(mp.TEXT, 16)
     model = mp.GPT(mp.GPTConfig(vocab_size=len(dataset.chars), block_size=16, n_layer=1, n_head=2, n_embd=16))
@@ -98,24 +122,11 @@ def test_char_gpt_samples_with_multinomial_and_top_k(programs) -> None:
     assert 0 <= int(ids.min()) and int(ids.max()) < len(dataset.chars)
 
 
-def test_mlp_classifier_losses_match_pytorch(programs) -> None:
-    tp, mp = programs("mlp_classifier_torch_style")
-    tp.torch.set_num_threads(1)
-    runs = []
-    for mod in (tp, mp):
-        x, y = mod.spirals(256, seed=0)
-        loader = mod.DataLoader(mod.TensorDataset(x, y), batch_size=32, shuffle=False)
-        runs.append((mod, mod.make_model(), loader, x, y))
-    copy_weights(runs[0][1], runs[1][1], mp.torch)
-    losses, accuracies = [], []
-    for mod, model, loader, x, y in runs:
-        optimizer = mod.torch.optim.Adam(model.parameters(), lr=1e-2)
-        criterion = mod.nn.CrossEntropyLoss()
-        run = [loss for _ in range(2) for loss in mod.train_epoch(model, loader, criterion, optimizer)]
-        losses.append(run[:STEPS])
-        accuracies.append(mod.accuracy(model, x, y))
-    np.testing.assert_allclose(losses[1], losses[0], rtol=1e-4)
-    assert accuracies[1] == pytest.approx(accuracies[0], abs=1 / 256)
+def test_mlp_classifier_losses_match_pytorch(pytorch_runs, backend) -> None:
+    state, expected, accuracy = pytorch_runs["mlp"]
+    _, losses, ours = mlp_run(load("mlp_classifier_torch_style", "microtensor"), state)
+    np.testing.assert_allclose(losses, expected, rtol=1e-4)
+    assert ours == pytest.approx(accuracy, abs=1 / 256)
 
 
 def _micrograd_tests() -> list[str]:
