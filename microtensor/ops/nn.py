@@ -17,12 +17,18 @@ _SDPA = "scaled_dot_product_attention"
 
 def _check_float(op: str, **arrays: Any) -> None:
     """TypeError naming the op unless the given arrays (None skipped) are float32 or float64, all of one dtype."""
-    dtypes = {name: np.asarray(a).dtype for name, a in arrays.items() if a is not None}
-    for name, dtype in dtypes.items():
+    first = None
+    for name, a in arrays.items():
+        if a is None:
+            continue
+        dtype = a.dtype if type(a) is np.ndarray else np.asarray(a).dtype
         if dtype not in _FLOATS:
             raise TypeError(f"{op}: {name} must be float32 or float64, got dtype {dtype}")
-    if len(set(dtypes.values())) > 1:
-        raise TypeError(f"{op}: {', '.join(dtypes)} must have one dtype, got {', '.join(map(str, dtypes.values()))}")
+        if first is None:
+            first = dtype
+        elif dtype != first:
+            given = {k: np.asarray(v).dtype for k, v in arrays.items() if v is not None}
+            raise TypeError(f"{op}: {', '.join(given)} must have one dtype, got {', '.join(map(str, given.values()))}")
 
 
 def _last_axis_view(a: np.ndarray, axis: int, op: str) -> np.ndarray:
