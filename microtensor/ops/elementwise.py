@@ -30,7 +30,7 @@ def _binary(op: str, ufunc: np.ufunc, a: object, b: object) -> np.ndarray:
         raise ValueError(f"{op}: {err} (dtypes {_dtype_name(a)} and {_dtype_name(b)})") from None
     except TypeError:
         raise TypeError(f"{op}: not supported for dtypes {_dtype_name(a)} and {_dtype_name(b)}") from None
-    return out if out.dtype == _F32 else _promoted(op, out, a, b)
+    return out if out.dtype is _F32 else _promoted(op, out, a, b)  # float32: the hot path, nothing to do
 
 
 def _promoted(op: str, out: np.ndarray, a: object, b: object) -> np.ndarray:
