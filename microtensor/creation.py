@@ -43,8 +43,10 @@ def _scalar_dtype(*values: Any) -> np.dtype:
 
 
 def tensor(data: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:
-    """A tensor from data: numpy arrays keep their dtype; Python floats become float32, ints int64."""
+    """A copy of data, as PyTorch's: numpy arrays keep their dtype, Python floats become float32, ints int64."""
     _check_device(device, "tensor")
+    if isinstance(data, (np.ndarray, Tensor)) and dtype is None:
+        data = np.array(data.data if isinstance(data, Tensor) else data)
     return Tensor(data, dtype=dtype, requires_grad=requires_grad)
 
 

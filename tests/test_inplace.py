@@ -63,6 +63,17 @@ def test_inplace_without_grad_matches_torch_and_bumps_version(torch, name, mine,
     assert t._version.value == 1 and alias._version is t._version
 
 
+def test_tensor_copies_its_data_so_inplace_ops_leave_the_array_alone(torch) -> None:
+    array = np.zeros(3)
+    for make in (mt.tensor, torch.tensor):
+        t = make(array)
+        t += 1
+    np.testing.assert_array_equal(array, np.zeros(3))
+    shared = mt.from_numpy(array)  # from_numpy shares, as PyTorch's
+    shared += 1
+    np.testing.assert_array_equal(array, np.ones(3))
+
+
 def test_inplace_dtype_rules() -> None:
     ints = mt.tensor([1, 2, 3])
     ints += 2
@@ -257,7 +268,7 @@ def test_views_share_the_version_counter(make_view) -> None:
 def test_disjoint_slices_of_one_buffer_are_not_confused(backend) -> None:
     """Parameters that are views of one flat buffer (the optimizer's) do not watch each other."""
     flat = np.arange(8, dtype=np.float64)
-    w, b = mt.tensor(flat[:6].reshape(2, 3), requires_grad=True), mt.tensor(flat[6:], requires_grad=True)
+    w, b = mt.from_numpy(flat[:6].reshape(2, 3)).requires_grad_(), mt.from_numpy(flat[6:]).requires_grad_()
     x = mt.tensor(X)
     out = F.linear(x, w, b)  # saves x and w, not b
     with mt.no_grad():
