@@ -155,15 +155,19 @@ def rand(
 
 
 def randint(
-    *args: Any, size: Any = None, generator: np.random.Generator | None = None, dtype: Any = None,
-    device: Any = None, requires_grad: bool = False,
+    *args: Any, size: Any = None, low: int | None = None, high: int | None = None,
+    generator: np.random.Generator | None = None, dtype: Any = None, device: Any = None, requires_grad: bool = False,
 ) -> Tensor:
     """Integers uniform in [low, high): randint(high, size) or randint(low, high, size), int64 by default."""
+    args = list(args)
     if size is None and args:
-        *args, size = args
-    if len(args) not in (1, 2) or size is None:
+        size = args.pop()
+    if high is None and args:
+        high = args.pop()
+    if low is None:
+        low = args.pop() if args else 0
+    if args or size is None or high is None:
         raise TypeError("randint: expected randint(high, size) or randint(low, high, size)")
-    low, high = (0, *args) if len(args) == 1 else args
     if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in (low, high)) or low >= high:
         raise ValueError(f"randint: need integers low < high, got low={low!r}, high={high!r}")
     shape = _shape(tuple(size) if isinstance(size, (tuple, list)) else (size,), "randint")

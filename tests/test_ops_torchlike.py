@@ -311,6 +311,7 @@ def test_randint_range_shape_and_dtype() -> None:
     assert x.dtype == np.int64 and x.shape == (4000,)
     assert set(np.unique(x.data)) == set(range(3, 10))
     assert mt.randint(5, (2, 3)).shape == (2, 3) and mt.randint(2, size=(3,)).data.max() < 2
+    assert mt.randint(low=4, high=6, size=(50,)).data.min() == 4 and mt.randint(3, 4, size=[2]).tolist() == [3, 3]
     assert mt.randint(-2, 2, (10,), dtype=mt.float32).dtype == np.float32
     assert sorted(mt.randperm(9, generator=g).data.tolist()) == list(range(9))
 
@@ -423,6 +424,7 @@ BAD = [
     ("arange_nan", lambda: mt.arange(float("nan")), ValueError, r"arange: need finite"),
     ("randint_empty_range", lambda: mt.randint(5, 5, (2,)), ValueError, r"randint: need integers low < high"),
     ("randint_no_size", lambda: mt.randint(5), TypeError, r"randint: expected randint\(high, size\)"),
+    ("randint_too_many", lambda: mt.randint(1, 2, 3, (4,)), TypeError, r"randint: expected randint\(high, size\)"),
     ("multinomial_negative", lambda: mt.multinomial(mt.tensor([0.5, -0.1]), 1), ValueError,
      r"multinomial: weights must be finite and non-negative"),
     ("multinomial_zero_row", lambda: mt.multinomial(mt.tensor([[0.5, 0.5], [0.0, 0.0]]), 1, True), ValueError,
