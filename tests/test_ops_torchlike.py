@@ -115,6 +115,8 @@ OPS = {
     "shape_functions": (lambda T, a: T.flatten(T.transpose(T.reshape(a, (2, 2, 3)), 0, 2), 1).unsqueeze(0)
                         + T.squeeze(T.unsqueeze(a.reshape(3, 4), 0), 0)[0].sum(), [normal(3, 4)]),
     "masked_fill": (lambda T, a: T.masked_fill(a, a > 0.5, -1.0), [normal(3, 4)]),
+    "broadcast_to_clone_t": (lambda T, a: T.broadcast_to(T.clone(a), (2, 3, 4)).sum(0) @ T.t(a) * T.numel(a),
+                             [normal(3, 4)]),
     "sin_cos": (lambda T, a: T.sin(a) * a.cos(), [normal(3, 4)]),
     "square_rsqrt": (lambda T, a: T.square(a) + a.rsqrt(), [pos(3, 4)]),
     "logsumexp": (lambda T, a: T.logsumexp(a * 50, 1) + a.logsumexp(dim=(0, 1), keepdim=True), [normal(3, 4)]),

@@ -15,12 +15,12 @@ from ..tensor import Tensor, _axis, _keep
 from . import elementwise, reduce, shape
 
 __all__ = [  # exported by microtensor as torch.* names
-    "abs", "add", "all", "allclose", "amax", "amin", "any", "argmax", "argmin", "argsort", "bmm", "clamp", "clip",
-    "cos", "cumsum", "div", "divide", "exp", "flatten", "gather", "isfinite", "isinf", "isnan", "log",
-    "log_softmax", "logsumexp", "masked_fill", "matmul", "max", "maximum", "mean", "min", "minimum", "mm", "mul",
-    "multinomial", "multiply", "neg", "negative", "norm", "permute", "pow", "relu", "reshape", "rsqrt", "sigmoid",
-    "sin", "softmax", "sort", "sqrt", "square", "squeeze", "std", "sub", "subtract", "sum", "tanh", "topk",
-    "transpose", "tril", "triu", "true_divide", "unsqueeze", "var",
+    "abs", "add", "all", "allclose", "amax", "amin", "any", "argmax", "argmin", "argsort", "bmm", "broadcast_to",
+    "clamp", "clip", "clone", "cos", "cumsum", "div", "divide", "exp", "flatten", "gather", "isfinite", "isinf",
+    "isnan", "log", "log_softmax", "logsumexp", "masked_fill", "matmul", "max", "maximum", "mean", "min", "minimum",
+    "mm", "mul", "multinomial", "multiply", "neg", "negative", "norm", "numel", "permute", "pow", "relu", "reshape",
+    "rsqrt", "sigmoid", "sin", "softmax", "sort", "sqrt", "square", "squeeze", "std", "sub", "subtract", "sum", "t",
+    "tanh", "topk", "transpose", "tril", "triu", "true_divide", "unsqueeze", "var",
 ]
 
 # torch.return_types: named (values, indices) pairs that also unpack and index like tuples.
@@ -355,4 +355,5 @@ sum, mean = Tensor.sum, Tensor.mean  # noqa: A001
 matmul = mm = bmm = Tensor.matmul
 softmax, log_softmax, masked_fill = Tensor.softmax, Tensor.log_softmax, Tensor.masked_fill
 reshape, permute, transpose, flatten = Tensor.reshape, Tensor.permute, Tensor.transpose, Tensor.flatten
-squeeze, unsqueeze = Tensor.squeeze, Tensor.unsqueeze
+squeeze, unsqueeze, broadcast_to = Tensor.squeeze, Tensor.unsqueeze, Tensor.expand
+clone, t, numel = Tensor.clone, Tensor.t, Tensor.numel
