@@ -91,26 +91,39 @@ static inline __attribute__((always_inline)) float mt_max(const float *x, int64_
     return m;
 }
 
-/* Values per partial sum in mt_sum: float lanes over a block this long stay accurate, and
- * the blocks add up in double, so a row of 2^24 values sums as well as PyTorch's (or better). */
+/* Values per partial sum in the sums below: float lanes over a block this long stay accurate,
+ * and the blocks of a longer row add up in double, so a row of 2^24 values sums as well as
+ * PyTorch's (or better) while a row of model size stays one float reduction. */
 #define MT_SUM_BLOCK 1024
 
-/* Sum of x[0:n] (plain loop for short rows, as mt_max; blocks of MT_SUM_BLOCK in double for long). */
+/* Sum of x[j] - shift, or of its square when `square`, over one block. */
+static inline __attribute__((always_inline)) float mt_sum_block(const float *x, int64_t n, float shift, int square) {
+    float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+    for (int64_t j = 0; j < n; j++) {
+        float v = x[j] - shift;
+        s += square ? v * v : v;
+    }
+    return s;
+}
+
+/* Sum of x[j] - shift (or its square) over x[0:n], blocks of MT_SUM_BLOCK added in double. */
+static inline __attribute__((always_inline)) float mt_sum_shifted(const float *x, int64_t n, float shift, int square) {
+    if (n <= MT_SUM_BLOCK) return mt_sum_block(x, n, shift, square);
+    double total = 0.0;
+    for (int64_t b = 0; b < n; b += MT_SUM_BLOCK)
+        total += mt_sum_block(x + b, b + MT_SUM_BLOCK < n ? MT_SUM_BLOCK : n - b, shift, square);
+    return (float)total;
+}
+
+/* Sum of x[0:n] (plain loop for short rows, as mt_max). */
 static inline __attribute__((always_inline)) float mt_sum(const float *x, int64_t n) {
     float s = 0.0f;
     if (n < 32) {
         for (int64_t j = 0; j < n; j++) s += x[j];
         return s;
     }
-    double total = 0.0;
-    for (int64_t b = 0; b < n; b += MT_SUM_BLOCK) {
-        int64_t e = b + MT_SUM_BLOCK < n ? b + MT_SUM_BLOCK : n;
-        s = 0.0f;
-#pragma omp simd reduction(+ : s)
-        for (int64_t j = b; j < e; j++) s += x[j];
-        total += s;
-    }
-    return (float)total;
+    return mt_sum_shifted(x, n, 0.0f, 0);
 }
 
 /* -1 when every ids[i] (i < n) lies in [0, limit) (or equals skip, if use_skip); else the

@@ -13,47 +13,23 @@ typedef struct {
     float eps;
 } ln_job;
 
-/* Sums over a row in float blocks of MT_SUM_BLOCK added up in double (see mt_sum). */
-static inline __attribute__((always_inline)) double sum_shifted(const float *x, int64_t n, float shift) {
-    double total = 0.0;
-    for (int64_t b = 0; b < n; b += MT_SUM_BLOCK) {
-        int64_t e = b + MT_SUM_BLOCK < n ? b + MT_SUM_BLOCK : n;
-        float s = 0.0f;
-#pragma omp simd reduction(+ : s)
-        for (int64_t j = b; j < e; j++) s += x[j] - shift;
-        total += s;
-    }
-    return total;
-}
-
-static inline __attribute__((always_inline)) double sum_squares(const float *x, int64_t n, float hi, float lo) {
-    double total = 0.0;
-    for (int64_t b = 0; b < n; b += MT_SUM_BLOCK) {
-        int64_t e = b + MT_SUM_BLOCK < n ? b + MT_SUM_BLOCK : n;
-        float s = 0.0f;
-#pragma omp simd reduction(+ : s)
-        for (int64_t j = b; j < e; j++) s += ((x[j] - hi) - lo) * ((x[j] - hi) - lo);
-        total += s;
-    }
-    return total;
-}
-
 /* Two passes, accurate for long rows far from zero: the mean of x - x[0] (small values, whatever
- * the offset), kept as hi + lo floats so x - hi is exact and x - mean = (x - hi) - lo to about an
- * ulp; then the variance of those. A NaN or inf anywhere in a row makes its output NaN. */
+ * the offset), kept as hi + lo floats so that x - hi is exact and x - mean = (x - hi) - lo to about
+ * an ulp; then the variance, mean((x - hi)^2) - lo^2. A NaN or inf in a row makes its output NaN. */
 static MT_CLONES void ln_forward_rows(void *ctx, int64_t r0, int64_t r1) {
     const ln_job *s = ctx;
     int64_t C = s->C;
     const float *w = s->weight, *b = s->bias;
+    float inv_c = 1.0f / (float)C;
     for (int64_t r = r0; r < r1; r++) {
         const float *x = s->x + r * C;
         float *y = s->y + r * C;
-        double mean = x[0] + sum_shifted(x, C, x[0]) / (double)C;
-        float hi = (float)mean, lo = (float)(mean - hi);
-        float rstd = (float)(1.0 / sqrt(sum_squares(x, C, hi, lo) / (double)C + s->eps));
+        float d = mt_sum_shifted(x, C, x[0], 0) * inv_c, hi = x[0] + d, lo = d - (hi - x[0]);
+        float var = mt_sum_shifted(x, C, hi, 1) * inv_c - lo * lo;
+        float rstd = 1.0f / sqrtf((var < 0.0f ? 0.0f : var) + s->eps), shift = lo * rstd;
 #pragma omp simd
         for (int64_t j = 0; j < C; j++) {
-            float v = ((x[j] - hi) - lo) * rstd;
+            float v = (x[j] - hi) * rstd - shift;
             v = w ? v * w[j] : v;
             y[j] = b ? v + b[j] : v;
         }
