@@ -79,17 +79,21 @@ def outcome(fn, *args):
     return "ok", np.asarray(out.detach() if hasattr(out, "detach") else out, dtype=np.float64)
 
 
+def _mt_args(inputs) -> list:
+    """float32 arrays as tensors sharing their memory and layout (`as_tensor`); integer arrays as they are."""
+    return [mt.as_tensor(a) if getattr(a, "dtype", None) == np.float32 else a for a in inputs]
+
+
 def check(op: str, mt_fn, torch_fn, *inputs, rtol: float = 1e-4, atol: float = 1e-5) -> None:
     """mt_fn on both backends agrees with each other and with torch_fn, on the same inputs.
 
-    Inputs are numpy arrays (floats become float32 tensors, integers stay arrays for ids/targets).
+    Inputs are numpy arrays: float32 ones become tensors (`_mt_args`), integer ones stay arrays.
     """
     zero_size = any(np.size(a) == 0 for a in inputs if isinstance(a, np.ndarray))
     results = {}
     for name in BACKENDS:
         with backend(name):
-            args = [mt.tensor(a) if isinstance(a, np.ndarray) and a.dtype == np.float32 else a for a in inputs]
-            results[name] = outcome(mt_fn, *args)
+            results[name] = outcome(mt_fn, *_mt_args(inputs))
         kind, value = results[name]
         if kind == "error":
             assert isinstance(value, (ValueError, TypeError)), f"{op} on {name}: {type(value).__name__}: {value}"
@@ -116,7 +120,7 @@ def check(op: str, mt_fn, torch_fn, *inputs, rtol: float = 1e-4, atol: float = 1
 def _grads(lib, fn, inputs: list) -> list[np.ndarray]:
     """Gradients of sum(fn(*inputs) * w), w a fixed ramp, for the float inputs; `lib` is mt or torch."""
     is_mt = lib is mt
-    leaves = [(mt.tensor(a, requires_grad=True) if is_mt else torch.tensor(np.array(a, order="C"), requires_grad=True))
+    leaves = [(mt.as_tensor(a).requires_grad_() if is_mt else torch.tensor(np.array(a, order="C"), requires_grad=True))
               if isinstance(a, np.ndarray) and a.dtype == np.float32 else
               (a if is_mt else torch.from_numpy(a) if isinstance(a, np.ndarray) else a) for a in inputs]
     out = fn(*leaves)
@@ -129,7 +133,7 @@ def _grads(lib, fn, inputs: list) -> list[np.ndarray]:
 
 def check_grads(op: str, mt_fn, torch_fn, *inputs, rtol: float = 1e-4, atol: float = 1e-4) -> None:
     """Gradients through mt_fn on both backends agree with each other and with torch_fn's (finite inputs)."""
-    if outcome(mt_fn, *[mt.tensor(a) if getattr(a, "dtype", None) == np.float32 else a for a in inputs])[0] == "error":
+    if outcome(mt_fn, *_mt_args(inputs))[0] == "error":
         return  # a clear error on the forward pass, which `check` holds to PyTorch
     per_backend = []
     for name in BACKENDS:
