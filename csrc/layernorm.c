@@ -13,6 +13,13 @@ typedef struct {
     float eps;
 } ln_job;
 
+/* 1/sqrt(var + eps) of a finite row whose squares overflow float (|x - mean| above ~1e19): in double. */
+static float ln_rstd_double(const float *x, int64_t C, float hi, float eps) {
+    double acc = 0.0;
+    for (int64_t j = 0; j < C; j++) acc += ((double)x[j] - hi) * ((double)x[j] - hi);
+    return (float)(1.0 / sqrt(acc / (double)C + eps));
+}
+
 /* Two passes, accurate for long rows far from zero: the mean of x - x[0] (small values, whatever
  * the offset), kept as hi + lo floats so that x - hi is exact and x - mean = (x - hi) - lo to about
  * an ulp; then the variance, mean((x - hi)^2) - lo^2. A NaN or inf in a row makes its output NaN. */
@@ -26,7 +33,9 @@ static MT_CLONES void ln_forward_rows(void *ctx, int64_t r0, int64_t r1) {
         float *y = s->y + r * C;
         float d = mt_sum_shifted(x, C, x[0], 0) * inv_c, hi = x[0] + d, lo = d - (hi - x[0]);
         float var = mt_sum_shifted(x, C, hi, 1) * inv_c - lo * lo;
-        float rstd = 1.0f / sqrtf((var < 0.0f ? 0.0f : var) + s->eps), shift = lo * rstd;
+        float rstd = isinf(var) && isfinite(hi) ? ln_rstd_double(x, C, hi, s->eps)
+                                                : 1.0f / sqrtf((var < 0.0f ? 0.0f : var) + s->eps);
+        float shift = lo * rstd;
 #pragma omp simd
         for (int64_t j = 0; j < C; j++) {
             float v = (x[j] - hi) * rstd - shift;

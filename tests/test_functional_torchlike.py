@@ -407,3 +407,9 @@ def test_changing_a_saved_input_in_place_makes_backward_raise(op) -> None:
     h += 10
     with pytest.raises(mt.AutogradError, match=f"backward of {op}: a tensor it saved was modified in place"):
         y.sum().backward()
+
+
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_gelu_of_a_zero_dim_tensor(torch, kernels, approximate) -> None:
+    both(torch, [np.array(1.5, np.float32)], lambda a: F.gelu(a, approximate=approximate),
+         lambda a: torch.nn.functional.gelu(a, approximate=approximate), TOL[np.float32])

@@ -550,6 +550,15 @@ def test_layernorm_nan_or_inf_makes_its_row_nan() -> None:
     close(y, ref.layernorm_forward(x.astype(np.float64), None, None, 1e-5)[0], rtol=1e-4, atol=1e-4)
 
 
+
+@pytest.mark.parametrize("kernels", [c, ref], ids=["c", "numpy"])
+def test_layernorm_of_finite_rows_whose_squares_overflow_float(kernels) -> None:
+    x = rand(np.random.default_rng(4), 3, 37, scale=1e30)  # (x - mean)^2 overflows float32
+    y, _, rstd = kernels.layernorm_forward(x, None, None, 1e-5)
+    x64 = x.astype(np.float64) - x.astype(np.float64).mean(axis=1, keepdims=True)
+    close(y, x64 / np.sqrt((x64 * x64).mean(axis=1, keepdims=True)), rtol=1e-5, atol=1e-5)  # PyTorch: NaN
+    assert y.dtype == F32 and (rstd > 0).all()
+
 def test_gelu_inf_and_nan_as_the_reference() -> None:
     x = np.array([INF, -INF, NAN, 1e30, -1e30, 20.0, -20.0, 0.0], F32)
     g = np.ones_like(x)

@@ -84,7 +84,11 @@ def layernorm_forward(
     with np.errstate(**_QUIET):
         mean = x.mean(axis=-1)
         xc = x - mean[:, None]
-        rstd = 1.0 / np.sqrt((xc * xc).mean(axis=-1) + eps)
+        var = (xc * xc).mean(axis=-1)
+        rstd = 1.0 / np.sqrt(var + eps)
+        overflow = np.isinf(var) & np.isfinite(mean)  # finite rows whose squares overflow: in float64
+        if overflow.any():
+            rstd[overflow] = 1.0 / np.sqrt(np.square(xc[overflow].astype(np.float64)).mean(axis=-1) + eps)
     y = xc * rstd[:, None]
     if weight is not None:
         y = y * weight

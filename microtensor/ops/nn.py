@@ -273,7 +273,7 @@ def _normal_cdf(x: np.ndarray) -> np.ndarray:
         p *= t
         p += c
     p -= 0.5 * x * x
-    h = t * np.exp(p, out=p)
+    h = t * np.exp(p)  # p may be a numpy scalar (0-d input): no out=
     return np.where(x < 0, h, 1.0 - h)
 
 
