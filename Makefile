@@ -3,7 +3,7 @@ PY ?= python
 STAMP := .installed.stamp
 SOURCES := setup.py pyproject.toml $(wildcard csrc/*.c csrc/*.h) microtensor/_backend/build_kernels.py
 
-.PHONY: install test train sanitize bench lint graphviz clean
+.PHONY: install test train sanitize bench sweep lint graphviz clean
 
 $(STAMP): $(SOURCES)
 	$(PY) -m pip install -q -e ".[dev]"
@@ -24,6 +24,9 @@ train: install
 
 bench: install
 	$(PY) -m pytest benchmarks --benchmark-only --benchmark-columns=median,iqr,ops
+
+sweep: install  ## bad inputs on the library (vs PyTorch, both backends) and the command lines; exit 1 on silent/lost/crash
+	$(PY) tools/sweep_bad_inputs.py
 
 lint:
 	ruff check .
