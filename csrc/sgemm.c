@@ -41,6 +41,9 @@ typedef struct {
 #define BLOCKED_MIN_WORK ((int64_t)1 << 24) /* M*N*K from which packing both pays */
 #define GEMM_PAR_MIN_WORK ((int64_t)1 << 17)
 #define SMALL_PACK_MAX 2048 /* floats of packed B kept on the stack */
+/* Unrolls the micro-kernels' loops over rows before gcc places their accumulator arrays: rolled,
+ * gcc keeps the arrays on the stack and stores every accumulator each step of k (1/3 the speed). */
+#define UNROLL_ROWS _Pragma("GCC unroll 8")
 
 /* ---------------------------------------------------------------- portable */
 
@@ -84,6 +87,7 @@ static inline __attribute__((always_inline)) void ukr512_t(const int MR, const i
     __mmask16 m0 = nr >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << nr) - 1u);
     __mmask16 m1 = nr >= 32 ? (__mmask16)0xFFFF : nr <= 16 ? 0 : (__mmask16)((1u << (nr - 16)) - 1u);
     __m512 c0[Z_MR], c1[Z_MR];
+    UNROLL_ROWS
     for (int i = 0; i < MR; i++) {
         c0[i] = _mm512_setzero_ps();
         c1[i] = _mm512_setzero_ps();
@@ -91,6 +95,7 @@ static inline __attribute__((always_inline)) void ukr512_t(const int MR, const i
     for (int64_t p = 0; p < k; p++) {
         __m512 b0 = full ? _mm512_loadu_ps(b) : _mm512_maskz_loadu_ps(m0, b);
         __m512 b1 = !two ? b0 : full ? _mm512_loadu_ps(b + 16) : _mm512_maskz_loadu_ps(m1, b + 16);
+        UNROLL_ROWS
         for (int i = 0; i < MR; i++) {
             __m512 ai = _mm512_set1_ps(a[i * rs_a]);
             c0[i] = _mm512_fmadd_ps(ai, b0, c0[i]);
@@ -102,6 +107,7 @@ static inline __attribute__((always_inline)) void ukr512_t(const int MR, const i
     __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
     __m512 bias0 = bias ? _mm512_maskz_loadu_ps(m0, bias) : _mm512_setzero_ps();
     __m512 bias1 = bias && two ? _mm512_maskz_loadu_ps(m1, bias + 16) : _mm512_setzero_ps();
+    UNROLL_ROWS
     for (int i = 0; i < MR; i++) {
         float *cr = c + i * ldc;
         __m512 r0 = _mm512_fmadd_ps(va, c0[i], bias0);
@@ -156,6 +162,7 @@ static inline __attribute__((always_inline)) void ukr256_t(const int MR, const i
                                                            float beta, const float *bias) {
     __m256i m0 = y_mask(nr), m1 = y_mask(nr - 8);
     __m256 c0[Y_MR], c1[Y_MR];
+    UNROLL_ROWS
     for (int i = 0; i < MR; i++) {
         c0[i] = _mm256_setzero_ps();
         c1[i] = _mm256_setzero_ps();
@@ -163,6 +170,7 @@ static inline __attribute__((always_inline)) void ukr256_t(const int MR, const i
     for (int64_t p = 0; p < k; p++) {
         __m256 b0 = full ? _mm256_loadu_ps(b) : _mm256_maskload_ps(b, m0);
         __m256 b1 = full ? _mm256_loadu_ps(b + 8) : _mm256_maskload_ps(b + 8, m1);
+        UNROLL_ROWS
         for (int i = 0; i < MR; i++) {
             __m256 ai = _mm256_broadcast_ss(a + i * rs_a);
             c0[i] = _mm256_fmadd_ps(ai, b0, c0[i]);
@@ -174,6 +182,7 @@ static inline __attribute__((always_inline)) void ukr256_t(const int MR, const i
     __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
     __m256 bias0 = bias ? _mm256_maskload_ps(bias, m0) : _mm256_setzero_ps();
     __m256 bias1 = bias ? _mm256_maskload_ps(bias + 8, m1) : _mm256_setzero_ps();
+    UNROLL_ROWS
     for (int i = 0; i < MR; i++) {
         float *cr = c + i * ldc;
         __m256 r0 = _mm256_fmadd_ps(va, c0[i], bias0);
