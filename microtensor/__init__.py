@@ -77,10 +77,23 @@ __all__ = [
 ]
 
 
+_UNSUPPORTED = {  # PyTorch names a user may reach for, and what to do instead
+    "compile": "microtensor runs eagerly; call the model itself",
+    "jit": "microtensor runs eagerly; call the model itself",
+    "backends": "microtensor runs on the CPU only; nothing to configure",
+    "amp": "microtensor computes in float32 (or float64); drop autocast/GradScaler",
+    "autocast": "microtensor computes in float32 (or float64); drop autocast",
+    "bfloat16": "use mt.float32",
+    "sparse": "use dense tensors",
+    "distributed": "not supported; train in one process",
+}
+
+
 def __getattr__(name: str):
-    """Import microtensor.viz on first use (it needs the optional graphviz package)."""
+    """Import microtensor.viz on first use (it needs graphviz); say what to use for PyTorch-only names."""
     if name == "viz":
         import importlib
 
         return importlib.import_module(".viz", __name__)
-    raise AttributeError(f"module 'microtensor' has no attribute {name!r}")
+    hint = f": {_UNSUPPORTED[name]}" if name in _UNSUPPORTED else ""
+    raise AttributeError(f"module 'microtensor' has no attribute {name!r}{hint}")

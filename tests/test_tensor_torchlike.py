@@ -264,3 +264,9 @@ def test_inference_mode_and_set_grad_enabled() -> None:
         return recurse(n - 1) if n else mt.is_grad_enabled()
 
     assert recurse(3) is False and mt.is_grad_enabled()
+
+
+@pytest.mark.parametrize("name,hint", [("compile", "eagerly"), ("amp", "float32"), ("backends", "CPU")])
+def test_pytorch_only_names_say_what_to_use(name, hint) -> None:
+    with pytest.raises(AttributeError, match=f"no attribute '{name}': .*{hint}"):
+        getattr(mt, name)
