@@ -15,7 +15,7 @@ import microtensor as mt
 import microtensor.nn as nn
 import microtensor.nn.functional as F
 from microtensor import backend
-from microtensor.ops.nn import _normal_cdf
+from microtensor._backend.reference import _normal_cdf
 
 TOL = {np.float32: 1e-5, np.float64: 1e-10}
 DTYPES = [pytest.param(np.float32, id="float32"), pytest.param(np.float64, id="float64")]

@@ -481,6 +481,27 @@ def gelu_backward(x: np.ndarray, g: np.ndarray) -> np.ndarray:
     return dx
 
 
+def gelu_erf_forward(x: np.ndarray) -> np.ndarray:
+    """Exact GELU x * Phi(x), elementwise."""
+    if not _is_f32("gelu_erf_forward", x):
+        return reference.gelu_erf_forward(x)
+    x = _contig(x)
+    y = np.empty_like(x)
+    lib.mt_gelu_erf_forward(_fp(x), _fp(y), x.size)
+    return y
+
+
+def gelu_erf_backward(x: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """Gradient of the exact GELU."""
+    if not _is_f32("gelu_erf_backward", x, g):
+        return reference.gelu_erf_backward(x, g)
+    _need("gelu_erf_backward", x.shape == g.shape, f"x {x.shape} and g {g.shape} must have one shape")
+    x, g = _contig(x), _contig(g)
+    dx = np.empty_like(x)
+    lib.mt_gelu_erf_backward(_fp(x), _fp(g), _fp(dx), x.size)
+    return dx
+
+
 # ---------------------------------------------------------------- dropout
 
 
