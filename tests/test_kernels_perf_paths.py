@@ -68,3 +68,93 @@ def test_gelu_erf_does_not_depend_on_the_thread_count() -> None:
         c.set_num_threads(before)
     for a, b in zip(one, two):
         np.testing.assert_array_equal(a, b)
+
+
+# ---------------------------------------------------------------- batched matmul through strides
+
+
+def layouts(rng: np.random.Generator, shape: tuple) -> dict:
+    """Arrays of `shape` in the layouts the batched kernel reads in place, and some it must refuse."""
+    *batch, r, c_ = shape
+    base = rng.standard_normal((*batch, r, c_ + 3)).astype(F32)
+    return {
+        "contiguous": np.ascontiguousarray(base[..., :c_]),
+        "transposed": np.swapaxes(np.ascontiguousarray(np.swapaxes(base[..., :c_], -1, -2)), -1, -2),
+        "row_stride": base[..., :c_],
+        "reversed": base[..., ::-1, :c_],
+        "every_other_batch": np.repeat(base[..., :c_], 2, axis=0)[::2],
+        "expanded": np.broadcast_to(base[:1, ..., :c_], shape),
+    }
+
+
+@pytest.mark.parametrize("trans_a", [False, True])
+@pytest.mark.parametrize("trans_b", [False, True])
+@pytest.mark.parametrize("batch", [(3,), (2, 3), (1,)])
+def test_batched_matmul_reads_every_layout(batch: tuple, trans_a: bool, trans_b: bool) -> None:
+    rng = np.random.default_rng(len(batch) * 4 + trans_a * 2 + trans_b)
+    m, k, n = 7, 17, 9
+    a_all = layouts(rng, (*batch, *((k, m) if trans_a else (m, k))))
+    b_all = layouts(rng, (*batch, *((n, k) if trans_b else (k, n))))
+    for (na, a), (nb, b) in zip(a_all.items(), list(b_all.items())[::-1]):
+        want = ref.matmul(a.astype(np.float64), b.astype(np.float64), trans_a, trans_b)
+        got = c.matmul(a, b, trans_a, trans_b)
+        assert got.shape == want.shape and got.dtype == F32, (na, nb)
+        close(got, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("a_shape,b_shape", [((4, 5, 6), (6, 3)), ((5, 6), (4, 6, 3)), ((1, 5, 6), (4, 6, 3)),
+                                             ((2, 4, 5, 6), (2, 4, 6, 3)), ((2, 1, 5, 6), (1, 4, 6, 3)),
+                                             ((0, 5, 6), (6, 3)), ((4, 5, 0), (4, 0, 3))])
+def test_batched_matmul_broadcasts_as_numpy(a_shape: tuple, b_shape: tuple) -> None:
+    rng = np.random.default_rng(sum(a_shape))
+    a, b = rng.standard_normal(a_shape).astype(F32), rng.standard_normal(b_shape).astype(F32)
+    close(c.matmul(a, b), np.matmul(a.astype(np.float64), b.astype(np.float64)), rtol=1e-4, atol=1e-4)
+
+
+def test_batched_matmul_errors_name_the_shapes() -> None:
+    with pytest.raises(ValueError, match=r"matmul: inner dimensions differ: op\(a\) is 5x6"):
+        c.matmul(np.zeros((2, 5, 6), F32), np.zeros((2, 4, 3), F32))
+    with pytest.raises(ValueError, match=r"matmul: batch shapes of a \(2, 5, 6\) and b \(3, 6, 3\)"):
+        c.matmul(np.zeros((2, 5, 6), F32), np.zeros((3, 6, 3), F32))
+
+
+def test_batched_matmul_does_not_depend_on_the_thread_count() -> None:
+    rng = np.random.default_rng(5)
+    a, b = rng.standard_normal((32, 64, 16)).astype(F32), rng.standard_normal((32, 64, 16)).astype(F32)
+    before = c.num_threads()
+    try:
+        c.set_num_threads(1)
+        one = c.matmul(a, b, False, True)
+        c.set_num_threads(2)
+        two = c.matmul(a, b, False, True)
+    finally:
+        c.set_num_threads(before)
+    np.testing.assert_array_equal(one, two)
+
+
+@pytest.mark.parametrize("kernels", ["numpy", "c"])
+def test_attention_products_match_torch_gradients(torch, kernels: str) -> None:
+    """q @ k^T and att @ v of one module per head, concatenated: the layouts of the char GPT's backward."""
+    import microtensor as mt
+    from microtensor import backend
+
+    rng = np.random.default_rng(6)
+    q, k, v = (rng.standard_normal((2, 3, 5, 4)).astype(F32) for _ in range(3))
+    g = rng.standard_normal((2, 3, 5, 8)).astype(F32)
+
+    def run(lib, tensor):
+        ts = [tensor(x, requires_grad=True) for x in (q, k, v)]
+        att = lib.softmax(ts[0] @ ts[1].transpose(-2, -1) * 0.5, dim=-1)
+        out = lib.cat([att @ ts[2], ts[0] @ ts[1].transpose(-2, -1)[..., :4]], dim=-1)
+        out.backward(tensor(g))
+        return [np.asarray(out.detach())] + [np.asarray(t.grad) for t in ts]
+
+    before = backend.name()
+    backend.use(kernels)
+    try:
+        got = run(mt, mt.tensor)
+    finally:
+        backend.use(before)
+    want = run(torch, torch.tensor)
+    for x, y in zip(got, want):
+        close(x, y.numpy() if hasattr(y, "numpy") else y, rtol=1e-5, atol=1e-5)

@@ -12,6 +12,8 @@ bounds. Pointers are made with `ffi.from_buffer`, the cheapest way cffi has.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from . import reference
@@ -117,31 +119,72 @@ def _matmul2(a: np.ndarray, b: np.ndarray, trans_a: bool, trans_b: bool) -> np.n
     return out
 
 
-def _matmul3(a: np.ndarray, b: np.ndarray, trans_a: bool, trans_b: bool) -> np.ndarray:
-    """Batched op(a) @ op(b) for 3-D/2-D float32 arrays; a batch of 1 or a 2-D operand broadcasts."""
-    if a.ndim == 3 and b.ndim == 2 and not trans_a and a.flags.c_contiguous:
-        out = _matmul2(a.reshape(-1, a.shape[2]), b, False, trans_b)
-        return out.reshape(a.shape[0], a.shape[1], out.shape[1])
-    a3 = _contig(a if a.ndim == 3 else a[None])
-    b3 = _contig(b if b.ndim == 3 else b[None])
-    batch = max(a3.shape[0], b3.shape[0])
-    _need("matmul", a3.shape[0] in (1, batch) and b3.shape[0] in (1, batch),
-          f"batch sizes differ: a {a.shape}, b {b.shape}")
-    m, k = (a3.shape[2], a3.shape[1]) if trans_a else a3.shape[1:]
-    k2, n = (b3.shape[2], b3.shape[1]) if trans_b else b3.shape[1:]
-    _need("matmul", k == k2, f"inner dimensions differ: op(a) is {m}x{k} (a {a.shape}, trans_a={trans_a}) "
-          f"but op(b) is {k2}x{n} (b {b.shape}, trans_b={trans_b})")
-    out = np.empty((batch, m, n), _F32)
-    stride_a = 0 if a3.shape[0] == 1 else m * k
-    stride_b = 0 if b3.shape[0] == 1 else k * n
-    lib.mt_sgemm_strided_batched(trans_a, trans_b, m, n, k, 1.0, _fp(a3), max(a3.shape[2], 1), stride_a,
-                                 _fp(b3), max(b3.shape[2], 1), stride_b, 0.0, _fp(out), max(n, 1), m * n,
-                                 batch)
+def _in_place(x: np.ndarray, trans: bool, batch: tuple) -> tuple | None:
+    """(pointer, trans, ld, batch stride) that read float32 x in place as `batch` matrices op(x), or None.
+
+    One of x's last two axes must have unit stride (the other is then read transposed) and its batch
+    axes must collapse to one stride, or hold a single matrix (stride 0: broadcast). Strides are
+    positive, so the kernel reads only elements of x.
+    """
+    rows, cols = x.shape[-2:]
+    if x.flags.c_contiguous and (x.ndim == 2 or x.shape[:-2] == batch):
+        return _from_buffer("float[]", x), trans, cols, 0 if x.ndim == 2 else rows * cols
+    sr, sc = x.strides[-2] // 4, x.strides[-1] // 4
+    if x.strides[-2] % 4 or x.strides[-1] % 4:
+        return None
+    if (cols == 1 or sc == 1) and (rows == 1 or sr > 0):
+        base, ld = x, sr if rows > 1 else cols
+    elif (rows == 1 or sr == 1) and (cols == 1 or sc > 0):
+        base, ld, trans = np.swapaxes(x, -1, -2), sc if cols > 1 else rows, not trans
+    else:
+        return None
+    stride = 0
+    dims = [(n, st) for n, st in zip(x.shape[:-2], x.strides[:-2]) if n != 1]
+    if dims:
+        if x.shape[:-2] != batch or any(st != st2 * n2 for (_, st), (n2, st2) in zip(dims, dims[1:])):
+            return None
+        stride = dims[-1][1]
+        if stride < 0 or stride % 4:
+            return None
+        stride //= 4
+    if base.flags.c_contiguous:
+        return _from_buffer("float[]", base), trans, max(ld, 1), stride
+    return ffi.cast("float *", x.__array_interface__["data"][0]), trans, max(ld, 1), stride
+
+
+def _matmul_batched(a: np.ndarray, b: np.ndarray, trans_a: bool, trans_b: bool) -> np.ndarray:
+    """Batched op(a) @ op(b) for float32 arrays with 2+ dimensions, read in place through their strides.
+
+    Each operand's batch axes equal the broadcast batch or hold one matrix; other broadcasts, layouts
+    the kernel cannot stride through and empty products go to numpy.
+    """
+    batch = a.shape[:-2] if a.shape[:-2] == b.shape[:-2] or b.ndim == 2 else b.shape[:-2] if a.ndim == 2 else None
+    if batch is None:
+        try:
+            batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+        except ValueError:
+            _need("matmul", False, f"batch shapes of a {a.shape} and b {b.shape} cannot be broadcast")
+    m, k = (a.shape[-1], a.shape[-2]) if trans_a else a.shape[-2:]
+    k2, n = (b.shape[-1], b.shape[-2]) if trans_b else b.shape[-2:]
+    if k != k2:
+        raise ValueError(f"matmul: inner dimensions differ: op(a) is {m}x{k} (a {a.shape}, trans_a={trans_a}) "
+                         f"but op(b) is {k2}x{n} (b {b.shape}, trans_b={trans_b})")
+    nb = math.prod(batch)
+    ra = _in_place(a, trans_a, batch) if m and n and k and nb else None
+    rb = _in_place(b, trans_b, batch) if ra else None
+    if rb is None:
+        return reference.matmul(a, b, trans_a, trans_b)
+    (pa, ta, lda, sa), (pb, tb, ldb, sb) = ra, rb
+    out = np.empty(batch + (m, n), _F32)
+    if sb == 0 and not ta and sa == m * lda:  # a's matrices stacked as one: a single product
+        lib.mt_sgemm(0, tb, nb * m, n, k, 1.0, pa, lda, pb, ldb, 0.0, _fp(out), n)
+    else:
+        lib.mt_sgemm_strided_batched(ta, tb, m, n, k, 1.0, pa, lda, sa, pb, ldb, sb, 0.0, _fp(out), n, m * n, nb)
     return out
 
 
 def matmul(a: np.ndarray, b: np.ndarray, trans_a: bool = False, trans_b: bool = False) -> np.ndarray:
-    """op(a) @ op(b) for 2-D or 3-D arrays (a 2-D operand or batch of 1 broadcasts); others go to numpy."""
+    """op(a) @ op(b) for arrays of 2+ dimensions with numpy's batch broadcasting (op transposes the last two axes)."""
     if type(a) is _ND and type(b) is _ND and a.dtype is _F32 and b.dtype is _F32 and a.ndim == 2 == b.ndim:
         # The hot case (every matmul of a training step), inlined to about 1 us of Python.
         # from_buffer itself refuses arrays that are not C-contiguous; those take the path below.
@@ -163,8 +206,8 @@ def matmul(a: np.ndarray, b: np.ndarray, trans_a: bool = False, trans_b: bool = 
         return reference.matmul(a, b, trans_a, trans_b)
     if a.ndim == 2 and b.ndim == 2:
         return _matmul2(a, b, bool(trans_a), bool(trans_b))
-    if a.ndim in (2, 3) and b.ndim in (2, 3):
-        return _matmul3(a, b, bool(trans_a), bool(trans_b))
+    if a.ndim >= 2 and b.ndim >= 2:
+        return _matmul_batched(a, b, bool(trans_a), bool(trans_b))
     return reference.matmul(a, b, trans_a, trans_b)
 
 

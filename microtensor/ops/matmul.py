@@ -33,7 +33,7 @@ class MatMul(Function):
         a, b = np.asarray(a), np.asarray(b)
         _check(a, b)
         ctx.save_for_backward(a, b)
-        if a.ndim == 2 and b.ndim == 2:
+        if a.ndim >= 2 and b.ndim >= 2:
             return _backend.K.matmul(a, b)
         return np.matmul(a, b)
 
@@ -41,7 +41,7 @@ class MatMul(Function):
     def backward(ctx, g):
         a, b = ctx.saved_tensors
         need_a, need_b = ctx.needs_input_grad
-        if a.ndim == 2 and b.ndim == 2:
+        if a.ndim >= 2 and b.ndim >= 2:  # the engine sums broadcast batch axes away
             ga = _backend.K.matmul(g, b, trans_b=True) if need_a else None
             gb = _backend.K.matmul(a, g, trans_a=True) if need_b else None
             return ga, gb
