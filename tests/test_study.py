@@ -90,3 +90,13 @@ def test_ctrl_c_stops_the_children_and_still_writes_the_table(tmp_path):
     assert (tmp_path / "results.md").exists()
     for log in logs:
         assert "interrupted" in log.read_text()
+
+
+@pytest.mark.parametrize("flag,value", [("--seeds", "0"), ("--epochs", "0"), ("--jobs", "0"), ("--train-size", "0"),
+                                        ("--train-size", "-5")])
+def test_bad_counts_exit_2_before_any_run(tmp_path, capsys, flag, value):
+    with pytest.raises(SystemExit) as exit_info:
+        study.main(["ablations", "--out", str(tmp_path / "s"), flag, value])
+    assert exit_info.value.code == 2
+    assert "--train-size must be >= 1" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()

@@ -420,10 +420,14 @@ def _tree_digest(folder: Path) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.is_file() and not p.name.endswith(".lock")}
 
 
-def _cli(args: list[str], stdin: str | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+def _cli(args: list[str], stdin: str | None = None, timeout: int = 120) -> subprocess.CompletedProcess:
+    """Run `python -m args`; a command still running after `timeout` s counts as silent (it took bad input)."""
     env = {**os.environ, "MICROTENSOR_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, input=stdin,
-                          cwd=ROOT, timeout=timeout, env=env)
+    try:
+        return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, input=stdin,
+                              cwd=ROOT, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        return subprocess.CompletedProcess(args, 0, "", f"still running after {timeout} s")
 
 
 def _classify_cli(case: str, proc: subprocess.CompletedProcess, before: dict, after: dict,
@@ -471,11 +475,23 @@ def run_cli() -> list[dict]:
             rows.append(_classify_cli(f"train {name}", _cli(["transformer.train", "--out", str(out), *quick, *flags]),
                                       {}, {}))
         before = _tree_digest(run)
-        for name, extra in {"no_resume_existing": [], "resume_seed": ["--resume", "--seed", "7"],
-                            "resume_lr": ["--resume", "--lr", "0.5"], "resume_batch": ["--resume", "--batch-size", "7"],
-                            "resume_model": ["--resume", "--d-model", "32"]}.items():
+        changed = {"seed": "7", "lr": "0.5", "batch-size": "7", "d-model": "32", "n-heads": "2", "d-ff": "64",
+                   "n-blocks": "1", "dropout": "0.2", "optimizer": "sgd", "weight-decay": "0.1",
+                   "schedule": "cosine", "grad-clip": "0.5", "patience": "3", "arity": "2", "train-size": "300",
+                   "eval-size": "50", "split": "0.5,0.25,0.25", "max-len": "32", "ablate": "no_ffn"}
+        attempts = {"no_resume_existing": [], "resume_and_overwrite": ["--resume", "--overwrite"],
+                    **{f"resume_{flag}": ["--resume", f"--{flag}", value] for flag, value in changed.items()}}
+        for name, extra in attempts.items():
             proc = _cli(["transformer.train", "--out", str(run), *quick, *extra])
             rows.append(_classify_cli(f"train {name}", proc, before, _tree_digest(run)))
+        configs = {"epochs_1.5": '{"epochs": 1.5}', "lr_text": '{"lr": "fast"}', "d_model_list": '{"d_model": [64]}',
+                   "unknown_key": '{"frobnicate": 1}', "not_json": "{epochs: 2", "a_list": "[1, 2]",
+                   "nan": '{"lr": NaN}', "split_short": '{"split": [0.5, 0.5]}'}
+        for name, text in configs.items():
+            config = tmp_path / f"config_{name}.json"
+            config.write_text(text)
+            proc = _cli(["transformer.train", "--out", str(tmp_path / f"c_{name}"), *quick, "--config", str(config)])
+            rows.append(_classify_cli(f"train config {name}", proc, {}, {}))
         for name, data in bad_files.items():
             bad = tmp_path / f"bad_{name}"
             bad.mkdir()
@@ -516,6 +532,18 @@ def run_cli() -> list[dict]:
         rows.append(_classify_cli("report missing folder", missing, {}, {}))
         rows.append(_classify_cli("study out is file", _cli(["transformer.study", "ablations", "--out", str(afile),
                                                               "--epochs", "1", "--configs", "full"]), {}, {}))
+        for name, flags in {"seeds_0": ["--seeds", "0"], "seeds_-1": ["--seeds", "-1"], "jobs_0": ["--jobs", "0"],
+                            "epochs_0": ["--epochs", "0"], "configs_unknown": ["--configs", "nothing"],
+                            "train_size_0": ["--train-size", "0"], "name_unknown": []}.items():
+            study = ["transformer.study", "nosuchstudy" if name == "name_unknown" else "ablations"]
+            proc = _cli([*study, "--out", str(tmp_path / f"s_{name}"), *flags])
+            rows.append(_classify_cli(f"study {name}", proc, {}, {}))
+        for name, flags in {"top_0": ["--top", "0"], "top_-1": ["--top", "-1"], "top_huge": ["--top", "999"]}.items():
+            proc = _cli(["transformer.predict", "--ckpt", str(ckpt), *flags, "Max(1,2,3)"])
+            rows.append(_classify_cli(f"predict {name}", proc, {}, {}, expect_ok=name == "top_huge"))
+        graph_flags = {"n_blocks_-1": ["--n-blocks", "-1"], "format_bad": ["--out", str(tmp_path / "g.xyz")]}
+        for name, flags in graph_flags.items():
+            rows.append(_classify_cli(f"graph {name}", _cli(["transformer.graph", *flags]), {}, {}))
     return rows
 
 

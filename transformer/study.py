@@ -461,8 +461,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--train-size", type=int, help="training examples for every run (the datasize study "
                                                       "sets its own)")
     args = parser.parse_args(argv)
-    if args.seeds < 1 or args.epochs < 1 or args.jobs < 1:
-        parser.error("--seeds, --epochs and --jobs must be >= 1")
+    if args.seeds < 1 or args.epochs < 1 or args.jobs < 1 or (args.train_size is not None and args.train_size < 1):
+        parser.error("--seeds, --epochs, --jobs and --train-size must be >= 1")
     configs = study_configs(args.name, args.epochs)
     if args.configs:
         wanted = args.configs.split(",")
@@ -471,7 +471,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"--configs: unknown {unknown}; {args.name} has {[c.name for c in configs]}")
         configs = [c for c in configs if c.name in wanted]
     out = Path(args.out or f"runs/study-{args.name}")
-    base_args = ["--train-size", str(args.train_size)] if args.train_size else []
+    base_args = ["--train-size", str(args.train_size)] if args.train_size is not None else []
     seeds = list(range(args.seeds))
     try:
         make_folder(out, "--out")
