@@ -243,6 +243,12 @@ def test_report_keeps_a_torn_last_metrics_line(run, tmp_path, capsys):
     assert [r["epoch"] for r in loaded.epochs] == [1] and loaded.final["test/acc"] >= 0
 
 
+def test_graph_bad_block_count_exits_2_with_one_line(tmp_path, capsys):
+    assert graph.main(["--out", str(tmp_path / "g.svg"), "--n-blocks", "-1"]) == 2
+    assert capsys.readouterr().err.strip() == "graph: n_blocks must be >= 0, got -1"
+    assert not (tmp_path / "g.svg").exists()
+
+
 # ---- graph and study: unwritable --out --------------------------------------------------------------
 
 

@@ -84,8 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--n-blocks", type=int, default=None, help="blocks (default: the seed's 2)")
     parser.add_argument("--no-grad-norms", action="store_true", help="skip backward (no gradient norms)")
     args = parser.parse_args(argv)
-    config = ModelConfig() if args.n_blocks is None else ModelConfig(n_blocks=args.n_blocks)
     try:
+        config = ModelConfig() if args.n_blocks is None else ModelConfig(n_blocks=args.n_blocks)
         graph, _, _ = loss_graph(args.collapse, config, grad_norms=not args.no_grad_norms)
         path, rendered = write_graph(graph, Path(args.out))
     except ValueError as exc:
