@@ -73,31 +73,40 @@ static inline __attribute__((always_inline)) float normal_cdf(float x) {
     return x < 0 ? h : 1.0f - h;
 }
 
+typedef struct {
+    const float *x, *cdf, *g;
+    float *out, *cdf_out;
+} gelu_erf_job;
+
 static MT_CLONES void gelu_erf_forward_range(void *ctx, int64_t i0, int64_t i1) {
-    const gelu_job *s = ctx;
+    const gelu_erf_job *s = ctx;
     const float *x = s->x;
-    float *y = s->y;
+    float *y = s->out, *cdf = s->cdf_out;
 #pragma omp simd
-    for (int64_t i = i0; i < i1; i++) y[i] = x[i] * normal_cdf(x[i]);
+    for (int64_t i = i0; i < i1; i++) {
+        float c = normal_cdf(x[i]);
+        cdf[i] = c;
+        y[i] = x[i] * c;
+    }
 }
 
-void mt_gelu_erf_forward(const float *x, float *y, int64_t n) {
-    gelu_job s = {x, NULL, y};
+void mt_gelu_erf_forward(const float *x, float *y, float *cdf, int64_t n) {
+    gelu_erf_job s = {x, NULL, NULL, y, cdf};
     mt_parallel_rows(n, 24, gelu_erf_forward_range, &s);
 }
 
 static MT_CLONES void gelu_erf_backward_range(void *ctx, int64_t i0, int64_t i1) {
-    const gelu_job *s = ctx;
-    const float *x = s->x, *g = s->g;
-    float *dx = s->y;
+    const gelu_erf_job *s = ctx;
+    const float *x = s->x, *cdf = s->cdf, *g = s->g;
+    float *dx = s->out;
 #pragma omp simd
     for (int64_t i = i0; i < i1; i++) {
         float v = x[i];
-        dx[i] = g[i] * (normal_cdf(v) + v * INV_SQRT_2PI * mt_expf(-0.5f * v * v));
+        dx[i] = g[i] * (cdf[i] + v * INV_SQRT_2PI * mt_expf(-0.5f * v * v));
     }
 }
 
-void mt_gelu_erf_backward(const float *x, const float *g, float *dx, int64_t n) {
-    gelu_job s = {x, g, dx};
-    mt_parallel_rows(n, 32, gelu_erf_backward_range, &s);
+void mt_gelu_erf_backward(const float *x, const float *cdf, const float *g, float *dx, int64_t n) {
+    gelu_erf_job s = {x, cdf, g, dx, NULL};
+    mt_parallel_rows(n, 12, gelu_erf_backward_range, &s);
 }

@@ -88,9 +88,10 @@ int64_t mt_cross_entropy_rows(const float *logits, const int64_t *targets, int64
 /* GELU, tanh approximation, elementwise over n values. */
 void mt_gelu_forward(const float *x, float *y, int64_t n);
 void mt_gelu_backward(const float *x, const float *g, float *dx, int64_t n);
-/* Exact GELU x * Phi(x) (erf form), elementwise over n values. */
-void mt_gelu_erf_forward(const float *x, float *y, int64_t n);
-void mt_gelu_erf_backward(const float *x, const float *g, float *dx, int64_t n);
+/* Exact GELU y = x * Phi(x) (erf form), elementwise over n values; the forward also writes Phi(x),
+ * which the backward reads back: dx = g * (Phi(x) + x phi(x)). */
+void mt_gelu_erf_forward(const float *x, float *y, float *cdf, int64_t n);
+void mt_gelu_erf_backward(const float *x, const float *cdf, const float *g, float *dx, int64_t n);
 
 /* Inverted dropout: element i is kept when (splitmix64(seed + (i+1) * golden) >> 40) >= threshold
  * (threshold = p * 2^24); mask[i] = scale (= 1/(1-p)) when kept, else 0; y = x * mask. */

@@ -33,9 +33,11 @@ def gelu_inputs(n: int) -> np.ndarray:
 def test_gelu_erf_matches_the_exact_reference(n: int) -> None:
     x = gelu_inputs(n)
     g = np.random.default_rng(1).standard_normal(n).astype(F32)
-    x64 = x.astype(np.float64)  # the float64 reference is exact (math.erfc)
-    close(c.gelu_erf_forward(x), ref.gelu_erf_forward(x64), rtol=2e-6, atol=2e-7)
-    close(c.gelu_erf_backward(x, g), ref.gelu_erf_backward(x64, g.astype(np.float64)), rtol=2e-6, atol=3e-7)
+    (y, cdf), (y64, cdf64) = c.gelu_erf_forward(x), ref.gelu_erf_forward(x.astype(np.float64))  # math.erfc: exact
+    close(cdf, cdf64, rtol=2e-6, atol=1.6e-7)
+    close(y, y64, rtol=2e-6, atol=2e-7)
+    close(c.gelu_erf_backward(x, cdf, g), ref.gelu_erf_backward(x.astype(np.float64), cdf64, g.astype(np.float64)),
+          rtol=2e-6, atol=3e-7)
 
 
 def test_gelu_erf_matches_torch_with_non_finite_values(torch) -> None:
@@ -44,15 +46,17 @@ def test_gelu_erf_matches_torch_with_non_finite_values(torch) -> None:
     xt = torch.tensor(x, requires_grad=True)
     yt = torch.nn.functional.gelu(xt)
     yt.backward(torch.tensor(g))
-    close(c.gelu_erf_forward(x), yt.detach().numpy(), rtol=1e-6, atol=4e-7)
-    close(c.gelu_erf_backward(x, g), xt.grad.numpy(), rtol=1e-6, atol=4e-7)
+    y, cdf = c.gelu_erf_forward(x)
+    close(y, yt.detach().numpy(), rtol=1e-6, atol=4e-7)
+    close(c.gelu_erf_backward(x, cdf, g), xt.grad.numpy(), rtol=1e-6, atol=4e-7)
 
 
 def test_gelu_erf_float64_and_shape_checks_route_or_raise() -> None:
     x = gelu_inputs(9).astype(np.float64)
-    np.testing.assert_array_equal(c.gelu_erf_forward(x), ref.gelu_erf_forward(x))
-    with pytest.raises(ValueError, match=r"gelu_erf_backward: x \(3,\) and g \(4,\) must have one shape"):
-        c.gelu_erf_backward(np.zeros(3, F32), np.zeros(4, F32))
+    for got, want in zip(c.gelu_erf_forward(x), ref.gelu_erf_forward(x)):
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValueError, match=r"gelu_erf_backward: x \(3,\), cdf \(3,\) and g \(4,\) must have one"):
+        c.gelu_erf_backward(np.zeros(3, F32), np.zeros(3, F32), np.zeros(4, F32))
 
 
 def test_gelu_erf_does_not_depend_on_the_thread_count() -> None:
@@ -61,9 +65,9 @@ def test_gelu_erf_does_not_depend_on_the_thread_count() -> None:
     before = c.num_threads()
     try:
         c.set_num_threads(1)
-        one = c.gelu_erf_forward(x), c.gelu_erf_backward(x, g)
+        one = (*c.gelu_erf_forward(x), c.gelu_erf_backward(x, ref.gelu_erf_forward(x)[1], g))
         c.set_num_threads(2)
-        two = c.gelu_erf_forward(x), c.gelu_erf_backward(x, g)
+        two = (*c.gelu_erf_forward(x), c.gelu_erf_backward(x, ref.gelu_erf_forward(x)[1], g))
     finally:
         c.set_num_threads(before)
     for a, b in zip(one, two):

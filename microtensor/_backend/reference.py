@@ -248,16 +248,17 @@ def _normal_cdf(x: np.ndarray) -> np.ndarray:
     return np.where(x < 0, h, 1.0 - h)
 
 
-def gelu_erf_forward(x: np.ndarray) -> np.ndarray:
-    """Exact GELU x * Phi(x) (PyTorch's default, approximate='none')."""
+def gelu_erf_forward(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(x * Phi(x), Phi(x)): the exact GELU (PyTorch's default, approximate='none') and the CDF for backward."""
     with np.errstate(**_QUIET):
-        return x * _normal_cdf(x)
+        cdf = _normal_cdf(x)
+        return x * cdf, cdf
 
 
-def gelu_erf_backward(x: np.ndarray, g: np.ndarray) -> np.ndarray:
-    """Gradient of the exact GELU: g (Phi(x) + x phi(x))."""
+def gelu_erf_backward(x: np.ndarray, cdf: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """Gradient of the exact GELU from the forward's Phi(x): g (Phi(x) + x phi(x))."""
     with np.errstate(**_QUIET):
-        return g * (_normal_cdf(x) + x * np.exp(-0.5 * x * x) * (1.0 / math.sqrt(2.0 * math.pi)))
+        return g * (cdf + x * np.exp(-0.5 * x * x) * (1.0 / math.sqrt(2.0 * math.pi)))
 
 
 DROPOUT_BITS = 24  # the mask compares 24 random bits per element with p * 2**24

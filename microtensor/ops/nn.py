@@ -259,12 +259,14 @@ class GeluErf(Function):
     @staticmethod
     def forward(ctx, x):
         _check_float("gelu", input=x)
-        ctx.save_for_backward(x)
-        return _backend.K.gelu_erf_forward(x)
+        y, cdf = _backend.K.gelu_erf_forward(x)
+        ctx.save_for_backward(x, cdf)
+        return y
 
     @staticmethod
     def backward(ctx, g):
-        return _backend.K.gelu_erf_backward(ctx.saved_tensors[0], g)
+        x, cdf = ctx.saved_tensors
+        return _backend.K.gelu_erf_backward(x, cdf, g)
 
 
 class Embedding(Function):
