@@ -38,7 +38,7 @@ typedef struct {
 #define KC 256        /* depth of one block of K */
 #define MC 128        /* rows of A packed per task in the blocked driver */
 #define NC 3072       /* columns of B packed at once in the blocked driver */
-#define BLOCKED_MIN_WORK ((int64_t)1 << 24) /* M*N*K from which packing both pays */
+#define BLOCKED_MIN_WORK ((int64_t)1 << 26) /* M*N*K from which packing both pays (2048x256x64: not yet) */
 #define GEMM_PAR_MIN_WORK ((int64_t)1 << 17)
 #define SMALL_PACK_MAX 2048 /* floats of packed B kept on the stack */
 /* Unrolls the micro-kernels' loops over rows before gcc places their accumulator arrays: rolled,

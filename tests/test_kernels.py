@@ -54,7 +54,7 @@ def test_matmul_2d(m: int, k: int, n: int, trans_a: bool, trans_b: bool) -> None
 @pytest.mark.parametrize("trans_b", [False, True])
 def test_matmul_blocked_path(trans_a: bool, trans_b: bool) -> None:
     rng = np.random.default_rng(7)
-    m, k, n = 261, 531, 333  # above the packing threshold, ragged against every tile size
+    m, k, n = 411, 531, 333  # above the packing threshold (2**26), ragged against every tile size
     a = rand(rng, *((k, m) if trans_a else (m, k)))
     b = rand(rng, *((n, k) if trans_b else (k, n)))
     close(c.matmul(a, b, trans_a, trans_b), ref.matmul(*f64(a, b), trans_a, trans_b), rtol=1e-4, atol=2e-4)
