@@ -162,3 +162,45 @@ def test_attention_products_match_torch_gradients(torch, kernels: str) -> None:
     want = run(torch, torch.tensor)
     for x, y in zip(got, want):
         close(x, y.numpy() if hasattr(y, "numpy") else y, rtol=1e-5, atol=1e-5)
+
+
+# ---------------------------------------------------------------- masked_fill
+
+
+@pytest.mark.parametrize("x_shape,mask_shape", [((32, 64, 64), (64, 64)), ((3, 5, 7), (1, 5, 7)), ((7,), (7,)),
+                                                ((2, 3, 5), (2, 3, 5)), ((2, 3, 5), (3, 1)), ((4, 5), (1, 1)),
+                                                ((0, 5), (5,))])
+@pytest.mark.parametrize("value", [float("-inf"), 0.0, float("nan"), 1e40])
+def test_masked_fill_matches_the_reference(x_shape: tuple, mask_shape: tuple, value: float) -> None:
+    rng = np.random.default_rng(len(x_shape) + len(mask_shape))
+    x = rng.standard_normal(x_shape).astype(F32)
+    x.reshape(-1)[::7] = np.nan
+    mask = rng.random(mask_shape) < 0.5
+    with np.errstate(over="ignore"):  # 1e40 overflows to inf in float32 on both backends
+        want, got = ref.masked_fill(x, mask, value), c.masked_fill(x, mask, value)
+    assert got.dtype == F32 and got.shape == x.shape
+    np.testing.assert_array_equal(got, want)
+
+
+def test_masked_fill_reads_odd_layouts_and_other_dtypes() -> None:
+    x = np.arange(60, dtype=F32).reshape(3, 4, 5)
+    mask = np.eye(5, dtype=bool)[:4]
+    np.testing.assert_array_equal(c.masked_fill(x[:, :, ::-1], mask, -1.0), ref.masked_fill(x[:, :, ::-1], mask, -1.0))
+    np.testing.assert_array_equal(c.masked_fill(x, mask[:, ::-1], -1.0), ref.masked_fill(x, mask[:, ::-1], -1.0))
+    ints = np.arange(20).reshape(4, 5)
+    np.testing.assert_array_equal(c.masked_fill(ints, mask, 7), np.where(mask, 7, ints))
+
+
+def test_masked_fill_does_not_depend_on_the_thread_count() -> None:
+    x = np.random.default_rng(8).standard_normal((64, 64, 65)).astype(F32)
+    mask = np.tril(np.ones((64, 65), bool))
+    before = c.num_threads()
+    try:
+        c.set_num_threads(1)
+        one = c.masked_fill(x, mask, float("-inf"))
+        c.set_num_threads(2)
+        two = c.masked_fill(x, mask, float("-inf"))
+    finally:
+        c.set_num_threads(before)
+    np.testing.assert_array_equal(one, two)
+    np.testing.assert_array_equal(one, ref.masked_fill(x, mask, float("-inf")))

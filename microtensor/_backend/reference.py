@@ -261,6 +261,11 @@ def gelu_erf_backward(x: np.ndarray, cdf: np.ndarray, g: np.ndarray) -> np.ndarr
         return g * (cdf + x * np.exp(-0.5 * x * x) * (1.0 / math.sqrt(2.0 * math.pi)))
 
 
+def masked_fill(x: np.ndarray, mask: np.ndarray, value: float) -> np.ndarray:
+    """x with `value` where the bool mask (which broadcasts to x's shape) is True."""
+    return np.where(mask, np.asarray(value, dtype=x.dtype), x)
+
+
 DROPOUT_BITS = 24  # the mask compares 24 random bits per element with p * 2**24
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 

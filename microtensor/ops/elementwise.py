@@ -443,17 +443,17 @@ class MaskedFill(Function):
         if mask.dtype != np.bool_:
             raise TypeError(f"masked_fill: mask must be a bool array, got dtype {mask.dtype}")
         try:
-            out = np.where(mask, np.asarray(value, dtype=a.dtype), a)
+            shape = np.broadcast_shapes(mask.shape, a.shape)
         except ValueError:
             raise ValueError(f"masked_fill: mask of shape {mask.shape} does not broadcast to {a.shape}") from None
-        if out.shape != a.shape:
+        if shape != a.shape:
             raise ValueError(f"masked_fill: mask of shape {mask.shape} would enlarge input of shape {a.shape}")
         ctx.mask = mask
-        return out
+        return _backend.K.masked_fill(a, mask, value)
 
     @staticmethod
     def backward(ctx, g):
-        return np.where(ctx.mask, np.zeros((), dtype=g.dtype), g), None
+        return _backend.K.masked_fill(g, ctx.mask, 0.0), None
 
 
 class Cast(Function):
