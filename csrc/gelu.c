@@ -65,11 +65,31 @@ static inline __attribute__((always_inline)) float half_erfc_poly(float u) {
     return p * u - 1.364941259e+00f;
 }
 
+/* exp(x) for x <= 0 or -inf, as mt_expf less its overflow and NaN cases (NaN: a finite value): the
+ * arguments below are never positive, and a NaN x reaches every result through x itself. */
+static inline __attribute__((always_inline)) float exp_nonpositive(float x) {
+    float hi = x > -87.3f ? x : -87.3f;
+    float n = (hi * 1.44269504088896341f + 12582912.0f) - 12582912.0f; /* round to nearest */
+    float r = hi - n * 0.693359375f;
+    r = r + n * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    uint32_t bits = (uint32_t)((int32_t)n + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return x < -87.3f ? 0.0f : p * scale;
+}
+
 /* Phi(x); NaN gives NaN, -inf 0 and +inf 1. */
 static inline __attribute__((always_inline)) float normal_cdf(float x) {
     float ax = x < 0 ? -x : x;
     float t = 1.0f / (1.0f + ax * SQRT1_8);
-    float h = t * mt_expf(half_erfc_poly(2.0f * t - 1.0f) - 0.5f * x * x);
+    float h = t * exp_nonpositive(half_erfc_poly(2.0f * t - 1.0f) - 0.5f * x * x);
     return x < 0 ? h : 1.0f - h;
 }
 
@@ -102,7 +122,7 @@ static MT_CLONES void gelu_erf_backward_range(void *ctx, int64_t i0, int64_t i1)
 #pragma omp simd
     for (int64_t i = i0; i < i1; i++) {
         float v = x[i];
-        dx[i] = g[i] * (cdf[i] + v * INV_SQRT_2PI * mt_expf(-0.5f * v * v));
+        dx[i] = g[i] * (cdf[i] + v * INV_SQRT_2PI * exp_nonpositive(-0.5f * v * v));
     }
 }
 
