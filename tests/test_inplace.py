@@ -375,3 +375,16 @@ def _consumed_then_changed(lib):
 
 def test_consumers_before_an_inplace_change_keep_the_old_node(torch) -> None:
     np.testing.assert_allclose(_consumed_then_changed(mt), _consumed_then_changed(torch), rtol=1e-12)
+
+
+def _scalar_over_changed_tensor(lib):
+    """`d += 10.0 / d`: the division keeps 1/d, so changing d afterwards is allowed, as in PyTorch."""
+    a = lib.tensor([2.0, -3.0], requires_grad=True, dtype=lib.float64)
+    d = a * 1
+    d += 10.0 / d
+    (d * d).sum().backward()
+    return a.grad.numpy()
+
+
+def test_scalar_divided_by_a_tensor_changed_in_place_matches_torch(torch) -> None:
+    np.testing.assert_allclose(_scalar_over_changed_tensor(mt), _scalar_over_changed_tensor(torch), rtol=1e-12)

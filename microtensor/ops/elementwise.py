@@ -109,17 +109,20 @@ class Mul(Function):
 
 
 class Div(Function):
+    """a / b; backward keeps 1/b from the forward pass, so `d += 10.0 / d` works as in PyTorch (no b saved)."""
+
     @staticmethod
     def forward(ctx, a, b):
         need_a, need_b = ctx.needs_input_grad or (False, False)
-        ctx.save_for_backward(a if need_b else None, b)  # only what backward uses, as PyTorch
-        return _binary("div", np.true_divide, a, b)
+        out = _binary("div", np.true_divide, a, b)
+        ctx.save_for_backward(a if need_b else None, np.reciprocal(b, dtype=out.dtype) if need_a or need_b else None)
+        return out
 
     @staticmethod
     def backward(ctx, g):
-        a, b = ctx.saved_tensors
+        a, inv_b = ctx.saved_tensors
         need_a, need_b = ctx.needs_input_grad
-        return (g / b if need_a else None), (-g * a / (b * b) if need_b else None)
+        return (g * inv_b if need_a else None), (-g * a * inv_b * inv_b if need_b else None)
 
 
 def _is_scalar(x: object) -> bool:
