@@ -6,8 +6,10 @@
  *
  * Two drivers:
  *  - small: the model's shapes (K <= 256 fits L1). A is read in place through
- *    (row, column) strides, so op(A) = A^T costs nothing; B is read in place when
- *    its rows are contiguous and packed into NR-wide panels only for op(B) = B^T.
+ *    (row, column) strides, so op(A) = A^T costs nothing; B is packed into NR-wide
+ *    panels for op(B) = B^T, and for B itself when K >= 32 and the panels serve 4+
+ *    row tiles (in place, rows 1 KB apart fall into a few L1 sets and evict each
+ *    other: 2048x256 @ 256x64 ran 12-18% slower), else read in place.
  *    Threads split the columns (or rows) of C above a work threshold.
  *  - blocked: large shapes. GotoBLAS/BLIS loops with A and B packed into
  *    micro-panels so the micro-kernel streams from L1/L2; threads split the rows.
@@ -41,6 +43,7 @@ typedef struct {
 #define BLOCKED_MIN_WORK ((int64_t)1 << 26) /* M*N*K from which packing both pays (2048x256x64: not yet) */
 #define GEMM_PAR_MIN_WORK ((int64_t)1 << 17)
 #define SMALL_PACK_MAX 2048 /* floats of packed B kept on the stack */
+#define PACK_B_MIN_K 32 /* small driver: B (not transposed) packed from this depth, for 4+ row tiles */
 /* Unrolls the micro-kernels' loops over rows before gcc places their accumulator arrays: rolled,
  * gcc keeps the arrays on the stack and stores every accumulator each step of k (1/3 the speed). */
 #define UNROLL_ROWS _Pragma("GCC unroll 8")
@@ -425,7 +428,7 @@ static void small_task(void *ctx, int64_t t) {
     if (s->split_cols) {
         if (s->bpack) {
             int64_t q0 = lo / s->isa->nr;
-            pack_b(1, s->B, s->ldb, 0, s->K, lo, hi - lo, s->isa->nr, s->bpack + q0 * s->K * s->isa->nr);
+            pack_b(s->trans_b, s->B, s->ldb, 0, s->K, lo, hi - lo, s->isa->nr, s->bpack + q0 * s->K * s->isa->nr);
         }
         small_block(s, 0, s->M, lo, hi);
     } else {
@@ -455,11 +458,12 @@ static void gemm_small(const isa_t *isa, int trans_a, int trans_b, int64_t M, in
                    B, ldb, C, ldc, bias, NULL, 1, N};
     int64_t panels = (N + isa->nr - 1) / isa->nr;
     float local[SMALL_PACK_MAX]; /* per-head products of attention pack here, not on the heap */
-    if (trans_b && panels * isa->nr * K <= SMALL_PACK_MAX) {
+    int pack = trans_b || (K >= PACK_B_MIN_K && M >= 4 * (int64_t)isa->mr);
+    if (pack && panels * isa->nr * K <= SMALL_PACK_MAX) {
         s.bpack = local;
-    } else if (trans_b) {
+    } else if (pack) {
         s.bpack = scratch_get((size_t)(panels * isa->nr * K));
-        if (!s.bpack) {
+        if (!s.bpack && trans_b) { /* B itself is read in place when there is no memory to pack it */
             gemm_naive(trans_a, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bias);
             return;
         }
@@ -479,7 +483,7 @@ static void gemm_small(const isa_t *isa, int trans_a, int trans_b, int64_t M, in
             ntasks = (M + s.chunk - 1) / s.chunk;
         }
     }
-    if (!s.split_cols && s.bpack) pack_b(1, B, ldb, 0, K, 0, N, isa->nr, s.bpack);
+    if (!s.split_cols && s.bpack) pack_b(trans_b, B, ldb, 0, K, 0, N, isa->nr, s.bpack);
     if (ntasks > 1)
         mt_parallel_for(ntasks, small_task, &s);
     else
