@@ -33,7 +33,7 @@ static MT_CLONES void ln_forward_rows(void *ctx, int64_t r0, int64_t r1) {
         float *y = s->y + r * C;
         float d = mt_sum_shifted(x, C, x[0], 0) * inv_c, hi = x[0] + d, lo = d - (hi - x[0]);
         float var = mt_sum_shifted(x, C, hi, 1) * inv_c - lo * lo;
-        float rstd = isinf(var) && isfinite(hi) ? ln_rstd_double(x, C, hi, s->eps)
+        float rstd = !isfinite(var) && isfinite(hi) ? ln_rstd_double(x, C, hi, s->eps)
                                                 : 1.0f / sqrtf((var < 0.0f ? 0.0f : var) + s->eps);
         float shift = lo * rstd;
 #pragma omp simd

@@ -86,7 +86,7 @@ def layernorm_forward(
         xc = x - mean[:, None]
         var = (xc * xc).mean(axis=-1)
         rstd = 1.0 / np.sqrt(var + eps)
-        overflow = np.isinf(var) & np.isfinite(mean)  # finite rows whose squares overflow: in float64
+        overflow = ~np.isfinite(var) & np.isfinite(mean)  # finite rows whose squares overflow: in float64
         if overflow.any():
             rstd[overflow] = 1.0 / np.sqrt(np.square(xc[overflow].astype(np.float64)).mean(axis=-1) + eps)
     y = xc * rstd[:, None]
