@@ -68,21 +68,8 @@ static inline __attribute__((always_inline)) float half_erfc_poly(float u) {
 /* exp(x) for x <= 0 or -inf, as mt_expf less its overflow and NaN cases (NaN: a finite value): the
  * arguments below are never positive, and a NaN x reaches every result through x itself. */
 static inline __attribute__((always_inline)) float exp_nonpositive(float x) {
-    float hi = x > -87.3f ? x : -87.3f;
-    float n = (hi * 1.44269504088896341f + 12582912.0f) - 12582912.0f; /* round to nearest */
-    float r = hi - n * 0.693359375f;
-    r = r + n * 2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
-    uint32_t bits = (uint32_t)((int32_t)n + 127) << 23;
-    float scale;
-    memcpy(&scale, &bits, sizeof scale);
-    return x < -87.3f ? 0.0f : p * scale;
+    float hi = x > -87.3f ? x : -87.3f; /* NaN goes here too: no undefined int conversion */
+    return x < -87.3f ? 0.0f : mt_expf_in_range(hi);
 }
 
 /* Phi(x); NaN gives NaN, -inf 0 and +inf 1. */

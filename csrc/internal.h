@@ -28,12 +28,9 @@ void mt_parallel_rows(int64_t rows, int64_t cost_per_row, mt_rows_fn fn, void *c
  * second thread costs about a microsecond, more than small kernels take. */
 #define MT_PAR_MIN_WORK 65536
 
-/* expf written so gcc vectorises loops that call it: Cody-Waite range reduction and a
- * degree-6 polynomial (about 2 ulp). Results below FLT_MIN flush to 0, above FLT_MAX give inf,
- * and inputs in (88.37, 88.72] saturate at expf(88.37). */
-static inline __attribute__((always_inline)) float mt_expf(float x) {
-    float hi = x > -87.3f ? x : -87.3f; /* NaN goes here too: no undefined int conversion */
-    hi = hi < 88.37f ? hi : 88.37f;
+/* exp(hi) for hi in [-87.3, 88.37]: Cody-Waite range reduction and a degree-6 polynomial (about
+ * 2 ulp), written so gcc vectorises loops that call it. */
+static inline __attribute__((always_inline)) float mt_expf_in_range(float hi) {
     float n = (hi * 1.44269504088896341f + 12582912.0f) - 12582912.0f; /* round to nearest */
     float r = hi - n * 0.693359375f;
     r = r + n * 2.12194440e-4f;
@@ -47,7 +44,15 @@ static inline __attribute__((always_inline)) float mt_expf(float x) {
     uint32_t bits = (uint32_t)((int32_t)n + 127) << 23;
     float scale;
     memcpy(&scale, &bits, sizeof scale);
-    float y = p * scale;
+    return p * scale;
+}
+
+/* expf: results below FLT_MIN flush to 0, above FLT_MAX give inf, inputs in (88.37, 88.72]
+ * saturate at expf(88.37), NaN stays NaN. */
+static inline __attribute__((always_inline)) float mt_expf(float x) {
+    float hi = x > -87.3f ? x : -87.3f; /* NaN goes here too: no undefined int conversion */
+    hi = hi < 88.37f ? hi : 88.37f;
+    float y = mt_expf_in_range(hi);
     y = x < -87.3f ? 0.0f : y;
     y = x > 88.72f ? __builtin_inff() : y;
     return x == x ? y : x;
