@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import microtensor as mt
+
 
 @pytest.fixture
 def rng() -> np.random.Generator:
@@ -28,3 +30,18 @@ def torch():
     torch = pytest.importorskip("torch")
     torch.set_num_threads(1)
     return torch
+
+
+def _on_each_backend(request):
+    """Run the test on one kernel backend (C skipped cleanly when not built), then restore the active one."""
+    previous = mt.backend.name()
+    try:
+        mt.backend.use(request.param)
+    except (ImportError, ValueError, RuntimeError) as err:
+        pytest.skip(f"backend {request.param} unavailable: {err}")
+    yield request.param
+    mt.backend.use(previous)
+
+
+kernels = pytest.fixture(params=["numpy", "c"], name="kernels")(_on_each_backend)
+backend = pytest.fixture(params=["numpy", "c"], name="backend")(_on_each_backend)

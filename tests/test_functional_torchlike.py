@@ -14,23 +14,10 @@ import pytest
 import microtensor as mt
 import microtensor.nn as nn
 import microtensor.nn.functional as F
-from microtensor import backend
 from microtensor._backend.reference import _normal_cdf
 
 TOL = {np.float32: 1e-5, np.float64: 1e-10}
 DTYPES = [pytest.param(np.float32, id="float32"), pytest.param(np.float64, id="float64")]
-
-
-@pytest.fixture(params=["numpy", "c"])
-def kernels(request):
-    """Run the test on one kernel backend, then restore the one that was active."""
-    before = backend.name()
-    try:
-        backend.use(request.param)
-    except ValueError:
-        pytest.skip("C extension not built")
-    yield request.param
-    backend.use(before)
 
 
 def close(ours, ref, tol: float, what: str = "") -> None:

@@ -12,19 +12,6 @@ import microtensor as mt
 import microtensor.nn.functional as F
 from microtensor import AutogradError
 
-
-@pytest.fixture(params=["numpy", "c"])
-def backend(request):
-    """Run the test on both kernel backends (C skipped cleanly when the extension is not built)."""
-    previous = mt.backend.name()
-    try:
-        mt.backend.use(request.param)
-    except (ImportError, ValueError, RuntimeError) as err:
-        pytest.skip(f"backend {request.param} unavailable: {err}")
-    yield request.param
-    mt.backend.use(previous)
-
-
 X = np.array([[1.5, -2.0, 0.5], [3.0, 0.25, -1.0]])
 W = np.array([[0.5, 1.0, -1.5], [2.0, -0.5, 1.0]])
 

@@ -18,18 +18,6 @@ from microtensor import backend
 TOL = {np.float32: 2e-5, np.float64: 1e-10}
 
 
-@pytest.fixture(params=["numpy", "c"])
-def kernels(request):
-    """Run the test on one kernel backend, then restore the one that was active."""
-    before = backend.name()
-    try:
-        backend.use(request.param)
-    except ValueError:
-        pytest.skip("C extension not built")
-    yield request.param
-    backend.use(before)
-
-
 def normal(*shape):
     return lambda rng: rng.standard_normal(shape)
 

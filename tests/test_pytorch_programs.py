@@ -91,18 +91,6 @@ def pytorch_runs():
             "mlp": mlp_run(load("mlp_classifier_torch_style", "torch"))}
 
 
-@pytest.fixture(params=["numpy", "c"])
-def backend(request):
-    """Run the microtensor side on both kernel backends (C skipped cleanly when the extension is not built)."""
-    previous = mt.backend.name()
-    try:
-        mt.backend.use(request.param)
-    except (ImportError, ValueError, RuntimeError) as err:
-        pytest.skip(f"backend {request.param} unavailable: {err}")
-    yield request.param
-    mt.backend.use(previous)
-
-
 def test_char_gpt_losses_match_pytorch(pytorch_runs, backend) -> None:
     state, expected, sample = pytorch_runs["char_gpt"]
     _, losses, ours = char_gpt_run(load("char_gpt", "microtensor"), state)
