@@ -97,20 +97,20 @@ class Module:
         object.__setattr__(self, name, tensor)
 
     def register_parameter(self, name: str, param: Parameter | None) -> None:
-        self._check_new_name(name, "parameter")
-        if param is not None and not isinstance(param, Parameter):
-            raise TypeError(f"{type(self).__name__}: {name!r} must be a Parameter or None, got {type(param).__name__}")
-        self._unregister(name)
-        self._parameters[name] = param
-        object.__setattr__(self, name, param)
+        self._register(name, param, Parameter, "parameter", self._parameters)
 
     def add_module(self, name: str, module: Module | None) -> None:
-        self._check_new_name(name, "module")
-        if module is not None and not isinstance(module, Module):
-            raise TypeError(f"{type(self).__name__}: {name!r} must be a Module or None, got {type(module).__name__}")
+        self._register(name, module, Module, "module", self._modules)
+
+    def _register(self, name: str, value: Any, kind: type, what: str, store: dict) -> None:
+        """Put a Parameter or Module (or None) into its store under name, also as an attribute."""
+        self._check_new_name(name, what)
+        if value is not None and not isinstance(value, kind):
+            raise TypeError(f"{type(self).__name__}: {name!r} must be a {kind.__name__} or None, "
+                            f"got {type(value).__name__}")
         self._unregister(name)
-        self._modules[name] = module
-        object.__setattr__(self, name, module)
+        store[name] = value
+        object.__setattr__(self, name, value)
 
     register_module = add_module
 
