@@ -1,0 +1,119 @@
+"""The causal character GPT of the text task: learned positions, pre-LN blocks, a head tied to the embedding.
+
+GPT-2-shaped (Radford et al. 2019, minGPT/nanoGPT), on microtensor's fused ops:
+a token embedding (V, D) that is also the output head's weight, learned
+position embeddings (max_len, D), `n_blocks` blocks of causal multi-head
+self-attention and a GELU feed-forward net (LayerNorm before each, or after
+with pre_ln off), a final LayerNorm, logits (B, T, V). Dropout falls on the
+embeddings and on each sublayer's output (not on the attention weights).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+import microtensor as mt
+import microtensor.nn as nn
+import microtensor.nn.functional as F
+
+from .config import ModelConfig
+from .model import FeedForward, LayerNorm, _normal, _zeros
+
+__all__ = ["GPT"]
+
+
+class CausalSelfAttention(nn.Module):
+    """Fused QKV projection, causal attention (each position sees itself and the past), output projection."""
+
+    def __init__(self, config: ModelConfig, rng: np.random.Generator, dropout_rng: np.random.Generator) -> None:
+        super().__init__()
+        d = config.d_model
+        self.n_heads, self.p, self.dropout_rng = config.n_heads, config.dropout, dropout_rng
+        self.qkv_weight, self.qkv_bias = _normal(rng, 3 * d, d), _zeros(3 * d)
+        self.proj_weight, self.proj_bias = _normal(rng, d, d), _zeros(d)
+
+    def forward(self, x: mt.Tensor) -> tuple[mt.Tensor, mt.Tensor]:
+        """x (B, T, D) -> output (B, T, D) and the attention weights (B, H, T, T), detached."""
+        qkv = F.linear(x, self.qkv_weight, self.qkv_bias)
+        y, weights = F.self_attention(qkv, self.n_heads, is_causal=True, need_weights=True)
+        y = F.linear(y, self.proj_weight, self.proj_bias)
+        return F.dropout(y, self.p, self.training, self.dropout_rng), weights
+
+
+class GPTBlock(nn.Module):
+    """x + attn(ln1(x)), then x + ffn(ln2(x)) (pre-LN); with pre_ln off, LayerNorm after each residual add."""
+
+    def __init__(self, config: ModelConfig, rng: np.random.Generator, dropout_rng: np.random.Generator) -> None:
+        super().__init__()
+        self.pre_ln = config.pre_ln
+        self.ln1 = LayerNorm(config.d_model)
+        self.attn = CausalSelfAttention(config, rng, dropout_rng)
+        self.ln2 = LayerNorm(config.d_model)
+        self.ffn = FeedForward(config, rng, dropout_rng)
+
+    def forward(self, x: mt.Tensor) -> tuple[mt.Tensor, mt.Tensor]:
+        """x (B, T, D) -> (x, attention weights (B, H, T, T))."""
+        if self.pre_ln:
+            y, weights = self.attn(self.ln1(x))
+            x = x + y
+            return x + self.ffn(self.ln2(x)), weights
+        y, weights = self.attn(x)
+        x = self.ln1(x + y)
+        return self.ln2(x + self.ffn(x)), weights
+
+
+class GPT(nn.Module):
+    """Next-character logits (B, T, vocab) of ids (B, T); config.max_len is the block size."""
+
+    def __init__(self, config: ModelConfig, generator: np.random.Generator | None = None) -> None:
+        super().__init__()
+        self.config = config
+        rng = generator if generator is not None else np.random.default_rng(0)
+        self.dropout_rng = np.random.default_rng(rng.integers(2**63))
+        self.tok_emb = _normal(rng, config.vocab_size, config.d_model)
+        self.pos_emb = _normal(rng, config.max_len, config.d_model)
+        self.blocks = nn.ModuleList(GPTBlock(config, rng, self.dropout_rng) for _ in range(config.n_blocks))
+        self.ln_f = LayerNorm(config.d_model)
+
+    def check_ids(self, ids: Any) -> np.ndarray:
+        """ids as an int64 array (B, T) with 1 <= T <= max_len and every id in the vocabulary; ValueError otherwise."""
+        ids = np.asarray(ids.numpy() if isinstance(ids, mt.Tensor) else ids)
+        if ids.ndim != 2 or ids.shape[1] == 0 or ids.dtype.kind not in "iu":
+            raise ValueError(f"GPT: ids must be integers of shape (batch, length), got {ids.dtype} {ids.shape}")
+        if ids.shape[1] > self.config.max_len:
+            raise ValueError(f"GPT: length {ids.shape[1]} exceeds the block size {self.config.max_len}")
+        if ids.size and (ids.min() < 0 or ids.max() >= self.config.vocab_size):
+            raise ValueError(f"GPT: ids must be in [0, {self.config.vocab_size}), got {ids.min()}..{ids.max()}")
+        return ids.astype(np.int64, copy=False)
+
+    def forward(self, ids: Any, targets: Any = None, return_attention: bool = False) -> Any:
+        """Logits (B, T, V); with targets (B, T), (logits, mean cross-entropy); with return_attention, + weights.
+
+        The attention weights are one (B, H, T, T) numpy array per block.
+        """
+        ids = self.check_ids(ids)
+        x = F.embedding(ids, self.tok_emb) + self.pos_emb[: ids.shape[1]]
+        x = F.dropout(x, self.config.dropout, self.training, self.dropout_rng)
+        attention = []
+        for block in self.blocks:
+            x, weights = block(x)
+            attention.append(weights.numpy())
+        logits = F.linear(self.ln_f(x), self.tok_emb)
+        out: tuple[Any, ...] = (logits,)
+        if targets is not None:
+            out += (self.loss(logits, targets),)
+        if return_attention:
+            out += (attention,)
+        return out[0] if len(out) == 1 else out
+
+    @staticmethod
+    def loss(logits: mt.Tensor, targets: Any) -> mt.Tensor:
+        """Mean cross-entropy (nats per character) of logits (B, T, V) against targets (B, T)."""
+        targets = np.asarray(targets.numpy() if isinstance(targets, mt.Tensor) else targets, dtype=np.int64)
+        if targets.shape != logits.shape[:2]:
+            raise ValueError(f"GPT: targets of shape {targets.shape} for logits {logits.shape}; expected (B, T)")
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+
+    # ---- generation (SAMPLE, issue 11 item 2): the key/value cache and incremental decoding go below ----
