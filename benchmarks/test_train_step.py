@@ -133,16 +133,14 @@ def torch_model(config: ModelConfig, state: dict[str, np.ndarray]):
     return model
 
 
-@pytest.mark.parametrize("threads", THREADS)
-def test_step_torch(benchmark, batch, threads):
-    torch = pytest.importorskip("torch")
-    torch.set_num_threads(threads)
-    config = ModelConfig()
+def torch_step(config: ModelConfig, ids, mask, targets):
+    """A closure doing one PyTorch training step of the model microtensor's Transformer(config, rng 0) starts as."""
+    import torch
+
     ours = Transformer(config, np.random.default_rng(0))
-    state = {**ours.state_dict(), "pos_table": ours.pos_table}
-    model = torch_model(config, state)
+    model = torch_model(config, {**ours.state_dict(), "pos_table": ours.pos_table})
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    ids, mask, targets = (torch.from_numpy(np.ascontiguousarray(a)) for a in batch)
+    ids, mask, targets = (torch.from_numpy(np.ascontiguousarray(a)) for a in (ids, mask, targets))
 
     def step() -> float:
         optimizer.zero_grad()
@@ -151,6 +149,14 @@ def test_step_torch(benchmark, batch, threads):
         optimizer.step()
         return loss.item()
 
+    return step
+
+
+@pytest.mark.parametrize("threads", THREADS)
+def test_step_torch(benchmark, batch, threads):
+    torch = pytest.importorskip("torch")
+    torch.set_num_threads(threads)
+    step = torch_step(ModelConfig(), *batch)
     for _ in range(5):
         step()
     benchmark.extra_info.update(threads=threads)

@@ -1,0 +1,72 @@
+"""The training step of the seed transformer and three larger ones, microtensor against PyTorch.
+
+Each config's step (forward, loss, backward, Adam) runs on microtensor and on the
+same model in PyTorch (same weights, same batch) at 1 and 2 threads; every
+(config, threads) pair is one pytest-benchmark group, so the ratio of the two
+medians is read from one run:
+
+    python -m pytest benchmarks/test_scale.py --benchmark-only --benchmark-columns=median,iqr,rounds \
+        --benchmark-group-by=group
+
+`-k d256` picks one config. The models and the steps are benchmarks/test_train_step.py's.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_train_step import _set_microtensor_threads, microtensor_step, torch_step
+
+import microtensor as mt
+from transformer.data import make_splits
+from transformer.model import ModelConfig, Transformer
+
+# name: (d_model, n_heads, d_ff, n_blocks, tokens T, batch, rounds)
+CONFIGS = {
+    "seed": (64, 4, 256, 2, 8, 32, 100),
+    "d128": (128, 4, 512, 4, 32, 32, 20),
+    "d256": (256, 8, 1024, 4, 64, 32, 8),
+    "d384": (384, 6, 1536, 6, 128, 16, 5),
+}
+THREADS = [1, 2]
+CASES = [pytest.param(name, threads, id=f"{name}-{threads}t") for name in CONFIGS for threads in THREADS]
+
+
+def group(name: str, threads: int) -> str:
+    """The benchmark group of one config at one thread count: microtensor and PyTorch side by side."""
+    return f"{name} {threads} thread{'s' * (threads > 1)}"
+
+
+def config_and_batch(name: str) -> tuple[ModelConfig, tuple[np.ndarray, np.ndarray, np.ndarray], int]:
+    """The model config, a batch (ids, mask, targets) and the round count of config `name`."""
+    d, heads, d_ff, blocks, T, batch, rounds = CONFIGS[name]
+    if name == "seed":
+        data = make_splits(train_size=batch, seed=0).train
+        return ModelConfig(), (data.ids[:batch], data.mask[:batch], data.targets[:batch]), rounds
+    config = ModelConfig(d_model=d, n_heads=heads, d_ff=d_ff, n_blocks=blocks, max_len=T)
+    rng = np.random.default_rng(0)
+    ids = rng.integers(1, config.vocab_size, size=(batch, T))
+    targets = rng.integers(0, config.vocab_size, size=batch)
+    return config, (ids, np.ones((batch, T), dtype=bool), targets), rounds
+
+
+@pytest.mark.parametrize("name, threads", CASES)
+def test_scale_microtensor(benchmark, name, threads):
+    config, batch, rounds = config_and_batch(name)
+    _set_microtensor_threads(threads)
+    model = Transformer(config, np.random.default_rng(0))
+    step = microtensor_step(model, mt.optim.Adam(model.parameters(), lr=1e-3), *batch)
+    benchmark.group = group(name, threads)
+    benchmark.extra_info.update(backend=mt.backend.name(), threads=threads)
+    benchmark.pedantic(step, rounds=rounds, warmup_rounds=2)
+
+
+@pytest.mark.parametrize("name, threads", CASES)
+def test_scale_torch(benchmark, name, threads):
+    torch = pytest.importorskip("torch")
+    torch.set_num_threads(threads)
+    config, batch, rounds = config_and_batch(name)
+    step = torch_step(config, *batch)
+    benchmark.group = group(name, threads)
+    benchmark.extra_info.update(threads=threads)
+    benchmark.pedantic(step, rounds=rounds, warmup_rounds=2)
