@@ -10,6 +10,7 @@ embeddings and on each sublayer's output (not on the attention weights).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -117,3 +118,66 @@ class GPT(nn.Module):
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
 
     # ---- generation (SAMPLE, issue 11 item 2): the key/value cache and incremental decoding go below ----
+
+    def new_cache(self, batch: int) -> np.ndarray:
+        """Room for the keys and values of `batch` sequences of max_len positions: (blocks, 2, B, H, max_len, D/H)."""
+        c = self.config
+        return np.zeros((c.n_blocks, 2, batch, c.n_heads, c.max_len, c.d_model // c.n_heads), dtype=np.float32)
+
+    @mt.no_grad()
+    def decode(self, ids: np.ndarray, cache: np.ndarray, start: int) -> np.ndarray:
+        """Logits (B, V) after ids (B, n) at positions start..start+n-1, given the cache of positions < start.
+
+        The new positions' keys and values go into the cache and each new query attends to the cached
+        ones, so a token costs O(start) instead of recomputing all start + 1 positions. Call in eval mode.
+        """
+        end = start + ids.shape[1]
+        if not 0 <= start < end <= self.config.max_len:
+            raise ValueError(f"GPT.decode: positions {start}..{end - 1} outside the block size {self.config.max_len}")
+        x = F.embedding(ids, self.tok_emb) + self.pos_emb[start:end]
+        causal = np.arange(end) <= np.arange(start, end)[:, None]  # (n, end): a query sees itself and the past
+        for block, kv in zip(self.blocks, cache, strict=True):
+            if block.pre_ln:
+                x = x + self._attend(block.attn, block.ln1(x), kv, start, causal)
+                x = x + block.ffn(block.ln2(x))
+            else:
+                x = block.ln1(x + self._attend(block.attn, x, kv, start, causal))
+                x = block.ln2(x + block.ffn(x))
+        return F.linear(self.ln_f(x[:, -1]), self.tok_emb).numpy()
+
+    @staticmethod
+    def _attend(attn: CausalSelfAttention, x: mt.Tensor, kv: np.ndarray, start: int, mask: np.ndarray) -> mt.Tensor:
+        """CausalSelfAttention of the new positions x (B, n, D), their keys and values stored in kv[:, :, :, start:]."""
+        B, n, D = x.shape
+        end, H = start + n, attn.n_heads
+        qkv = F.linear(x, attn.qkv_weight, attn.qkv_bias).numpy().reshape(B, n, 3, H, D // H)
+        q, k, v = qkv.transpose(2, 0, 3, 1, 4)
+        kv[0, :, :, start:end], kv[1, :, :, start:end] = k, v
+        keys, values = mt.from_numpy(kv[0, :, :, :end]), mt.from_numpy(kv[1, :, :, :end])
+        y = F.scaled_dot_product_attention(mt.from_numpy(q), keys, values, attn_mask=mask)
+        return F.linear(y.transpose(1, 2).reshape(B, n, D), attn.proj_weight, attn.proj_bias)
+
+    def generate(
+        self, ids: Any, steps: int, pick: Callable[[np.ndarray], np.ndarray], cache: bool = True
+    ) -> Iterator[np.ndarray]:
+        """Yield `steps` next ids (B,) after the prompts ids (B, T), each chosen by `pick` from logits (B, V).
+
+        The context holds at most max_len positions: when the next one would not fit, it restarts from its
+        last max_len // 2 (positions are absolute, so a window sliding by one would have to recompute every
+        position at every token). With the cache only the new positions are computed (O(T) a token, and an
+        O(T^2) refill every max_len / 2 tokens); without it, the model recomputes the whole context every token
+        (O(T^2), for checking). Both see the same contexts, so they give the same tokens. Call in eval mode.
+        """
+        size = self.config.max_len
+        seq = self.check_ids(np.asarray(ids)[..., -size:])
+        kv, start, done = (self.new_cache(len(seq)) if cache else None), 0, 0
+        for _ in range(steps):
+            if kv is None:
+                logits = self(seq[:, start:]).numpy()[:, -1]
+            else:
+                logits, done = self.decode(seq[:, start + done :], kv, done), seq.shape[1] - start
+            chosen = np.asarray(pick(logits), dtype=np.int64)
+            yield chosen
+            seq = np.concatenate([seq, chosen[:, None]], axis=1)
+            if seq.shape[1] - start > size:
+                start, done = seq.shape[1] - max(size // 2, 1), 0
