@@ -268,16 +268,24 @@ def backward(root: Tensor, grad: np.ndarray | None = None, retain_graph: bool = 
         _accumulate_leaf(root, grad)
         return
     grads = {root._ctx: grad}
+    owned: dict = {}
     events = _Events.count
     for node in _topological_order(root._ctx, events):
         g = grads.pop(node, None)
         if g is None:
             continue
-        _run_node(node, g, grads, retain_graph, events)
+        owned.pop(node, None)
+        _run_node(node, g, grads, retain_graph, events, owned)
 
 
-def _run_node(node: Function, g: np.ndarray, grads: dict, retain_graph: bool, events: int = 0) -> None:
-    """Call one node's backward and hand each input gradient to its parent."""
+def _run_node(node: Function, g: np.ndarray, grads: dict, retain_graph: bool, events: int, owned: dict) -> None:
+    """Call one node's backward and hand each input gradient to its parent.
+
+    A node's gradients from several consumers are summed into one array the
+    engine made (`owned[node]`), in place after the first sum: a per-head model
+    hands one input twelve gradients, and a new array per sum costs more than
+    the additions.
+    """
     if not hasattr(node, "parents"):
         raise AutogradError(
             "backward: trying to go through the graph a second time; its saved arrays were freed. "
@@ -305,7 +313,11 @@ def _run_node(node: Function, g: np.ndarray, grads: dict, retain_graph: bool, ev
         if ctx is None:
             _accumulate_leaf(parent, gi)
         elif ctx in grads:
-            grads[ctx] = grads[ctx] + gi
+            acc = grads[ctx]
+            if owned.get(ctx) is acc and type(acc) is np.ndarray and acc.dtype == gi.dtype:
+                acc += gi
+            else:
+                grads[ctx] = owned[ctx] = acc + gi
         else:
             grads[ctx] = gi
     if not retain_graph:

@@ -360,3 +360,47 @@ def test_forward_sees_which_gradients_are_needed() -> None:
         x += 1  # not saved (w needs no gradient): changing it after the forward pass is fine, as in PyTorch
     y.sum().backward()
     np.testing.assert_array_equal(x.grad.numpy(), [6.0, 6.0])
+
+
+class _ConstGrad(Function):
+    """y = x; backward hands back an array the ctx owns (as ops that return a saved array do)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.const = np.full_like(x, 2.0)
+        return x.copy()
+
+    @staticmethod
+    def backward(ctx, g):
+        return ctx.const
+
+
+class _PassGrad(Function):
+    """y = x; backward hands back the incoming gradient array itself."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.copy()
+
+    @staticmethod
+    def backward(ctx, g):
+        return g
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_many_consumers_sum_in_place_without_touching_their_arrays(dtype) -> None:
+    """Twelve gradients into one node add up, and the arrays the consumers returned stay as they were."""
+    a = leaf(np.arange(6.0).reshape(2, 3), dtype)
+    h = a * 1.0
+    outs = [_ConstGrad.apply(h) for _ in range(4)] + [_PassGrad.apply(h) for _ in range(4)]
+    outs += [h * float(i) for i in range(4)]
+    consts = [o._ctx.const for o in outs[:4]]
+    total = outs[0]
+    for o in outs[1:]:
+        total = total + o
+    (total * 3.0).sum().backward()
+    assert a.grad.dtype == dtype
+    np.testing.assert_array_equal(a.grad.numpy(), np.full((2, 3), 4 * 2.0 + 4 * 3.0 + 3.0 * (0 + 1 + 2 + 3)))
+    for c in consts:
+        np.testing.assert_array_equal(c, np.full((2, 3), 2.0))
+
