@@ -136,8 +136,9 @@ class GPT(nn.Module):
         end = start + ids.shape[1]
         if not 0 <= start < end <= self.config.max_len:
             raise ValueError(f"GPT.decode: positions {start}..{end - 1} outside the block size {self.config.max_len}")
-        x = F.embedding(ids, self.tok_emb) + self.pos_emb[start:end]
-        causal = np.arange(end) <= np.arange(start, end)[:, None]  # (n, end): a query sees itself and the past
+        x = mt.from_numpy(self.tok_emb.data[ids] + self.pos_emb.data[start:end])
+        # (n, end): a query sees itself and the past; a single new position sees every cached one
+        causal = np.arange(end) <= np.arange(start, end)[:, None] if end - start > 1 else None
         for block, kv in zip(self.blocks, cache, strict=True):
             if block.pre_ln:
                 x = x + self._attend(block.attn, block.ln1(x), kv, start, causal)
@@ -145,10 +146,10 @@ class GPT(nn.Module):
             else:
                 x = block.ln1(x + self._attend(block.attn, x, kv, start, causal))
                 x = block.ln2(x + block.ffn(x))
-        return F.linear(self.ln_f(x[:, -1]), self.tok_emb).numpy()
+        return F.linear(self.ln_f(mt.from_numpy(x.data[:, -1])), self.tok_emb).numpy()
 
     @staticmethod
-    def _attend(attn: CausalSelfAttention, x: mt.Tensor, kv: np.ndarray, start: int, mask: np.ndarray) -> mt.Tensor:
+    def _attend(attn: CausalSelfAttention, x: mt.Tensor, kv: np.ndarray, start: int, mask: Any) -> mt.Tensor:
         """CausalSelfAttention of the new positions x (B, n, D), their keys and values stored in kv[:, :, :, start:]."""
         B, n, D = x.shape
         end, H = start + n, attn.n_heads
@@ -156,8 +157,8 @@ class GPT(nn.Module):
         q, k, v = qkv.transpose(2, 0, 3, 1, 4)
         kv[0, :, :, start:end], kv[1, :, :, start:end] = k, v
         keys, values = mt.from_numpy(kv[0, :, :, :end]), mt.from_numpy(kv[1, :, :, :end])
-        y = F.scaled_dot_product_attention(mt.from_numpy(q), keys, values, attn_mask=mask)
-        return F.linear(y.transpose(1, 2).reshape(B, n, D), attn.proj_weight, attn.proj_bias)
+        y = F.scaled_dot_product_attention(mt.from_numpy(q), keys, values, attn_mask=mask).numpy()
+        return F.linear(mt.from_numpy(y.transpose(0, 2, 1, 3).reshape(B, n, D)), attn.proj_weight, attn.proj_bias)
 
     def generate(
         self, ids: Any, steps: int, pick: Callable[[np.ndarray], np.ndarray], cache: bool = True
@@ -175,7 +176,8 @@ class GPT(nn.Module):
         kv, start, done = (self.new_cache(len(seq)) if cache else None), 0, 0
         for _ in range(steps):
             if kv is None:
-                logits = self(seq[:, start:]).numpy()[:, -1]
+                with mt.no_grad():
+                    logits = self(seq[:, start:]).numpy()[:, -1]
             else:
                 logits, done = self.decode(seq[:, start + done :], kv, done), seq.shape[1] - start
             chosen = np.asarray(pick(logits), dtype=np.int64)
