@@ -11,8 +11,11 @@
  *    row tiles (in place, rows 1 KB apart fall into a few L1 sets and evict each
  *    other: 2048x256 @ 256x64 ran 12-18% slower), else read in place.
  *    Threads split the columns (or rows) of C above a work threshold.
- *  - blocked: large shapes. GotoBLAS/BLIS loops with A and B packed into
- *    micro-panels so the micro-kernel streams from L1/L2; threads split the rows.
+ *  - blocked: large shapes. BLIS loops: B packed once per KC x NC block (L3),
+ *    A packed per MC x KC block (L2) into micro-panels, the micro-kernel over a
+ *    KC x NR panel of B (L1) with constant strides, unrolled over K; threads take
+ *    tasks from a grid of row blocks x column parts (columns split when there are
+ *    fewer than two row blocks per thread).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -31,15 +34,20 @@ typedef void (*ukr_fn)(int64_t mr, int64_t nr, int64_t k, const float *a, int64_
                        const float *b, int64_t ldb, float *c, int64_t ldc, float alpha, float beta,
                        const float *bias);
 
+/* The same product over packed panels: a(i, p) = a[p*MR + i], b(p, j) = b[p*NR + j]. */
+typedef void (*packed_fn)(int64_t mr, int64_t nr, int64_t k, const float *a, const float *b, float *c,
+                          int64_t ldc, float alpha, float beta, const float *bias);
+
 typedef struct {
     int mr, nr;
     ukr_fn fn;
+    packed_fn packed;
     const char *name;
 } isa_t;
 
-#define KC 256        /* depth of one block of K */
-#define MC 128        /* rows of A packed per task in the blocked driver */
-#define NC 3072       /* columns of B packed at once in the blocked driver */
+#define KC 256  /* depth of one block of K: a KC x NR panel of B (16-32 KB) stays in L1 */
+#define MC 144  /* rows of A packed per task in the blocked driver: MC x KC (144 KB) stays in L2 */
+#define NC 4096 /* columns of B packed at once in the blocked driver: KC x NC (4 MB) in L3 */
 #define BLOCKED_MIN_WORK ((int64_t)1 << 26) /* M*N*K from which packing both pays (2048x256x64: not yet) */
 #define GEMM_PAR_MIN_WORK ((int64_t)1 << 17)
 #define SMALL_PACK_MAX 2048 /* floats of packed B kept on the stack */
@@ -71,6 +79,11 @@ static void ukr_generic(int64_t mr, int64_t nr, int64_t k, const float *a, int64
             cr[j] = beta != 0.0f ? r + beta * cr[j] : r;
         }
     }
+}
+
+static void ukr_generic_packed(int64_t mr, int64_t nr, int64_t k, const float *a, const float *b, float *c,
+                               int64_t ldc, float alpha, float beta, const float *bias) {
+    ukr_generic(mr, nr, k, a, 1, G_MR, b, G_NR, c, ldc, alpha, beta, bias);
 }
 
 #ifdef MT_X86
@@ -142,6 +155,16 @@ static void ukr_avx512(int64_t mr, int64_t nr, int64_t k, const float *a, int64_
         default: break;
     }
 }
+
+/* Packed panels: the strides are constants, so each case compiles to the plain BLIS loop. */
+static void ukr_avx512_packed(int64_t mr, int64_t nr, int64_t k, const float *a, const float *b, float *c,
+                              int64_t ldc, float alpha, float beta, const float *bias) {
+    const int64_t rs_a = 1, cs_a = Z_MR, ldb = Z_NR;
+    switch (mr) {
+        Z_CASE(1) Z_CASE(2) Z_CASE(3) Z_CASE(4) Z_CASE(5) Z_CASE(6) Z_CASE(7) Z_CASE(8)
+        default: break;
+    }
+}
 #pragma GCC pop_options
 
 /* ---------------------------------------------------------------- AVX2 + FMA */
@@ -169,7 +192,12 @@ static inline __attribute__((always_inline)) void ukr256_t(const int MR, const i
     for (int i = 0; i < MR; i++) {
         c0[i] = _mm256_setzero_ps();
         c1[i] = _mm256_setzero_ps();
+        if (beta != 0.0f) { /* C's rows arrive while the loop runs (rows 8 KB apart miss L1) */
+            _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
+            _mm_prefetch((const char *)(c + i * ldc + 15), _MM_HINT_T0);
+        }
     }
+    _Pragma("GCC unroll 4")
     for (int64_t p = 0; p < k; p++) {
         __m256 b0 = full ? _mm256_loadu_ps(b) : _mm256_maskload_ps(b, m0);
         __m256 b1 = full ? _mm256_loadu_ps(b + 8) : _mm256_maskload_ps(b + 8, m1);
@@ -212,12 +240,14 @@ static inline __attribute__((always_inline)) void ukr256_t(const int MR, const i
             ukr256_t(R, 0, nr, k, a, rs_a, cs_a, b, ldb, c, ldc, alpha, beta, bias);         \
         break;
 
-/* d[p*ld + i] = src[i*lds + p] for an 8 x 8 block: the packing of B^T, 8 values per store. */
-static inline void transpose8(const float *src, int64_t lds, float *d, int64_t ld) {
-    __m256 r0 = _mm256_loadu_ps(src), r1 = _mm256_loadu_ps(src + lds);
-    __m256 r2 = _mm256_loadu_ps(src + 2 * lds), r3 = _mm256_loadu_ps(src + 3 * lds);
-    __m256 r4 = _mm256_loadu_ps(src + 4 * lds), r5 = _mm256_loadu_ps(src + 5 * lds);
-    __m256 r6 = _mm256_loadu_ps(src + 6 * lds), r7 = _mm256_loadu_ps(src + 7 * lds);
+/* d[p*ld + i] = src[i*lds + p] for an 8 x 8 block, 8 values per store, stores in increasing order of p:
+ * the packing of B^T and of A. Rows from h on (h >= 1) repeat row h-1, so ld = 6 packs 6 rows, each
+ * store's last two values overwritten by the next (two floats past d[7*ld + 5] are written). */
+static inline void transpose8(const float *src, int64_t lds, int h, float *d, int64_t ld) {
+    __m256 r0 = _mm256_loadu_ps(src), r1 = _mm256_loadu_ps(src + (h > 1) * lds);
+    __m256 r2 = _mm256_loadu_ps(src + (h > 2 ? 2 : h - 1) * lds), r3 = _mm256_loadu_ps(src + (h > 3 ? 3 : h - 1) * lds);
+    __m256 r4 = _mm256_loadu_ps(src + (h > 4 ? 4 : h - 1) * lds), r5 = _mm256_loadu_ps(src + (h > 5 ? 5 : h - 1) * lds);
+    __m256 r6 = _mm256_loadu_ps(src + (h > 6 ? 6 : h - 1) * lds), r7 = _mm256_loadu_ps(src + (h > 7 ? 7 : h - 1) * lds);
     __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
     __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
     __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
@@ -240,9 +270,17 @@ static inline void transpose8(const float *src, int64_t lds, float *d, int64_t l
 static void pack_bt_panel_avx2(const float *B, int64_t ldb, int64_t kc, int64_t w, int nr, float *d) {
     int64_t w8 = w / 8 * 8, k8 = kc / 8 * 8;
     for (int64_t jj = 0; jj < w8; jj += 8)
-        for (int64_t p = 0; p < k8; p += 8) transpose8(B + jj * ldb + p, ldb, d + p * nr + jj, nr);
+        for (int64_t p = 0; p < k8; p += 8) transpose8(B + jj * ldb + p, ldb, 8, d + p * nr + jj, nr);
     for (int64_t jj = 0; jj < w; jj++)
         for (int64_t p = jj < w8 ? k8 : 0; p < kc; p++) d[p * nr + jj] = B[jj * ldb + p];
+}
+
+/* One full panel of A (mr = 6 or 8 rows, kc deep): d[p*mr + i] = A[i*lda + p], 8 x 8 transposes. */
+static void pack_a_panel_avx2(const float *A, int64_t lda, int64_t kc, int mr, float *d) {
+    int64_t k8 = kc / 8 * 8;
+    for (int64_t p = 0; p < k8; p += 8) transpose8(A + p, lda, mr, d + p * mr, mr);
+    for (int64_t p = k8; p < kc; p++)
+        for (int i = 0; i < mr; i++) d[p * mr + i] = A[i * lda + p];
 }
 
 static void ukr_avx2(int64_t mr, int64_t nr, int64_t k, const float *a, int64_t rs_a, int64_t cs_a,
@@ -253,15 +291,24 @@ static void ukr_avx2(int64_t mr, int64_t nr, int64_t k, const float *a, int64_t 
         default: break;
     }
 }
+
+static void ukr_avx2_packed(int64_t mr, int64_t nr, int64_t k, const float *a, const float *b, float *c,
+                            int64_t ldc, float alpha, float beta, const float *bias) {
+    const int64_t rs_a = 1, cs_a = Y_MR, ldb = Y_NR;
+    switch (mr) {
+        Y_CASE(1) Y_CASE(2) Y_CASE(3) Y_CASE(4) Y_CASE(5) Y_CASE(6)
+        default: break;
+    }
+}
 #pragma GCC pop_options
 #endif /* MT_X86 */
 
 /* ---------------------------------------------------------------- dispatch */
 
-static const isa_t ISA_GENERIC = {G_MR, G_NR, ukr_generic, "generic"};
+static const isa_t ISA_GENERIC = {G_MR, G_NR, ukr_generic, ukr_generic_packed, "generic"};
 #ifdef MT_X86
-static const isa_t ISA_AVX512 = {Z_MR, Z_NR, ukr_avx512, "avx512"};
-static const isa_t ISA_AVX2 = {Y_MR, Y_NR, ukr_avx2, "avx2"};
+static const isa_t ISA_AVX512 = {Z_MR, Z_NR, ukr_avx512, ukr_avx512_packed, "avx512"};
+static const isa_t ISA_AVX2 = {Y_MR, Y_NR, ukr_avx2, ukr_avx2_packed, "avx2"};
 #endif
 
 static const isa_t *select_isa(void) {
@@ -364,6 +411,8 @@ static void pack_a(int trans_a, const float *A, int64_t lda, int64_t i0, int64_t
         int64_t i = i0 + q * mr;
         if (trans_a) {
             for (int64_t p = 0; p < kc; p++) memcpy(d + p * mr, A + (p0 + p) * lda + i, sizeof(float) * (size_t)h);
+        } else if (h == mr && (mr == 6 || mr == 8) && has_avx2()) {
+            pack_a_panel_avx2(A + i * lda + p0, lda, kc, mr, d);
         } else {
             for (int64_t ii = 0; ii < h; ii++) {
                 const float *src = A + (i + ii) * lda + p0;
@@ -493,6 +542,10 @@ static void gemm_small(const isa_t *isa, int trans_a, int trans_b, int64_t M, in
 
 /* ---------------------------------------------------------------- blocked driver */
 
+/* BLIS's loops: for each NC-wide block of columns and KC-deep slice of K, B is packed once into
+ * NR-wide panels (shared, L3), then tasks over a grid of MC-row blocks x column parts each pack
+ * their rows of A into MR-row panels on their own stack (L2) and run the micro-kernel over
+ * panel pairs (a KC x NR panel of B stays in L1). */
 typedef struct {
     const isa_t *isa;
     int trans_a, trans_b;
@@ -505,8 +558,9 @@ typedef struct {
     float *C;
     int64_t ldc;
     const float *bias;
-    float *apack, *bpack;
-    int64_t j0, nc, p0, kc, mc;
+    float *bpack;
+    int64_t j0, nc, p0, kc;
+    int64_t mc, mblocks, part; /* rows per block, row blocks, columns per part (a multiple of NR) */
 } blocked_job;
 
 static void blocked_pack_b_task(void *ctx, int64_t t) {
@@ -519,52 +573,55 @@ static void blocked_pack_b_task(void *ctx, int64_t t) {
 static void blocked_compute_task(void *ctx, int64_t t) {
     const blocked_job *s = ctx;
     const isa_t *isa = s->isa;
-    int64_t i0 = t * s->mc, mc = min64(s->mc, s->M - i0);
-    float *ap = s->apack + t * round_up(s->mc, isa->mr) * s->kc;
+    int64_t i0 = (t % s->mblocks) * s->mc, mc = min64(s->mc, s->M - i0);
+    int64_t jlo = (t / s->mblocks) * s->part, jhi = min64(jlo + s->part, s->nc);
+    if (mc <= 0 || jlo >= jhi) return;
+    float ap[MC * KC + 8] __attribute__((aligned(64))); /* + 8: pack_a's last store runs 2 past */
     pack_a(s->trans_a, s->A, s->lda, i0, mc, s->p0, s->kc, isa->mr, ap);
     float beta = s->p0 == 0 ? s->beta : 1.0f;
     const float *bias = s->p0 == 0 ? s->bias : NULL;
-    for (int64_t j = 0; j < s->nc; j += isa->nr) {
-        int64_t nr = min64(isa->nr, s->nc - j);
+    for (int64_t j = jlo; j < jhi; j += isa->nr) {
+        int64_t nr = min64(isa->nr, jhi - j);
         const float *bp = s->bpack + (j / isa->nr) * s->kc * isa->nr;
-        for (int64_t i = 0; i < mc; i += isa->mr) {
-            int64_t mr = min64(isa->mr, mc - i);
-            isa->fn(mr, nr, s->kc, ap + (i / isa->mr) * s->kc * isa->mr, 1, isa->mr, bp, isa->nr,
-                    s->C + (i0 + i) * s->ldc + s->j0 + j, s->ldc, s->alpha, beta,
-                    bias ? bias + s->j0 + j : NULL);
-        }
+        float *cj = s->C + i0 * s->ldc + s->j0 + j;
+        const float *bj = bias ? bias + s->j0 + j : NULL;
+        for (int64_t i = 0; i < mc; i += isa->mr)
+            isa->packed(min64(isa->mr, mc - i), nr, s->kc, ap + (i / isa->mr) * s->kc * isa->mr, bp,
+                        cj + i * s->ldc, s->ldc, s->alpha, beta, bj);
     }
+}
+
+static void run_tasks(int threads, int64_t ntasks, mt_task_fn fn, void *ctx) {
+    if (threads > 1) {
+        mt_parallel_for(ntasks, fn, ctx);
+        return;
+    }
+    for (int64_t t = 0; t < ntasks; t++) fn(ctx, t);
 }
 
 static int gemm_blocked(const isa_t *isa, int trans_a, int trans_b, int64_t M, int64_t N, int64_t K,
                         float alpha, const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
                         float *C, int64_t ldc, const float *bias, int threads) {
-    int64_t mc = MC;
-    if ((M + mc - 1) / mc < 2 * threads) mc = round_up((M + 2 * threads - 1) / (2 * threads), isa->mr);
-    int64_t nblocks = (M + mc - 1) / mc;
+    int64_t mblocks = (M + MC - 1) / MC;
+    int64_t mc = round_up((M + mblocks - 1) / mblocks, isa->mr); /* equal blocks, not one short one */
     int64_t kc_max = min64(KC, K), nc_max = min64(NC, round_up(N, isa->nr));
-    size_t alen = (size_t)(nblocks * round_up(mc, isa->mr) * kc_max);
-    float *apack = scratch_get(alen + (size_t)(round_up(nc_max, isa->nr) * kc_max));
-    if (!apack) return 0;
-    float *bpack = apack + alen;
-    blocked_job s = {isa, trans_a, trans_b, M, N, K, alpha, beta, A, lda, B, ldb, C, ldc, bias,
-                     apack, bpack, 0, 0, 0, 0, mc};
+    float *bpack = scratch_get((size_t)(nc_max * kc_max));
+    if (!bpack) return 0;
+    blocked_job s = {isa, trans_a, trans_b, M, N, K, alpha, beta, A, lda, B, ldb, C, ldc, bias, bpack,
+                     0, 0, 0, 0, mc, mblocks, 0};
     for (s.j0 = 0; s.j0 < N; s.j0 += NC) {
         s.nc = min64(NC, N - s.j0);
+        /* Columns split too when there are fewer than two row blocks per thread. */
+        int64_t parts = min64((2 * threads + mblocks - 1) / mblocks, (s.nc + 4 * isa->nr - 1) / (4 * isa->nr));
+        s.part = round_up((s.nc + parts - 1) / parts, isa->nr);
+        parts = (s.nc + s.part - 1) / s.part;
         for (s.p0 = 0; s.p0 < K; s.p0 += KC) {
             s.kc = min64(KC, K - s.p0);
-            int64_t npack = (s.nc + 8 * isa->nr - 1) / (8 * isa->nr);
-            if (threads > 1)
-                mt_parallel_for(npack, blocked_pack_b_task, &s);
-            else
-                for (int64_t t = 0; t < npack; t++) blocked_pack_b_task(&s, t);
-            if (threads > 1)
-                mt_parallel_for(nblocks, blocked_compute_task, &s);
-            else
-                for (int64_t t = 0; t < nblocks; t++) blocked_compute_task(&s, t);
+            run_tasks(threads, (s.nc + 8 * isa->nr - 1) / (8 * isa->nr), blocked_pack_b_task, &s);
+            run_tasks(threads, mblocks * parts, blocked_compute_task, &s);
         }
     }
-    scratch_put(apack);
+    scratch_put(bpack);
     return 1;
 }
 

@@ -1,8 +1,11 @@
-"""The C kernels added for speed (exact GELU, batched matmul) against the numpy reference and PyTorch."""
+"""The C kernels added for speed (exact GELU, batched and blocked sgemm) against the numpy reference and PyTorch."""
 
 from __future__ import annotations
 
 import importlib
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -204,3 +207,93 @@ def test_masked_fill_does_not_depend_on_the_thread_count() -> None:
         c.set_num_threads(before)
     np.testing.assert_array_equal(one, two)
     np.testing.assert_array_equal(one, ref.masked_fill(x, mask, float("-inf")))
+
+
+# ---------------------------------------------------------------- blocked sgemm (packed panels, M x N task grid)
+
+BLOCKED = [(300, 700, 400), (411, 531, 333), (7, 2100, 4600), (1000, 517, 140)]  # each >= 2**26 multiply-adds
+
+
+def operands(rng: np.random.Generator, m: int, k: int, n: int, trans_a: bool, trans_b: bool) -> tuple:
+    """float32 A and B stored for op(A) (m x k) and op(B) (k x n)."""
+    a = rng.standard_normal((k, m) if trans_a else (m, k)).astype(F32)
+    b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(F32)
+    return a, b
+
+
+@pytest.mark.parametrize("trans_a", [False, True])
+@pytest.mark.parametrize("trans_b", [False, True])
+@pytest.mark.parametrize("m,k,n", BLOCKED)
+def test_blocked_sgemm_matches_the_reference(m: int, k: int, n: int, trans_a: bool, trans_b: bool) -> None:
+    """Ragged row blocks, K slices, a column block past NC (4600) and partial micro-tiles."""
+    a, b = operands(np.random.default_rng(m + k + n), m, k, n, trans_a, trans_b)
+    want = ref.matmul(a.astype(np.float64), b.astype(np.float64), trans_a, trans_b)
+    close(c.matmul(a, b, trans_a, trans_b), want, rtol=1e-4, atol=3e-4)
+
+
+def test_blocked_sgemm_alpha_beta_leading_dims_and_bias() -> None:
+    rng = np.random.default_rng(11)
+    m, k, n = 301, 600, 405
+    big_a, big_b, big_c = (rng.standard_normal(s).astype(F32) for s in ((m + 3, k + 5), (k, n + 7), (m, n + 9)))
+    want = 0.5 * big_a[:m, :k].astype(np.float64) @ big_b[:, :n] + 2.0 * big_c[:, :n]
+    c.lib.mt_sgemm(0, 0, m, n, k, 0.5, c.ffi.from_buffer("float[]", big_a), k + 5,
+                   c.ffi.from_buffer("float[]", big_b), n + 7, 2.0, c.ffi.from_buffer("float[]", big_c), n + 9)
+    close(big_c[:, :n], want, rtol=1e-4, atol=3e-4)
+    x, w, bias = (rng.standard_normal(s).astype(F32) for s in ((m, k), (n, k), (n,)))
+    close(c.linear(x, w, bias), ref.linear(x.astype(np.float64), w.astype(np.float64), bias.astype(np.float64)),
+          rtol=1e-4, atol=3e-4)
+
+
+@pytest.mark.parametrize("m,k,n", [(300, 700, 400), (1000, 300, 230)])
+def test_blocked_sgemm_does_not_depend_on_the_thread_count(m: int, k: int, n: int) -> None:
+    """Rows split over threads, and columns too when rows are few (300): every count gives the same bits."""
+    a, b = operands(np.random.default_rng(12), m, k, n, False, True)
+    before = c.num_threads()
+    try:
+        outs = []
+        for threads in (1, 2, 3, 8):
+            c.set_num_threads(threads)
+            outs.append(c.matmul(a, b, False, True))
+    finally:
+        c.set_num_threads(before)
+    for out in outs[1:]:
+        np.testing.assert_array_equal(out, outs[0])
+
+
+SMALL_K = [(2048, 16, 64), (64, 16, 64), (2048, 64, 16), (16, 2048, 64), (37, 16, 29), (6, 1, 17)]
+
+
+@pytest.mark.parametrize("trans_a", [False, True])
+@pytest.mark.parametrize("trans_b", [False, True])
+@pytest.mark.parametrize("m,k,n", SMALL_K)
+def test_small_and_skinny_sgemm_matches_the_reference(m: int, k: int, n: int, trans_a: bool, trans_b: bool) -> None:
+    """The char GPT's per-head shapes (inner dimension 16, 16 output columns) and ragged ones."""
+    a, b = operands(np.random.default_rng(m * k + n), m, k, n, trans_a, trans_b)
+    want = ref.matmul(a.astype(np.float64), b.astype(np.float64), trans_a, trans_b)
+    close(c.matmul(a, b, trans_a, trans_b), want, rtol=1e-4, atol=2e-4)
+
+
+@pytest.mark.parametrize("isa", ["avx512", "avx2", "generic"])
+def test_every_instruction_set_runs_the_blocked_and_small_drivers(isa: str) -> None:
+    """Each micro-kernel family (forced in a child process) on blocked, small and batched products."""
+    code = (
+        "import numpy as np; from microtensor._backend import c, reference as r\n"
+        f"assert c.ISA == {isa!r}, c.ISA\n"
+        "rng = np.random.default_rng(0)\n"
+        "for m, k, n, ta, tb in [(300, 700, 400, 0, 0), (300, 700, 400, 1, 1), (7, 2100, 4600, 0, 1),\n"
+        "                        (2048, 16, 64, 0, 0), (37, 16, 29, 1, 0), (37, 16, 29, 0, 1)]:\n"
+        "    a = rng.standard_normal((k, m) if ta else (m, k)).astype(np.float32)\n"
+        "    b = rng.standard_normal((n, k) if tb else (k, n)).astype(np.float32)\n"
+        "    want = r.matmul(a.astype(float), b.astype(float), ta, tb)\n"
+        "    np.testing.assert_allclose(c.matmul(a, b, ta, tb), want, rtol=1e-4, atol=3e-4)\n"
+        "q, k = rng.standard_normal((2, 32, 64, 16)).astype(np.float32)\n"
+        "want = np.matmul(q.astype(float), np.swapaxes(k, -1, -2).astype(float))\n"
+        "np.testing.assert_allclose(c.matmul(q, np.swapaxes(k, -1, -2)), want, rtol=1e-4, atol=2e-4)\n"
+    )
+    env = dict(os.environ, MICROTENSOR_ISA=isa)
+    if isa == "avx512":
+        env.pop("MICROTENSOR_ISA")
+        if c.ISA != "avx512":
+            pytest.skip(f"this CPU has no AVX-512 (the kernel chosen is {c.ISA}); the AVX-512 path runs where it does")
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
