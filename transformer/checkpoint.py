@@ -23,8 +23,9 @@ import numpy as np
 
 import microtensor as mt
 
-from .config import MAY_CHANGE_ON_RESUME, ModelConfig, SettingError, TrainConfig, as_dict, differences, flag_of
+from .config import MAY_CHANGE_ON_RESUME, ModelConfig, SettingError, differences, flag_of
 from .data import Splits
+from .gpt import GPT
 from .model import Transformer
 
 CKPT_LAST, CKPT_BEST = "ckpt_last.npz", "ckpt_best.npz"
@@ -140,7 +141,7 @@ def section(arrays: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]
     return {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
 
 
-def load_weights(model: Transformer, arrays: dict[str, np.ndarray], path: str | os.PathLike) -> None:
+def load_weights(model: Transformer | GPT, arrays: dict[str, np.ndarray], path: str | os.PathLike) -> None:
     """Load `model/*` arrays into `model`; CheckpointError when they do not fit it or are not finite."""
     weights = section(arrays, "model/")
     bad = [k for k, v in weights.items() if v.dtype.kind == "f" and not np.isfinite(v).all()]
@@ -163,9 +164,21 @@ def model_config(meta: dict[str, Any], path: str | os.PathLike) -> ModelConfig:
 def load_model(path: str | os.PathLike) -> Transformer:
     """Rebuild the model stored in a checkpoint (its config is in the checkpoint), in eval mode."""
     meta, arrays = read_checkpoint(path)
+    if "text" in meta["config"]:
+        raise CheckpointError(f"{path}: a text run's checkpoint (a GPT), not one of the operations task")
     model = Transformer(model_config(meta, path))
     load_weights(model, arrays, path)
     return model.eval()
+
+
+def load_text_model(path: str | os.PathLike) -> tuple[GPT, str]:
+    """The GPT of a text run's checkpoint, in eval mode, and its vocabulary (character i is id i)."""
+    meta, arrays = read_checkpoint(path)
+    if "text" not in meta["config"] or not isinstance(meta.get("vocab"), str):
+        raise CheckpointError(f"{path}: not a text run's checkpoint (train one with --task text)")
+    model = GPT(model_config(meta, path))
+    load_weights(model, arrays, path)
+    return model.eval(), meta["vocab"]
 
 
 # ---- run folders --------------------------------------------------------------------------------
@@ -262,7 +275,7 @@ def reconcile_metrics(run_dir: Path, meta: dict[str, Any]) -> list[str]:
     path, epoch, own = run_dir / METRICS, meta["epoch"], meta.get("metrics_row")
     rows, warning = read_metrics(run_dir)
     warnings = [warning] if warning else []
-    epochs = [r for r in rows if "test/acc" not in r]
+    epochs = [r for r in rows if "time/train_s" not in r]  # the last line of a finished run has it
     if any(r.get("epoch") != i for i, r in enumerate(epochs[:epoch], 1)):
         raise RunError(f"{path} does not list epochs 1, 2, ... in order; it does not belong to this checkpoint")
     kept = epochs[:epoch]
@@ -290,10 +303,15 @@ def reconcile_metrics(run_dir: Path, meta: dict[str, Any]) -> list[str]:
     return warnings
 
 
-def check_resume(meta: dict[str, Any], model_cfg: ModelConfig, cfg: TrainConfig, data: Splits) -> None:
-    """A resumed run keeps its checkpoint's settings and data split; RunError naming the first difference."""
-    stored = meta["config"]
-    changed = [d for d in differences(stored, as_dict(model_cfg, cfg)) if d[1] not in MAY_CHANGE_ON_RESUME]
+def check_resume(meta: dict[str, Any], wanted: dict[str, dict[str, Any]], digest: str) -> None:
+    """A resumed run keeps its checkpoint's settings (JSON form) and data; RunError naming the first difference.
+
+    A text run's file is checked first: another text changes the vocabulary size too.
+    """
+    stored, text = meta["config"], "text" in wanted
+    if text:
+        _check_data(meta, wanted, digest)
+    changed = [d for d in differences(stored, wanted) if d[1] not in MAY_CHANGE_ON_RESUME]
     if changed:
         part, name = changed[0]
         raise RunError(
@@ -301,13 +319,19 @@ def check_resume(meta: dict[str, Any], model_cfg: ModelConfig, cfg: TrainConfig,
             f"settings (only {', '.join(flag_of(n) for n in MAY_CHANGE_ON_RESUME)} may change): drop the flag, "
             "or start a new run in another --out"
         )
-    trained, before = meta["epoch"], stored["train"].get("epochs")
-    if cfg.epochs < trained:
-        raise RunError(f"--epochs {cfg.epochs}: the checkpoint has already trained {trained} epochs")
-    if cfg.epochs != before and cfg.schedule == "cosine":
+    cfg, trained, before = wanted["train"], meta["epoch"], stored["train"].get("epochs")
+    if not text and cfg["epochs"] < trained:  # a text run counts --steps, which may not change
+        raise RunError(f"--epochs {cfg['epochs']}: the checkpoint has already trained {trained} epochs")
+    if cfg["epochs"] != before and cfg["schedule"] == "cosine":
         raise RunError(f"--epochs: the cosine schedule of this run is fixed to its {before} epochs; drop the flag")
-    if meta.get("split_sha256", split_digest(data)) != split_digest(data):
+    _check_data(meta, wanted, digest)
+
+
+def _check_data(meta: dict[str, Any], wanted: dict[str, dict[str, Any]], digest: str) -> None:
+    """RunError unless the data made now has the digest stored with the run."""
+    if meta.get("split_sha256", digest) != digest:
+        where = wanted["text"]["data"] if "text" in wanted else "the data split"
         raise RunError(
-            "the data split made now differs from the one this run was trained on (transformer/data.py "
-            "changed?); resume with the code that started the run"
+            f"{where}: the data made now differs from the data this run was trained on (another file, or "
+            "transformer/data.py changed?); resume with the data and code that started the run"
         )

@@ -320,6 +320,40 @@ class TrainConfig:
             raise SettingError("warmup_epochs", f"must be fewer than epochs ({self.epochs}), got {self.warmup_epochs}")
 
 
+@dataclass
+class TextConfig:
+    """The text task's settings (--task text): corpus, length of the run, context; a text run's 'text' section."""
+
+    data: str | None = setting(None, optional(TEXT), "UTF-8 text file to train on (required)", group="text")
+    steps: int = setting(2000, INT, "optimizer steps", positive, "text")
+    block_size: int = setting(128, INT, "context length in characters", positive, "text")
+    grad_accum: int = setting(1, INT, "micro-batches of --batch-size windows per step", positive, "text")
+    warmup_steps: int = setting(100, INT, "steps of linear warmup before the cosine decay", non_negative, "text")
+    eval_every: int = setting(250, INT, "steps between evaluations (and checkpoints)", positive, "text")
+    eval_tokens: int = setting(16384, INT, "characters of each split scored for train/bpc, val/bpc", positive, "text")
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Each field by its declaration, then the rules between fields; SettingError on the first fault."""
+        _check_fields(self)
+        if self.warmup_steps and self.warmup_steps >= self.steps:
+            raise SettingError("warmup_steps", f"must be fewer than steps ({self.steps}), got {self.warmup_steps}")
+
+
+TASKS = ("ops", "text")
+# What --task text starts from instead of the declared defaults (a --config file or a flag overrides them).
+TEXT_DEFAULTS: dict[str, dict[str, Any]] = {
+    "model": {"pre_ln": True},
+    "train": {"optimizer": "adamw", "lr": 2e-3, "grad_clip": 1.0},
+}
+# Settings of the operations task that a text run has no use for (it counts steps, reads its own file).
+# Its schedule is always linear warmup (--warmup-steps) then cosine.
+OPS_ONLY = ("epochs", "schedule", "warmup_epochs", "step_size", "gamma", "arity", "test_arity", "train_size",
+            "eval_size", "split", "diagnostics_epochs", *ABLATIONS)
+
+
 def validate(model_cfg: ModelConfig, cfg: TrainConfig) -> None:
     """Both configs, and the rules that tie them together."""
     model_cfg.validate()
@@ -370,11 +404,17 @@ def build_parser() -> argparse.ArgumentParser:
     """The command line; flags left out keep the value of --config, the resumed run, or the default."""
     p = argparse.ArgumentParser(
         prog="python -m transformer.train",
-        description="Train the seed transformer on the operations task (Max(5,3,9) -> 9).",
+        description="Train the seed transformer on the operations task (Max(5,3,9) -> 9), or with --task text "
+        "a causal character GPT on a UTF-8 file.",
+        epilog="--task text starts from other defaults: "
+        + "; ".join(f"{flag_of(k)} {v}" for part in TEXT_DEFAULTS.values() for k, v in part.items())
+        + "; --max-len is its --block-size, the vocabulary the file's characters. It does not take "
+        + ", ".join(flag_of(n) for n in OPS_ONLY if n not in ABLATIONS) + " or --ablate.",
         argument_default=argparse.SUPPRESS,
     )
-    groups = {name: p.add_argument_group(name) for name in ("run", "optimisation", "data", "model")}
+    groups = {name: p.add_argument_group(name) for name in ("run", "optimisation", "data", "model", "text")}
     run = groups["run"]
+    run.add_argument("--task", choices=TASKS, help="ops (default) or text (default: the resumed run's)")
     run.add_argument("--out", default="runs/seed", help="run directory (default: runs/seed)")
     fresh_or_not = run.add_mutually_exclusive_group()
     fresh_or_not.add_argument(
@@ -390,8 +430,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--config", help="JSON file of settings ({'model': {...}, 'train': {...}} or flat)")
     run.add_argument("--quiet", action="store_true", default=False, help="no progress bar")
+    run.add_argument(
+        "--data-parallel",
+        action="store_true",
+        default=False,
+        help="under `mpirun -n K`: each rank trains on 1/K of every batch (needs the cluster extra; docs/SCALING.md)",
+    )
     run.add_argument("--no-diagnostics", dest="diagnostics", action="store_false", help="record no diagnostics")
-    for f in (*fields(TrainConfig), *fields(ModelConfig)):
+    for f in (*fields(TrainConfig), *fields(ModelConfig), *fields(TextConfig)):
         meta, group = f.metadata, groups[f.metadata["group"]]
         if meta["flag"] == "store_true":
             group.add_argument(flag_of(f.name), action="store_true", help=meta["help"])
@@ -412,7 +458,7 @@ def build_parser() -> argparse.ArgumentParser:
 # ---- resolving a run's settings -----------------------------------------------------------------
 
 # Settings a resumed run may change: they decide how long and how it runs, not what it computes.
-MAY_CHANGE_ON_RESUME = ("epochs", "threads", "backend")
+MAY_CHANGE_ON_RESUME = ("epochs", "threads", "backend", "data")  # data: its text is checked by digest
 
 
 def _apply(target: Any, values: dict[str, Any], where: str) -> None:
@@ -426,51 +472,83 @@ def _apply(target: Any, values: dict[str, Any], where: str) -> None:
         setattr(target, key, check_value(declared[key], value))
 
 
+SECTIONS = {"model": ModelConfig, "train": TrainConfig, "text": TextConfig}
+
+
 def read_config_file(path: str | Path) -> dict[str, dict[str, Any]]:
-    """{'model': ..., 'train': ...} from a JSON file; flat files are split by field name. ValueError if unreadable."""
+    """{'model': ..., 'train': ...[, 'text': ...]} from a JSON file; flat files are split by field name.
+
+    ValueError if unreadable.
+    """
     try:
         raw = json.loads(Path(path).read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ValueError(f"cannot read it ({err})") from None
     if not isinstance(raw, dict):
         raise ValueError(f"expected a JSON object, got {type(raw).__name__}")
-    if raw and set(raw) <= {"model", "train"}:
-        return {"model": raw.get("model", {}), "train": raw.get("train", {})}
-    model_names = {f.name for f in fields(ModelConfig)}
-    return {
-        "model": {k: v for k, v in raw.items() if k in model_names},
-        "train": {k: v for k, v in raw.items() if k not in model_names},
-    }
+    if raw and set(raw) <= set(SECTIONS):
+        return {name: raw[name] for name in SECTIONS if name in raw}
+    owner = {f.name: name for name, kind in SECTIONS.items() for f in fields(kind)}
+    layer: dict[str, dict[str, Any]] = {}
+    for key, value in raw.items():
+        layer.setdefault(owner.get(key, "train"), {})[key] = value
+    return layer
+
+
+def _layered(layers: list[dict[str, dict[str, Any]]], flags: dict[str, Any], text: bool) -> list[Any]:
+    """[model, train(, text)] configs: defaults, then each layer in turn, then the flags; not yet validated."""
+    names = ("model", "train", "text") if text else ("model", "train")
+    configs = {name: SECTIONS[name]() for name in names}
+    wrong = OPS_ONLY if text else [f.name for f in fields(TextConfig)]
+    for layer in ([TEXT_DEFAULTS] if text else []) + layers:
+        if not text and layer.get("text"):
+            raise SettingError("text", "settings apply to --task text only")
+        for name, config in configs.items():
+            _apply(config, layer.get(name, {}), name)
+    for key, value in flags.items():
+        if key in wrong or (key == "ablate" and text):
+            raise SettingError(key, f"does not apply to --task {'text' if text else 'ops'} ({flag_of(key)})")
+        for config in configs.values():
+            if key in {f.name for f in fields(config)}:
+                setattr(config, key, value)
+    for name in (n for group in flags.get("ablate", []) for n in group):
+        setattr(configs["model"], name, True)
+    return list(configs.values())
 
 
 def from_layers(layers: list[dict[str, dict[str, Any]]], flags: dict[str, Any]) -> tuple[ModelConfig, TrainConfig]:
-    """Defaults, then each layer ({'model': ..., 'train': ...}) in turn, then the command-line flags."""
-    model_cfg, cfg = ModelConfig(), TrainConfig()
-    for layer in layers:
-        _apply(model_cfg, layer.get("model", {}), "model")
-        _apply(cfg, layer.get("train", {}), "train")
-    model_names, train_names = {f.name for f in fields(ModelConfig)}, {f.name for f in fields(TrainConfig)}
-    for key, value in flags.items():
-        if key in model_names:
-            setattr(model_cfg, key, value)
-        elif key in train_names:
-            setattr(cfg, key, value)
-    for name in (n for group in flags.get("ablate", []) for n in group):
-        setattr(model_cfg, name, True)
+    """The operations task's settings: defaults, each layer ({'model': ..., 'train': ...}) in turn, the flags."""
+    model_cfg, cfg = _layered(layers, flags, text=False)
     validate(model_cfg, cfg)
     return model_cfg, cfg
 
 
-def as_dict(model_cfg: ModelConfig, cfg: TrainConfig) -> dict[str, dict[str, Any]]:
-    """The JSON form stored in config.json and in checkpoints."""
-    return {"model": asdict(model_cfg), "train": asdict(cfg)}
+def text_from_layers(
+    layers: list[dict[str, dict[str, Any]]], flags: dict[str, Any]
+) -> tuple[ModelConfig, TrainConfig, TextConfig]:
+    """The text task's settings: TEXT_DEFAULTS, then as from_layers; the model's max_len is the block size."""
+    model_cfg, cfg, text = _layered(layers, flags, text=True)
+    model_cfg.max_len = text.block_size
+    model_cfg.validate()
+    cfg.validate()
+    text.validate()
+    if any(getattr(model_cfg, name) for name in ABLATIONS):
+        raise SettingError("ablate", "does not apply to --task text (its GPT has every component)")
+    if text.data is None:
+        raise SettingError("data", "is required with --task text: --data FILE.txt")
+    return model_cfg, cfg, text
+
+
+def as_dict(model_cfg: ModelConfig, cfg: TrainConfig, text: TextConfig | None = None) -> dict[str, dict[str, Any]]:
+    """The JSON form stored in config.json and in checkpoints (a 'text' section for text runs)."""
+    return {"model": asdict(model_cfg), "train": asdict(cfg), **({"text": asdict(text)} if text else {})}
 
 
 def differences(stored: dict[str, dict[str, Any]], wanted: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
     """(section, name) of the settings whose value in `wanted` differs from `stored` (JSON forms)."""
     return [
         (section, name)
-        for section in ("train", "model")
-        for name, value in wanted[section].items()
-        if json.dumps(stored[section].get(name)) != json.dumps(value)
+        for section in ("text", "train", "model")  # text first: --block-size rather than the max_len it sets
+        for name, value in wanted.get(section, {}).items()
+        if json.dumps(stored.get(section, {}).get(name)) != json.dumps(value)
     ]
