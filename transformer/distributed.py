@@ -17,6 +17,7 @@ statistically, not bitwise, the single-process run). docs/SCALING.md shows how t
 
 from __future__ import annotations
 
+import signal
 import sys
 from typing import Any
 
@@ -56,7 +57,7 @@ class Group:
         self.comm = comm
         self.rank, self.size = (comm.Get_rank(), comm.Get_size()) if comm is not None else (0, 1)
         self.root = self.rank == 0
-        self.interrupt: Any = None  # the run's Ctrl-C flag, shared across ranks at every step
+        self.interrupt: Any = None  # the run's Ctrl-C flag (see watch), shared across ranks at every step
         self._sums = np.zeros(5)
 
     def attach(self, trainer: Any) -> None:
@@ -77,6 +78,13 @@ class Group:
             for module in trainer.model.modules():
                 if isinstance(getattr(module, "dropout_rng", None), np.random.Generator):
                     module.dropout_rng = _RankSeeds(module.dropout_rng, self.rank)
+
+    def watch(self, interrupt: Any) -> None:
+        """Share `interrupt` (Ctrl-C) across ranks; with MPI, SIGUSR1 sets it too (mpirun forwards SIGUSR1 to every
+        rank, while Ctrl-C on mpirun kills the job at once)."""
+        self.interrupt = interrupt
+        if self.comm is not None:
+            signal.signal(signal.SIGUSR1, lambda signum, frame: setattr(interrupt, "requested", True))
 
     def shard(self, index: np.ndarray) -> np.ndarray:
         """This rank's contiguous part of a global batch (sizes differ by at most one)."""
