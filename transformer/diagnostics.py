@@ -32,6 +32,8 @@ DEFAULT_PROBES: tuple[str, ...] = (
     "Max(5,3,9)", "First(5,3,9)", "Min(7,1,9)", "Second(2,8,4)", "Last(6,0,3)", "Max(9,9,5)", "Min(1,0,3)",
 )
 STATS_PER_OP = 40
+PROBE_SEARCH, PROBE_CHARS = 400, 48  # text runs: the probe sentence is 48 characters of the held-out text's start
+SAMPLE_CHARS, SAMPLE_TEMPERATURE = 200, 0.8  # and the sample continuing it at each snapshot
 
 
 def diagnostics_dir(run_dir: str | os.PathLike) -> Path:
@@ -200,6 +202,39 @@ class DiagnosticsRecorder:
             "seconds": {str(e): round(s, 5) for e, s in sorted(self.recorded.items())},
         }
         _atomic_write_text(self.dir / "index.json", json.dumps(index, indent=1))
+
+
+class TextRecorder(DiagnosticsRecorder):
+    """The recorder of a text run: at a few evaluation periods ("epochs" of the trainer), the attention over a
+    probe sentence of the held-out text and a sample continuing it (fixed seed), for the report."""
+
+    def __init__(self, run_dir: str | os.PathLike, corpus: Any, periods: int) -> None:
+        self.dir = diagnostics_dir(run_dir)
+        self.vocab, self.epochs = corpus.vocab, text_periods(periods)
+        self.probes = [probe_sentence(corpus.decode(corpus.val[:PROBE_SEARCH]))]
+        self.recorded = self._previous_seconds()
+
+    def _snapshot(self, model: Any) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Attention (blocks, heads, T, T) over the probe; SAMPLE_CHARS characters drawn after it."""
+        from .sample import sample
+
+        probe = self.probes[0]
+        _, attention = model(np.array([[self.vocab.index(ch) for ch in probe]]), return_attention=True)
+        text = "".join(sample(model, self.vocab, probe, SAMPLE_CHARS, SAMPLE_TEMPERATURE, seed=0))
+        meta = {"probes": [{"probe": probe, "tokens": list(probe)}], "vocab": self.vocab,
+                "sample": {"prompt": probe, "text": text, "temperature": SAMPLE_TEMPERATURE, "seed": 0}}
+        return {"attention/0": np.stack([a[0] for a in attention]).astype(np.float32)}, meta
+
+
+def text_periods(periods: int, count: int = 6) -> set[int]:
+    """About `count` evaluation periods spaced geometrically (a model changes fastest early), the last among them."""
+    return {int(p) for p in np.round(np.geomspace(1, max(periods, 1), count))} | {periods}
+
+
+def probe_sentence(text: str, length: int = PROBE_CHARS) -> str:
+    """`length` characters of `text` from the start of its second line or sentence (else from its start)."""
+    starts = [i + len(mark) for mark in ("\n", ". ") if 0 <= (i := text.find(mark)) < len(text) - length]
+    return text[min(starts, default=0):].lstrip()[:length]
 
 
 def _takes_mask(model: Any) -> bool:

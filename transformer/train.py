@@ -587,7 +587,12 @@ class TextTrainer(Trainer):
         return warmup_cosine(self.optimizer, self.text.warmup_steps, self.text.steps)
 
     def _make_recorder(self) -> Any:
-        return None
+        """Attention over a probe sentence and a sample at a few periods, for the report (diagnostics.py)."""
+        if not self.cfg.diagnostics:
+            return None
+        from .diagnostics import TextRecorder
+
+        return TextRecorder(self.run_dir, self.corpus, self.epochs)
 
     def steps_in_epoch(self) -> int:
         return min(self.text.eval_every, self.text.steps - self.epoch * self.text.eval_every)
