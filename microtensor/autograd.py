@@ -117,6 +117,11 @@ class Function:
     _retain: Any = None  # the non-leaf tensor whose .grad keeps this node's output gradient (retain_grad)
     _stamp = 0  # _Events.count when the node was recorded
     is_view = False  # True for ops whose output may share the first input's memory (then it shares its version)
+    # Ops whose backward can add an input's gradient into an array the engine offers (set True to opt in): before
+    # backward, grad_into holds per input the engine's running sum of that input's gradient, or None; an op that
+    # adds into it returns that very array as the input's gradient.
+    sums_into = False
+    grad_into: Any = ()
 
     @staticmethod
     def forward(ctx: Function, *args: Any, **kwargs: Any) -> np.ndarray:
@@ -296,6 +301,8 @@ def _run_node(node: Function, g: np.ndarray, grads: dict, retain_graph: bool, ev
     stale = events and node._stamp != events  # the graph was edited since this node was recorded
     if stale and node._retain is not None:
         _accumulate_leaf(node._retain, g)
+    if node.sums_into and not stale:
+        node.grad_into = [owned.get(getattr(p, "_ctx", None)) for p in node.parents]
     in_grads = type(node).backward(node, g)
     if not isinstance(in_grads, tuple):
         in_grads = (in_grads,)
@@ -314,14 +321,26 @@ def _run_node(node: Function, g: np.ndarray, grads: dict, retain_graph: bool, ev
             _accumulate_leaf(parent, gi)
         elif ctx in grads:
             acc = grads[ctx]
-            if owned.get(ctx) is acc and type(acc) is np.ndarray and acc.dtype == gi.dtype:
-                acc += gi
-            else:
-                grads[ctx] = owned[ctx] = acc + gi
+            if owned.get(ctx) is not acc:
+                _sum_into_new(grads, owned, ctx, acc + gi)
+            elif gi is not acc:  # (gi is acc: the node added its gradient into the sum it was offered)
+                if acc.dtype == gi.dtype:
+                    acc += gi
+                else:
+                    _sum_into_new(grads, owned, ctx, acc + gi)
         else:
             grads[ctx] = gi
     if not retain_graph:
         node.__dict__.clear()  # frees saved arrays and parents; a second backward finds no `parents`
+
+
+def _sum_into_new(grads: dict, owned: dict, ctx: Function, total: Any) -> None:
+    """Store a new gradient sum of node ctx; an array the engine made (not a numpy scalar) takes later sums in place."""
+    grads[ctx] = total
+    if type(total) is np.ndarray:
+        owned[ctx] = total
+    else:
+        owned.pop(ctx, None)
 
 
 def _accumulate_leaf(leaf: Tensor, g: np.ndarray) -> None:

@@ -404,3 +404,25 @@ def test_many_consumers_sum_in_place_without_touching_their_arrays(dtype) -> Non
     for c in consts:
         np.testing.assert_array_equal(c, np.full((2, 3), 2.0))
 
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_linears_sharing_an_input_add_dx_into_the_engines_sum(backend, rng, dtype) -> None:
+    """One x feeding six linears (a per-head model): dx, dW and db match the sum written out in numpy."""
+    x = mt.tensor(rng.standard_normal((4, 5, 8)).astype(dtype), requires_grad=True)
+    ws = [mt.tensor(rng.standard_normal((3, 8)).astype(dtype), requires_grad=True) for _ in range(6)]
+    b = mt.tensor(rng.standard_normal(3).astype(dtype), requires_grad=True)
+    h = x * 1.0
+    coef = [rng.standard_normal((4, 5, 3)).astype(dtype) for _ in ws]
+    total = None
+    for w, c in zip(ws, coef):
+        term = (mt.nn.functional.linear(h, w, b) * mt.tensor(c)).sum()
+        total = term if total is None else total + term
+    total.backward()
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    expected_dx = sum(c @ w.numpy() for w, c in zip(ws, coef))
+    np.testing.assert_allclose(x.grad.numpy(), expected_dx, rtol=tol, atol=tol)
+    for w, c in zip(ws, coef):
+        np.testing.assert_allclose(w.grad.numpy(), c.reshape(-1, 3).T @ x.numpy().reshape(-1, 8), rtol=tol, atol=tol)
+    np.testing.assert_allclose(b.grad.numpy(), sum(c.reshape(-1, 3).sum(0) for c in coef), rtol=tol, atol=tol)
+    assert x.grad.dtype == dtype

@@ -239,17 +239,27 @@ def linear(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
 
 
 def linear_backward(
-    g: np.ndarray, x: np.ndarray, w: np.ndarray, need_x: bool, need_w: bool, need_b: bool
+    g: np.ndarray, x: np.ndarray, w: np.ndarray, need_x: bool, need_w: bool, need_b: bool,
+    dx_into: np.ndarray | None = None,
 ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
-    """(dx, dw, db) of linear in one call: two sgemms and a column sum; None where not needed."""
-    if not _is_f32("linear_backward", g, x, w):
-        return reference.linear_backward(g, x, w, need_x, need_w, need_b)
+    """(dx, dw, db) of linear in one call: two sgemms and a column sum; None where not needed.
+
+    With dx_into (N, in), dx is added into it (one sgemm with beta 1) and returned as dx.
+    """
+    if not _is_f32("linear_backward", g, x, w, *(() if dx_into is None else (dx_into,))):
+        return reference.linear_backward(g, x, w, need_x, need_w, need_b, dx_into)
     _need("linear_backward", g.ndim == 2 and x.ndim == 2 and w.ndim == 2, f"g {g.shape}, x {x.shape}, w {w.shape} "
           "must be 2-D")
     (n, n_out), n_in = g.shape, w.shape[1]
     _need("linear_backward", x.shape == (n, n_in) and w.shape == (n_out, n_in),
           f"g {g.shape}, x {x.shape}, w {w.shape} must be (N, out), (N, in), (out, in)")
     g, x, w = _contig(g), _contig(x), _contig(w)
+    if dx_into is not None and need_x:
+        _need("linear_backward", dx_into.shape == (n, n_in) and dx_into.flags.c_contiguous,
+              f"dx_into {dx_into.shape} must be a C-contiguous ({n}, {n_in}) array")
+        _sgemm(0, 0, n, n_in, n_out, 1.0, _fp(g), n_out, _fp(w), n_in, 1.0, _fp(dx_into), n_in)
+        _, dw, db = linear_backward(g, x, w, False, need_w, need_b)
+        return dx_into, dw, db
     dx = _empty((n, n_in), _F32) if need_x else None
     dw = _empty((n_out, n_in), _F32) if need_w else None
     db = _empty(n_out, _F32) if need_b else None

@@ -38,10 +38,17 @@ def linear(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
 
 
 def linear_backward(
-    g: np.ndarray, x: np.ndarray, w: np.ndarray, need_x: bool, need_w: bool, need_b: bool
+    g: np.ndarray, x: np.ndarray, w: np.ndarray, need_x: bool, need_w: bool, need_b: bool,
+    dx_into: np.ndarray | None = None,
 ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
-    """Gradients (dx, dw, db) of linear for g (N, out), x (N, in), w (out, in); None where not needed."""
+    """Gradients (dx, dw, db) of linear for g (N, out), x (N, in), w (out, in); None where not needed.
+
+    With dx_into (N, in), dx is added into it and returned as dx.
+    """
     dx = g @ w if need_x else None
+    if dx_into is not None and dx is not None:
+        dx_into += dx
+        dx = dx_into
     dw = g.T @ x if need_w else None
     db = g.sum(axis=0) if need_b else None
     return dx, dw, db

@@ -304,7 +304,13 @@ class Embedding(Function):
 
 
 class Linear(Function):
-    """y = x @ weight.T + bias over the last axis of x, as one matrix product on (N, in) rows."""
+    """y = x @ weight.T + bias over the last axis of x, as one matrix product on (N, in) rows.
+
+    Backward adds dx into the engine's running sum of x's gradient when offered
+    one (a per-head model feeds one x to many linears).
+    """
+
+    sums_into = True
 
     @staticmethod
     def forward(ctx, x, weight, bias=None):
@@ -326,8 +332,13 @@ class Linear(Function):
         rows, weight = ctx.saved_tensors
         need_x, need_w, need_b = ctx.needs_input_grad
         g = np.ascontiguousarray(g.reshape(len(rows), weight.shape[0]))
-        dx, dw, db = _backend.K.linear_backward(g, rows, weight, need_x, need_w, need_b)
-        return (None if dx is None else dx.reshape(ctx.shape)), dw, db
+        into = ctx.grad_into[0] if ctx.grad_into and need_x else None
+        if into is not None and (into.dtype != g.dtype or not into.flags.c_contiguous):
+            into = None
+        dx, dw, db = _backend.K.linear_backward(
+            g, rows, weight, need_x, need_w, need_b, None if into is None else into.reshape(rows.shape)
+        )
+        return (into if into is not None else None if dx is None else dx.reshape(ctx.shape)), dw, db
 
 
 class ScaledDotProductAttention(Function):
