@@ -19,18 +19,24 @@ import pytest
 from transformer.checkpoint import RunError
 from transformer.distributed import Group, _RankSeeds, join
 
-# The seed model made small; dropout 0, the condition for equality with one process.
-ARGS = ["--train-size", "512", "--eval-size", "128", "--batch-size", "64", "--dropout", "0", "--d-model", "32",
-        "--d-ff", "64", "--n-blocks", "1", "--threads", "1", "--quiet", "--no-diagnostics"]
+# Small models, dropout 0 (the condition for equality with one process), 1 thread per rank.
+ARGS = ["--dropout", "0", "--d-model", "32", "--d-ff", "64", "--threads", "1", "--quiet", "--no-diagnostics"]
+OPS = ["--train-size", "512", "--eval-size", "128", "--batch-size", "64", "--n-blocks", "1"]
+# A small text run: 2 micro-batches of 8 windows per step, so each rank splits its 8 windows in two.
+TEXT = ["--task", "text", "--steps", "12", "--eval-every", "6", "--warmup-steps", "2", "--block-size", "32",
+        "--n-heads", "2", "--batch-size", "8", "--grad-accum", "2", "--eval-tokens", "256"]
 # Runs the trainer's CLI, writing the loss of every step to LOSSES.<rank> (argv: LOSSES, then the CLI's).
 RECORDER = """
 import json, os, sys
 from transformer import train
-step, losses = train.Trainer.train_step, []
-def record(self, index):
-    losses.append(step(self, index))
-    return losses[-1]
-train.Trainer.train_step = record
+losses = []
+def recording(step):
+    def record(self, index):
+        losses.append(step(self, index))
+        return losses[-1]
+    return record
+for trainer in (train.Trainer, train.TextTrainer):
+    trainer.train_step = recording(trainer.train_step)
 code = train.main(sys.argv[2:])
 rank = os.environ.get("OMPI_COMM_WORLD_RANK", "0")
 with open(sys.argv[1] + "." + rank, "w") as f:
@@ -76,7 +82,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Two epochs on one process and on 2 ranks with the same global batch."""
     tmp = tmp_path_factory.mktemp("dp")
     for name, ranks in (("one", 0), ("two", 2)):
-        done = _run(tmp, name, ranks, "--epochs", "2")
+        done = _run(tmp, name, ranks, *OPS, "--epochs", "2")
         assert done.returncode == 0, done.stderr[-2000:]
     return tmp
 
@@ -96,6 +102,22 @@ def test_two_ranks_match_one_process_at_every_step(runs: Path) -> None:
 
 
 @needs_mpi
+def test_two_ranks_match_one_process_on_the_text_task(tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("It was the best of times, it was the worst of times; it was the age of wisdom.\n" * 40)
+    for name, ranks in (("one", 0), ("two", 2)):
+        done = _run(tmp_path, name, ranks, *TEXT, "--data", str(corpus))
+        assert done.returncode == 0, done.stderr[-2000:]
+    one, two = _losses(tmp_path, "one"), _losses(tmp_path, "two")
+    assert len(one) == 12
+    np.testing.assert_allclose(two, one, rtol=1e-5, atol=0)
+    for a, b in zip(_rows(tmp_path / "one"), _rows(tmp_path / "two")):
+        for key in ("train/loss", "val/bpc"):
+            if key in a:
+                assert b[key] == pytest.approx(a[key], rel=1e-5), key
+
+
+@needs_mpi
 def test_resume_needs_the_same_ranks(runs: Path) -> None:
     refused = _run(runs, "two", 0, "--resume", "--epochs", "3")
     assert refused.returncode == 2
@@ -111,7 +133,7 @@ def test_resume_needs_the_same_ranks(runs: Path) -> None:
 def test_a_failure_on_rank_0_stops_every_rank_with_one_message(tmp_path: Path) -> None:
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "metrics.jsonl").write_text("")
-    done = _run(tmp_path, "taken", 2, "--epochs", "1")  # rank 0 refuses the folder; rank 1 must not wait forever
+    done = _run(tmp_path, "taken", 2, *OPS, "--epochs", "1")  # rank 0 refuses the folder; rank 1 must not wait forever
     assert done.returncode == 2
     assert done.stderr.count("holds a run") == 1
 

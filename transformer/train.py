@@ -597,6 +597,9 @@ class TextTrainer(Trainer):
     def steps_in_epoch(self) -> int:
         return min(self.text.eval_every, self.text.steps - self.epoch * self.text.eval_every)
 
+    def smallest_step(self) -> int:
+        return self.cfg.batch_size  # a micro-batch
+
     def settings(self) -> dict[str, dict[str, Any]]:
         return as_dict(self.model_cfg, self.cfg, self.text)
 
@@ -614,15 +617,18 @@ class TextTrainer(Trainer):
         accum, block = self.text.grad_accum, self.text.block_size
         self.optimizer.zero_grad(set_to_none=False)
         total, correct = 0.0, 0
-        for starts in np.split(index, accum):
+        for starts in np.array_split(self.group.shard(index), accum):  # one process: the shard is index
             x, y = windows(self.corpus.train, starts, block)
             logits, loss = self.model(x, y)
-            value = loss.item()
+            value, share = loss.item(), len(starts) / len(index)
+            total += value * share
             if not math.isfinite(value):
-                return value
-            (loss if accum == 1 else loss * (1.0 / accum)).backward()
-            total += value / accum
+                break
+            (loss if share == 1 else loss * share).backward()
             correct += int((logits.numpy().argmax(axis=-1) == y).sum())
+        total, correct = self.group.combine(total, correct, 1, 1)  # data-parallel: sums over the ranks
+        if not math.isfinite(total):
+            return total
         self._update()
         self.stats.loss_sum += total * index.size * block
         self.stats.correct += correct
