@@ -134,3 +134,62 @@ def test_missing_pieces_become_notes_not_tracebacks(run_dir, tmp_path, capsys):
     assert (partial / "figures" / "loss.png").exists()
     assert "report.html" in capsys.readouterr().out
     assert report.main([str(tmp_path / "nope")]) == 2
+
+
+# ---- a text run (--task text) ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def text_run(tmp_path_factory) -> Path:
+    """A 6-step text run evaluated every 2 steps, with its diagnostics, then its report."""
+    from transformer.train import main
+
+    folder = tmp_path_factory.mktemp("text")
+    data = folder / "tiny.txt"
+    data.write_text("The first line.\nthe quick brown fox jumps over the lazy dog. " * 30)
+    out = folder / "run"
+    assert main(["--task", "text", "--data", str(data), "--out", str(out), "--steps", "6", "--eval-every", "2",
+                 "--block-size", "40", "--d-model", "32", "--n-heads", "2", "--d-ff", "64", "--batch-size", "4",
+                 "--warmup-steps", "1", "--eval-tokens", "160", "--quiet", "--threads", "1"]) == 0
+    report.build_report(out)
+    return out
+
+
+def test_text_report_draws_bpc_attention_gradients_and_lr(text_run):
+    names = {p.name for p in (text_run / "figures").glob("*.png")}
+    probe = report.load_run(text_run).diag_index["probes"][0]
+    assert names == {"bpc.png", "gradients.png", "lr_schedule.png",
+                     *(f"attention_{probe_slug(probe)}_block{b}.png" for b in range(2))}
+    text = (text_run / "report.html").read_text(encoding="utf-8")
+    assert "bits per character" in text and "Samples over training" in text
+    assert "test_predictions.jsonl is missing" not in text and "not drawn" not in text
+
+
+def test_text_report_curves_are_the_logged_bits_per_character_against_steps(text_run):
+    run = report.load_run(text_run)
+    logged = [json.loads(line) for line in (text_run / "metrics.jsonl").read_text().splitlines()]
+    steps, bpc = report.series(run, "val/bpc")
+    np.testing.assert_array_equal(steps, [2, 4, 6])
+    np.testing.assert_allclose(bpc, [r["val/bpc"] for r in logged if "val/bpc" in r])
+    assert run.final["time/train_s"] == logged[-1]["time/train_s"]
+    assert {name for name in report.layer_series(run, "grad_norm")} >= {"blocks.0.attn", "ln_f", "tok_emb"}
+
+
+def test_text_snapshots_hold_the_models_attention_and_samples(text_run):
+    """The last snapshot (step 6) is the final model's attention over the probe and its seeded sample."""
+    from transformer.checkpoint import load_text_model
+    from transformer.diagnostics import SAMPLE_CHARS, SAMPLE_TEMPERATURE
+    from transformer.sample import sample
+
+    run = report.load_run(text_run)
+    assert sorted(run.snapshots) == [0, 1, 2, 3] and [run.x_of(e) for e in sorted(run.snapshots)] == [0, 2, 4, 6]
+    model, vocab = load_text_model(text_run / "ckpt_last.npz")
+    probe = run.diag_index["probes"][0]
+    _, attention = model(np.array([[vocab.index(c) for c in probe]]), return_attention=True)
+    data = report.attention_heatmap_data(run)
+    for b, weights in enumerate(attention):
+        np.testing.assert_allclose(data[(probe, b)][3], weights[0], atol=1e-5)
+        np.testing.assert_allclose(np.triu(data[(probe, b)][3], 1), 0.0)  # causal: no weight on the future
+    drawn = report.samples(run)
+    assert [step for step, _, _ in drawn] == [0, 2, 4, 6] and all(p == probe for _, p, _ in drawn)
+    assert drawn[-1][2] == "".join(sample(model, vocab, probe, SAMPLE_CHARS, SAMPLE_TEMPERATURE, seed=0))

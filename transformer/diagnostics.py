@@ -32,7 +32,7 @@ DEFAULT_PROBES: tuple[str, ...] = (
     "Max(5,3,9)", "First(5,3,9)", "Min(7,1,9)", "Second(2,8,4)", "Last(6,0,3)", "Max(9,9,5)", "Min(1,0,3)",
 )
 STATS_PER_OP = 40
-PROBE_SEARCH, PROBE_CHARS = 400, 48  # text runs: the probe sentence is 48 characters of the held-out text's start
+PROBE_SEARCH, PROBE_CHARS = 400, 32  # text runs: the probe sentence is 32 characters of the held-out text's start
 SAMPLE_CHARS, SAMPLE_TEMPERATURE = 200, 0.8  # and the sample continuing it at each snapshot
 
 

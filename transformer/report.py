@@ -5,8 +5,10 @@
 Reads what training wrote (config.json, metrics.jsonl, test_predictions.jsonl,
 diagnostics/) and draws what the design document asks a reader to watch: the
 curves against chance, accuracy per operation, confusion at the end, attention
-sharpening, embeddings clustering, gradients shrinking. Missing pieces are
-reported as notes in the page, not as tracebacks.
+sharpening, embeddings clustering, gradients shrinking. For a text run (--task
+text): bits per character, attention over a probe sentence and samples across
+training, gradients and updates, against steps. Missing pieces are reported as
+notes in the page, not as tracebacks.
 """
 
 from __future__ import annotations
@@ -59,6 +61,23 @@ class RunData:
     diag_index: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
+    @property
+    def text(self) -> bool:
+        """A text run (a causal GPT, counted in steps) rather than one of the operations task."""
+        return "text" in self.config
+
+    @property
+    def x_key(self) -> str:
+        """What the curves are drawn against: steps for a text run, epochs otherwise."""
+        return "step" if self.text else "epoch"
+
+    def x_of(self, epoch: int) -> int:
+        """The step (text run) or epoch at the end of `epoch`, the trainer's period of a snapshot."""
+        if not self.text:
+            return epoch
+        text = self.config["text"]
+        return min(epoch * text["eval_every"], text["steps"])
+
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     """Records of a JSON-lines file, skipping a torn last line (a run killed mid-write)."""
@@ -85,7 +104,7 @@ def load_run(run_dir: str | os.PathLike) -> RunData:
         run.notes.append("config.json is missing.")
     if (d / "metrics.jsonl").exists():
         for row in _read_jsonl(d / "metrics.jsonl"):
-            if any(k.startswith("test/") for k in row):
+            if any(k.startswith("test/") for k in row) or "time/train_s" in row:
                 run.final.update(row)
             if "epoch" in row and any(k.startswith(("train/", "val/")) for k in row):
                 run.epochs.append(row)
@@ -93,12 +112,12 @@ def load_run(run_dir: str | os.PathLike) -> RunData:
         run.notes.append("metrics.jsonl is missing: no curves.")
     if (d / "test_predictions.jsonl").exists():
         run.predictions = _read_jsonl(d / "test_predictions.jsonl")
-    else:
+    elif not run.text:
         run.notes.append("test_predictions.jsonl is missing: no confusion matrices or hardest inputs.")
     run.snapshots = load_epochs(d)
     if not run.snapshots:
-        run.notes.append("No diagnostics were recorded (trained with --no-diagnostics?): "
-                         "no attention, embedding or FFN figures.")
+        missing = "attention heatmaps or samples" if run.text else "attention, embedding or FFN figures"
+        run.notes.append(f"No diagnostics were recorded (trained with --no-diagnostics?): no {missing}.")
     index = d / "diagnostics" / "index.json"
     if index.exists():
         run.diag_index = read_json(index)
@@ -106,8 +125,8 @@ def load_run(run_dir: str | os.PathLike) -> RunData:
 
 
 def series(run: RunData, key: str) -> tuple[np.ndarray, np.ndarray]:
-    """(epochs, values) of one metric over the epochs that logged it."""
-    pts = [(r["epoch"], r[key]) for r in run.epochs if r.get(key) is not None]
+    """(epochs, values) of one metric over the epochs that logged it (steps, values for a text run)."""
+    pts = [(r[run.x_key], r[key]) for r in run.epochs if r.get(key) is not None]
     if not pts:
         return np.array([]), np.array([])
     x, y = zip(*pts, strict=False)
@@ -142,16 +161,21 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
+def _curves(ax: Any, run: RunData, keys: Sequence[tuple[str, str]]) -> None:
+    """Plot each (metric, label) that the run logged against its epochs (steps)."""
+    for key, label in keys:
+        x, y = series(run, key)
+        if len(x):
+            ax.plot(x, y, marker=".", label=label)
+
+
 def fig_loss(run: RunData, out: Path) -> Path | None:
     """Train vs validation loss with the chance level ln 20."""
     if not run.epochs:
         return None
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 3.6))
-    for key, label in (("train/loss", "train"), ("val/loss", "validation")):
-        x, y = series(run, key)
-        if len(x):
-            ax.plot(x, y, marker=".", label=label)
+    _curves(ax, run, (("train/loss", "train"), ("val/loss", "validation")))
     chance = f"chance (ln {len(VOCAB)} = {CHANCE_LOSS:.2f})"
     ax.axhline(CHANCE_LOSS, color="grey", ls="--", lw=1, label=chance)
     if "test/loss" in run.final:
@@ -170,10 +194,7 @@ def fig_accuracy(run: RunData, out: Path) -> Path | None:
         return None
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 3.6))
-    for key, label in (("train/acc", "train"), ("val/acc", "validation")):
-        x, y = series(run, key)
-        if len(x):
-            ax.plot(x, y, marker=".", label=label)
+    _curves(ax, run, (("train/acc", "train"), ("val/acc", "validation")))
     ax.axhline(CHANCE_ACC, color="grey", ls="--", lw=1, label="chance (1/10)")
     if "test/acc" in run.final:
         x, _ = series(run, "val/acc")
@@ -327,31 +348,41 @@ def fig_attention(run: RunData, out: Path, part: int = 0, parts: int = 1) -> lis
     draws every parts-th figure only, so that processes can share the work.
     """
     plt = _plt()
+    import matplotlib
     from matplotlib.transforms import blended_transform_factory
 
     cmap = plt.get_cmap("viridis").with_extremes(bad="white")
     paths = []
     for (probe, block), by_epoch in list(attention_heatmap_data(run).items())[part::parts]:
+        if run.text:  # four snapshots, first to last, keep a 32-character probe legible
+            keep = sorted(by_epoch)
+            by_epoch = {e: by_epoch[e] for e in (keep[round(i)] for i in np.linspace(0, len(keep) - 1, 4))}
         canvas, epochs, t = attention_mosaic(by_epoch)
-        tokens = _probe_tokens(run, probe) or [str(i) for i in range(t)]
+        tokens = [_shown(tok) for tok in _probe_tokens(run, probe)] or [str(i) for i in range(t)]
         heads = (canvas.shape[0] + 1) // (t + 1)
-        fig, ax = plt.subplots(figsize=(0.19 * canvas.shape[1] + 1.6, 0.19 * canvas.shape[0] + 1.4))
-        im = ax.imshow(canvas, vmin=0, vmax=1, cmap=cmap, interpolation="nearest")
+        cell = min(0.19, 15 / canvas.shape[1])  # inches per token; a text run's long probe is drawn smaller
+        fig, ax = plt.subplots(figsize=(cell * canvas.shape[1] + 1.6, cell * canvas.shape[0] + 1.4))
+        # A text run's rows spread over up to 32 keys: a square-root colour scale shows the small weights
+        norm = matplotlib.colors.PowerNorm(0.5, vmin=0, vmax=1) if run.text else matplotlib.colors.Normalize(0, 1)
+        im = ax.imshow(canvas, norm=norm, cmap=cmap, interpolation="nearest")
         # Key labels under the first epoch only, query labels beside the first head only: every panel shares
         # them, and text is most of a figure's drawing time.
-        ax.set_xticks(range(t), tokens, rotation=90, fontsize=6)
-        ax.set_yticks(range(t), tokens, fontsize=6)
+        size = min(6, 60 * cell)
+        ax.set_xticks(range(t), tokens, rotation=90, fontsize=size)
+        ax.set_yticks(range(t), tokens, fontsize=size)
         ax.tick_params(length=0)
         for side in ax.spines.values():
             side.set_visible(False)
         right = blended_transform_factory(ax.transAxes, ax.transData)
         for c, e in enumerate(epochs):
-            ax.text(c * (t + 1) + (t - 1) / 2, -1.2, f"epoch {e}", ha="center", va="bottom", fontsize=8)
+            ax.text(c * (t + 1) + (t - 1) / 2, -1.2, f"{run.x_key} {run.x_of(e)}", ha="center", va="bottom",
+                    fontsize=8)
         for h in range(heads):
             ax.text(1.01, h * (t + 1) + (t - 1) / 2, f"head {h}", transform=right, va="center", fontsize=8,
                     rotation=-90)
         fig.colorbar(im, ax=ax, fraction=0.02, pad=0.04)
-        ax.set_title(f"{probe}: block {block} attention (row = query, column = key)", fontsize=10, pad=24)
+        ax.set_title(f"{probe!r}: block {block} attention (row = query, column = key)" if run.text else
+                     f"{probe}: block {block} attention (row = query, column = key)", fontsize=10, pad=24)
         paths.append(_save(fig, out / f"attention_{probe_slug(probe)}_block{block}.png"))
     return paths
 
@@ -513,7 +544,7 @@ def layer_series(run: RunData, prefix: str) -> dict[str, tuple[np.ndarray, np.nd
             continue
         values = np.array([[float(r[k]) for k in ks] for r in rows])
         combined = values.mean(axis=1) if ratio else np.sqrt((values**2).sum(axis=1))
-        out[name] = (np.array([r["epoch"] for r in rows]), combined)
+        out[name] = (np.array([r[run.x_key] for r in rows]), combined)
     return out
 
 
@@ -525,11 +556,11 @@ def fig_gradients(run: RunData, out: Path) -> Path | None:
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
     for ax, data, title in ((axes[0], grads, "gradient norm per layer (mean over sampled steps)"),
-                            (axes[1], ratios, "update / weight ratio per epoch (non-bias mean)")):
+                            (axes[1], ratios, f"update / weight ratio per {_period(run)} (non-bias mean)")):
         cmap = plt.get_cmap("viridis")
         for i, (name, (x, y)) in enumerate(sorted(data.items())):
             ax.plot(x, np.maximum(y, 1e-12), label=name, color=cmap(i / max(len(data) - 1, 1)))
-        ax.set(title=title, xlabel="epoch", yscale="log")
+        ax.set(title=title, xlabel=run.x_key, yscale="log")
         ax.grid(alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels() or axes[1].get_legend_handles_labels()
     if not handles:
@@ -546,7 +577,7 @@ def fig_lr(run: RunData, out: Path) -> Path | None:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 2.8))
     ax.plot(x, y, marker=".")
-    ax.set(title="Learning rate (value logged at each epoch end)", xlabel="epoch", ylabel="lr")
+    ax.set(title=f"Learning rate (value logged at each {_period(run)} end)", xlabel=run.x_key, ylabel="lr")
     ax.grid(alpha=0.3)
     return _save(fig, out / "lr_schedule.png")
 
@@ -571,12 +602,93 @@ def fig_probe_confidence(run: RunData, out: Path) -> Path | None:
     return _save(fig, out / "probe_confidence.png")
 
 
+# ---- text runs -----------------------------------------------------------------------------------------
+
+
+def _period(run: RunData) -> str:
+    """What one row of metrics.jsonl covers: an epoch, or a text run's evaluation period."""
+    return f"{run.config['text']['eval_every']}-step period" if run.text else "epoch"
+
+
+def _shown(token: str) -> str:
+    """A character as a readable axis label: space, newline and tab made visible."""
+    return {" ": "␣", "\n": "\\n", "\t": "\\t"}.get(token, token)
+
+
+def fig_bpc(run: RunData, out: Path) -> Path | None:
+    """Bits per character of held-out and training text (eval mode) over steps, and the uniform guess."""
+    if not run.epochs:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    _curves(ax, run, (("train/bpc", "train (eval mode)"), ("val/bpc", "validation")))
+    x, y = series(run, "train/loss")
+    if len(x):
+        ax.plot(x, y / math.log(2), ls=":", color="grey", label=f"train (mean over the {_period(run)}, dropout on)")
+    vocab = run.config.get("model", {}).get("vocab_size")
+    if vocab:
+        ax.axhline(math.log2(vocab), color="grey", ls="--", lw=1, label=f"uniform guess (log2 {vocab})")
+    ax.set(xlabel="step", ylabel="bits per character", title="Loss in bits per character")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return _save(fig, out / "bpc.png")
+
+
+def samples(run: RunData) -> list[tuple[int, str, str]]:
+    """(step, prompt, sampled text) of each snapshot of a text run, in training order."""
+    found = [(run.x_of(e), m["sample"]) for e, (_, m) in sorted(run.snapshots.items()) if "sample" in m]
+    return [(step, s.get("prompt", ""), s.get("text", "")) for step, s in found]
+
+
+def _samples_html(run: RunData) -> str:
+    """Each snapshot's sample after the probe sentence (the prompt greyed)."""
+    rows = samples(run)
+    if not rows:
+        return ""
+    first = next(m["sample"] for _, m in run.snapshots.values() if "sample" in m)
+    parts = [f"<h2>Samples over training</h2><p>{len(rows[0][2])} characters drawn after the probe sentence "
+             f"(grey) at temperature {first.get('temperature')}, seed {first.get('seed')}: "
+             "<code>python -m transformer.sample</code> draws the same way.</p>"]
+    for step, prompt, text in rows:
+        parts.append(f"<h3>step {step}</h3><pre class='sample'><span class='prompt'>{html.escape(prompt)}</span>"
+                     f"{html.escape(text)}</pre>")
+    return "".join(parts)
+
+
+def text_summary_rows(run: RunData) -> list[tuple[str, str]]:
+    """(label, value) lines of a text run's summary: data, final and best bits per character, timings."""
+    rows: list[tuple[str, str]] = []
+    text = run.config.get("text", {})
+    vocab = run.config.get("model", {}).get("vocab_size")
+    rows.append(("data", f"{text.get('data')} ({vocab} distinct characters; block size {text.get('block_size')})"))
+    if run.epochs:
+        last = run.epochs[-1]
+        rows.append(("steps trained", f"{last['step']} of {text.get('steps')}"))
+        rows.append(("final train / validation bits per character",
+                     f"{last.get('train/bpc', float('nan')):.4f} / {last.get('val/bpc', float('nan')):.4f}"))
+        best = min((r for r in run.epochs if r.get("val/bpc") is not None), key=lambda r: r["val/bpc"], default=None)
+        if best is not None:
+            rows.append(("best validation bits per character", f"{best['val/bpc']:.4f} (step {best['step']})"))
+        if last.get("val/acc") is not None:
+            rows.append(("final next-character accuracy (validation)", f"{100 * last['val/acc']:.1f}%"))
+    if "time/train_s" in run.final:
+        rows.append(("training wall time", f"{run.final['time/train_s']:.1f} s"))
+    seconds = run.diag_index.get("seconds", {})
+    if seconds:
+        rows.append(("diagnostics snapshots", f"{len(seconds)} taking {sum(seconds.values()):.1f} s in all"))
+    return rows
+
+
 FIGURES: list[tuple[str, Callable[[RunData, Path], Any]]] = [
     ("Loss", fig_loss), ("Accuracy", fig_accuracy), ("Accuracy per operation", fig_per_op),
     ("Confusion between operations", fig_confusion_ops), ("Confusion of digits", fig_confusion_digits),
     ("Attention sharpening", fig_attention_sharpness), ("Attention heatmaps", fig_attention),
     ("Probe confidence", fig_probe_confidence), ("Embedding PCA", fig_embeddings),
     ("FFN activations", fig_ffn), ("Gradients and updates", fig_gradients),
+    ("Learning-rate schedule", fig_lr),
+]
+TEXT_FIGURES: list[tuple[str, Callable[[RunData, Path], Any]]] = [
+    ("Bits per character", fig_bpc), ("Attention heatmaps", fig_attention), ("Gradients and updates", fig_gradients),
     ("Learning-rate schedule", fig_lr),
 ]
 
@@ -662,6 +774,7 @@ table{border-collapse:collapse;font-size:.9em;margin:.5em 0}td,th{border:1px sol
 text-align:left}th{background:#f4f4f4}img{max-width:100%;display:block;margin:.6em 0}
 .note{background:#fff7e0;border-left:4px solid #f0b400;padding:.4em .8em}
 code{background:#f4f4f4;padding:0 .2em}
+pre.sample{white-space:pre-wrap;background:#f8f8f8;padding:.5em;border:1px solid #eee}.prompt{color:#999}
 """
 
 
@@ -670,13 +783,14 @@ def render_html(run: RunData, figures: list[tuple[str, list[Path]]]) -> str:
     title = f"Training report: {run.run_dir.name}"
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
              f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>"]
-    parts.append("<h2>Summary</h2>" + _table(["", ""], summary_rows(run)))
+    parts.append("<h2>Summary</h2>" + _table(["", ""], text_summary_rows(run) if run.text else summary_rows(run)))
     for note in run.notes:
         parts.append(f"<p class='note'>{html.escape(note)}</p>")
     for name, paths in figures:
         if paths:
             parts.append(f"<h2>{html.escape(name)}</h2>" + "".join(_img_tag(p) for p in paths))
-    if run.snapshots:
+    parts.append(_samples_html(run))
+    if run.snapshots and not run.text:
         parts.append("<h2>Probe predictions over training</h2><p>prediction, ✓/✗, and p(correct answer)</p>")
         parts.append(_probe_table(run))
     hard = hardest_inputs(run)
@@ -691,17 +805,25 @@ def render_html(run: RunData, figures: list[tuple[str, list[Path]]]) -> str:
     return "\n".join(parts)
 
 
-# Figure tasks: each entry of FIGURES, with the attention heatmaps (the slowest) split in two.
-_TASKS = [(name, fn, {}) for name, fn in FIGURES if fn is not fig_attention] + [
-    ("Attention heatmaps", fig_attention, {"part": k, "parts": 2}) for k in range(2)
-]
+def _figures(run: RunData) -> list[tuple[str, Callable[[RunData, Path], Any]]]:
+    """The figures of the run's task, in page order."""
+    return TEXT_FIGURES if run.text else FIGURES
+
+
+def _tasks(run: RunData) -> list[tuple[str, Callable[..., Any], dict[str, int]]]:
+    """Figure tasks: each of the run's figures, with the attention heatmaps (the slowest) split in two."""
+    return [(name, fn, {}) for name, fn in _figures(run) if fn is not fig_attention] + [
+        ("Attention heatmaps", fig_attention, {"part": k, "parts": 2}) for k in range(2)
+    ]
+
+
 _JOB: tuple[RunData, Path] | None = None  # what a forked worker draws from
 
 
 def _draw(index: int) -> tuple[str, list[Path], str | None]:
-    """Draw task `index` of _TASKS: (figure name, PNG paths, a note if it failed)."""
+    """Draw task `index` of the run's tasks: (figure name, PNG paths, a note if it failed)."""
     run, out = _JOB
-    name, fn, kwargs = _TASKS[index]
+    name, fn, kwargs = _tasks(run)[index]
     try:
         result = fn(run, out, **kwargs)
     except Exception as exc:  # one broken figure must not lose the whole report
@@ -714,7 +836,8 @@ def _draw_all(run: RunData, out: Path) -> list[tuple[str, list[Path], str | None
     global _JOB
     _JOB = (run, out)
     _plt()
-    order = sorted(range(len(_TASKS)), key=lambda i: _TASKS[i][1] is not fig_attention)  # slowest first
+    tasks = _tasks(run)
+    order = sorted(range(len(tasks)), key=lambda i: tasks[i][1] is not fig_attention)  # slowest first
     try:
         import multiprocessing
 
@@ -722,7 +845,7 @@ def _draw_all(run: RunData, out: Path) -> list[tuple[str, list[Path], str | None
             drawn = dict(zip(order, pool.map(_draw, order, chunksize=1)))
     except (ValueError, OSError):  # no fork here (or no processes): draw in this one
         drawn = {i: _draw(i) for i in order}
-    return [drawn[i] for i in range(len(_TASKS))]
+    return [drawn[i] for i in range(len(tasks))]
 
 
 def build_report(run_dir: str | os.PathLike) -> Path:
@@ -735,7 +858,7 @@ def build_report(run_dir: str | os.PathLike) -> Path:
         by_name.setdefault(name, []).extend(paths)
         if note:
             run.notes.append(note)
-    figures = [(name, by_name[name]) for name, _ in FIGURES if name in by_name]
+    figures = [(name, by_name[name]) for name, _ in _figures(run) if name in by_name]
     path = run.run_dir / "report.html"
     tmp = path.with_suffix(".html.tmp")
     tmp.write_text(render_html(run, figures), encoding="utf-8")
