@@ -212,10 +212,10 @@ class TextRecorder(DiagnosticsRecorder):
     """The recorder of a text run: at a few evaluation periods ("epochs" of the trainer), the attention over a
     probe sentence of the held-out text and a sample continuing it (fixed seed), for the report."""
 
-    def __init__(self, run_dir: str | os.PathLike, corpus: Any, periods: int) -> None:
+    def __init__(self, run_dir: str | os.PathLike, corpus: Any, periods: int, block_size: int) -> None:
         self.dir = diagnostics_dir(run_dir)
         self.vocab, self.epochs = corpus.vocab, text_periods(periods)
-        self.probes = [probe_sentence(corpus.decode(corpus.val[:PROBE_SEARCH]))]
+        self.probes = [probe_sentence(corpus.decode(corpus.val[:PROBE_SEARCH]), min(PROBE_CHARS, block_size))]
         self.recorded = self._previous_seconds()
 
     def _snapshot(self, model: Any) -> tuple[dict[str, np.ndarray], dict[str, Any]]:

@@ -592,7 +592,7 @@ class TextTrainer(Trainer):
             return None
         from .diagnostics import TextRecorder
 
-        return TextRecorder(self.run_dir, self.corpus, self.epochs)
+        return TextRecorder(self.run_dir, self.corpus, self.epochs, self.text.block_size)
 
     def steps_in_epoch(self) -> int:
         return min(self.text.eval_every, self.text.steps - self.epoch * self.text.eval_every)
