@@ -29,7 +29,7 @@ def greedy(logits: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize("pre_ln", [True, False])
-def test_cache_gives_the_tokens_of_full_recomputation(pre_ln):
+def test_cache_gives_the_tokens_of_full_recomputation(pre_ln, backend):
     """Temperature 0, two prompts, 45 tokens past a block size of 16 (three restarts of the context)."""
     model = sharp_gpt(pre_ln)
     prompts = np.random.default_rng(1).integers(0, len(VOCAB), (2, 5))
@@ -39,7 +39,7 @@ def test_cache_gives_the_tokens_of_full_recomputation(pre_ln):
     assert cached.shape == (2, 45) and min(len(set(row)) for row in cached) >= 4  # not one repeated token
 
 
-def test_decode_logits_match_the_forward_pass():
+def test_decode_logits_match_the_forward_pass(backend):
     """Chunks fed into the cache (a prefix of 5, one of 3, then single tokens) give the forward pass's logits."""
     model = sharp_gpt()
     ids = np.random.default_rng(2).integers(0, len(VOCAB), (3, 16))
