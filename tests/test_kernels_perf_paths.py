@@ -297,3 +297,17 @@ def test_every_instruction_set_runs_the_blocked_and_small_drivers(isa: str) -> N
             pytest.skip(f"this CPU has no AVX-512 (the kernel chosen is {c.ISA}); the AVX-512 path runs where it does")
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("a_shape,b_shape", [((2, 1, 5, 6), (1, 4, 6, 3)), ((3, 5, 6), (2, 3, 6, 3)),
+                                             ((2, 3, 5, 6), (2, 1, 6, 3)), ((2, 1, 3, 5, 6), (4, 1, 6, 3))])
+def test_batched_matmul_broadcasts_in_c_where_one_stride_cannot(monkeypatch, a_shape: tuple, b_shape: tuple) -> None:
+    """Batch axes broadcast against each other (and reversed, sliced batches) run in C, one call per leading index."""
+    rng = np.random.default_rng(len(a_shape) * 10 + len(b_shape))
+    a, b = rng.standard_normal(a_shape).astype(F32), rng.standard_normal(b_shape).astype(F32)
+    a_odd = np.repeat(a, 2, axis=-3)[..., ::-2, :, :] if a.ndim > 2 else a  # negative batch stride
+    monkeypatch.setattr(c.reference, "matmul", lambda *args: pytest.fail("went to numpy"))
+    for x in (a, a_odd):
+        want = np.matmul(x.astype(np.float64), b.astype(np.float64))
+        close(c.matmul(x, b), want, rtol=1e-5, atol=1e-5)
+        close(c.matmul(x, np.ascontiguousarray(np.swapaxes(b, -1, -2)), False, True), want, rtol=1e-5, atol=1e-5)

@@ -155,8 +155,9 @@ def _in_place(x: np.ndarray, trans: bool, batch: tuple) -> tuple | None:
 def _matmul_batched(a: np.ndarray, b: np.ndarray, trans_a: bool, trans_b: bool) -> np.ndarray:
     """Batched op(a) @ op(b) for float32 arrays with 2+ dimensions, read in place through their strides.
 
-    Each operand's batch axes equal the broadcast batch or hold one matrix; other broadcasts, layouts
-    the kernel cannot stride through and empty products go to numpy.
+    Each operand's batch axes equal the broadcast batch or hold one matrix; other broadcasts and layouts the
+    kernel cannot stride through split on the leading batch axis (up to _SPLIT_MAX), the rest and empty
+    products go to numpy.
     """
     batch = a.shape[:-2] if a.shape[:-2] == b.shape[:-2] or b.ndim == 2 else b.shape[:-2] if a.ndim == 2 else None
     if batch is None:
@@ -172,6 +173,8 @@ def _matmul_batched(a: np.ndarray, b: np.ndarray, trans_a: bool, trans_b: bool) 
     nb = math.prod(batch)
     ra = _in_place(a, trans_a, batch) if m and n and k and nb else None
     rb = _in_place(b, trans_b, batch) if ra else None
+    if rb is None and m and n and k and batch[0] <= _SPLIT_MAX:
+        return _matmul_split(a, b, trans_a, trans_b, batch, m, n)
     if rb is None:
         return reference.matmul(a, b, trans_a, trans_b)
     (pa, ta, lda, sa), (pb, tb, ldb, sb) = ra, rb
@@ -180,6 +183,24 @@ def _matmul_batched(a: np.ndarray, b: np.ndarray, trans_a: bool, trans_b: bool) 
         lib.mt_sgemm(0, tb, nb * m, n, k, 1.0, pa, lda, pb, ldb, 0.0, _fp(out), n)
     else:
         lib.mt_sgemm_strided_batched(ta, tb, m, n, k, 1.0, pa, lda, sa, pb, ldb, sb, 0.0, _fp(out), n, m * n, nb)
+    return out
+
+
+_SPLIT_MAX = 64  # leading batch sizes looped over in Python; longer ones go to numpy
+
+
+def _matmul_split(a: np.ndarray, b: np.ndarray, trans_a: bool, trans_b: bool, batch: tuple, m: int,
+                  n: int) -> np.ndarray:
+    """Batches the strides cannot express as one (a (2, 1, T, D) @ b (1, H, D, T)): one batched call per index
+    of the leading batch axis, each operand's own axis indexed or, where it has length 1, repeated."""
+    out = np.empty(batch + (m, n), _F32)
+    lead_a = a.shape[0] if a.ndim == len(batch) + 2 else 1
+    lead_b = b.shape[0] if b.ndim == len(batch) + 2 else 1
+    for i in range(batch[0]):
+        sub_a = a[i if lead_a > 1 else 0] if a.ndim == len(batch) + 2 else a
+        sub_b = b[i if lead_b > 1 else 0] if b.ndim == len(batch) + 2 else b
+        out[i] = _matmul_batched(sub_a, sub_b, trans_a, trans_b) if max(sub_a.ndim, sub_b.ndim) > 2 else \
+            _matmul2(sub_a, sub_b, trans_a, trans_b)
     return out
 
 
