@@ -1,0 +1,243 @@
+"""sgemm GFLOP/s at 1 and 2 threads: microtensor against numpy's OpenBLAS and PyTorch, and the core's peak.
+
+Run (OpenBLAS free to pick its own kernel for this CPU, whatever the machine's defaults say):
+
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python -m pytest benchmarks/test_gemm.py \
+        --benchmark-only --benchmark-json=gemm.json
+    python benchmarks/test_gemm.py gemm.json      # the markdown table for docs/PERFORMANCE.md
+
+The peak is measured, not read from a data sheet: a C loop of 12 independent 8-wide FMA chains
+(`PEAK_SOURCE`, built with `cc` for the run) times the core's fused multiply-add throughput (its
+fastest round); the table gives every GEMM's median share of it (1 thread: one core's peak; 2
+threads: twice that). Shapes:
+the issue's large products, then the char GPT's and seed model's small-K and skinny ones (inner
+dimension 16 of one head, 16 output columns, weight gradients with K = 2048 rows) and the
+per-head batched products of attention. Every time includes the Python call and output allocation.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib
+import json
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+IMPLS = ["microtensor", "numpy", "torch"]
+THREADS = [1, 2]
+
+# (label, M, K, N, trans_a, trans_b): C (M x N) = op(A) (M x K) @ op(B) (K x N)
+LARGE = [
+    ("2048x256x1024", 2048, 256, 1024, False, False),
+    ("2048x1024x256", 2048, 1024, 256, False, False),
+    ("4096x384x1536", 4096, 384, 1536, False, False),
+    ("1024^3", 1024, 1024, 1024, False, False),
+    ("2048^3", 2048, 2048, 2048, False, False),
+]
+SMALL = [
+    ("head dx 2048x16 @ 16x64", 2048, 16, 64, False, False),
+    ("head fwd 2048x64 @ (16x64)^T", 2048, 64, 16, False, True),
+    ("head dW (2048x16)^T @ 2048x64", 16, 2048, 64, True, False),
+    ("proj 2048x64 @ (64x64)^T", 2048, 64, 64, False, True),
+    ("ffn 2048x64 @ (256x64)^T", 2048, 64, 256, False, True),
+    ("ffn 2048x256 @ (64x256)^T", 2048, 256, 64, False, True),
+    ("ffn dW (2048x64)^T @ 2048x256", 64, 2048, 256, True, False),
+    ("seed qkv 256x64 @ (192x64)^T", 256, 64, 192, False, True),
+]
+# (label, batch, M, K, N, trans_b): the per-head products of one attention module, batch 32, T 64, head 16
+BATCHED = [
+    ("q@k^T (32,64,16)@(32,16,64)", 32, 64, 16, 64, True),
+    ("att@v (32,64,64)@(32,64,16)", 32, 64, 64, 16, False),
+]
+
+PEAK_SOURCE = r"""
+#include <immintrin.h>
+#include <stdint.h>
+/* 12 independent FMA chains in registers (more than latency x FMA units on any AVX2 core),
+ * 192 flops per iteration; the empty asm keeps gcc from folding the chains. */
+#define FMA12(op) op(0) op(1) op(2) op(3) op(4) op(5) op(6) op(7) op(8) op(9) op(10) op(11)
+#define DECLARE(j) __m256 c##j = _mm256_setzero_ps();
+#define STEP(j) c##j = _mm256_fmadd_ps(a, b, c##j);
+#define ADD(j) s = _mm256_add_ps(s, c##j);
+__attribute__((target("avx2,fma"))) float fma_peak(int64_t iters) {
+    __m256 a = _mm256_set1_ps(1.0000001f), b = _mm256_set1_ps(0.9999999f), s = _mm256_setzero_ps();
+    FMA12(DECLARE)
+    for (int64_t i = 0; i < iters; i++) {
+        FMA12(STEP)
+        __asm__ volatile("" : "+x"(c0), "+x"(c1), "+x"(c2), "+x"(c3), "+x"(c4), "+x"(c5), "+x"(c6), "+x"(c7),
+                         "+x"(c8), "+x"(c9), "+x"(c10), "+x"(c11));
+    }
+    FMA12(ADD)
+    return _mm256_cvtss_f32(s);
+}
+"""
+PEAK_FLOPS_PER_ITER = 12 * 8 * 2
+PEAK_ITERS = 2_000_000
+
+
+@pytest.fixture(scope="module")
+def kernels():
+    """The C backend; skip when the extension is not built."""
+    try:
+        return importlib.import_module("microtensor._backend.c")
+    except ImportError as err:
+        pytest.skip(f"C kernels not built ({err})")
+
+
+def openblas():
+    """numpy's OpenBLAS as a ctypes library (found among the loaded objects), or None."""
+    maps = open("/proc/self/maps").read().split()
+    paths = sorted({p for p in maps if "openblas" in p.lower() and ".so" in p})
+    return ctypes.CDLL(paths[0]) if paths else None
+
+
+def blas_call(lib, names: tuple, restype, *args):
+    """Call the first of `names` the library exports (OpenBLAS builds prefix and suffix them)."""
+    for name in names:
+        fn = getattr(lib, name, None) if lib is not None else None
+        if fn is not None:
+            fn.restype = restype
+            return fn(*args)
+    return None
+
+
+def set_threads(c, n: int) -> None:
+    """n threads for microtensor, numpy's OpenBLAS and PyTorch (each where it is there)."""
+    c.set_num_threads(n)
+    blas_call(openblas(), ("scipy_openblas_set_num_threads64_", "openblas_set_num_threads"), None, ctypes.c_int(n))
+    try:
+        import torch
+    except ImportError:
+        return
+    torch.set_num_threads(n)
+
+
+def slug(label: str) -> str:
+    """A test id usable in `-k` expressions."""
+    return re.sub(r"\W+", "_", label.replace("^", "p")).strip("_")
+
+
+def rand(*shape: int, seed: int = 0) -> np.ndarray:
+    """Random float32 values."""
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+def rounds_for(flops: int) -> int:
+    """Rounds giving each case about 0.3 s at 50 GFLOP/s (at least 5)."""
+    return max(5, min(2000, int(0.3 * 50e9 / flops)))
+
+
+def run_case(benchmark, c, impl: str, threads: int, group: str, flops: int, fns: dict) -> None:
+    """Time fns[impl] at `threads` threads in pytest-benchmark group `group`."""
+    if impl == "torch":
+        pytest.importorskip("torch")
+    set_threads(c, threads)
+    benchmark.group = f"{group} [{threads} thread{'s' if threads > 1 else ''}]"
+    benchmark.extra_info.update(flops=flops, threads=threads, label=group)
+    if impl == "numpy":
+        core = blas_call(openblas(), ("scipy_openblas_get_corename64_", "openblas_get_corename"), ctypes.c_char_p)
+        benchmark.extra_info["openblas_core"] = core.decode() if core else "unknown"
+    fn = fns[impl]()
+    benchmark.pedantic(fn, rounds=rounds_for(flops), warmup_rounds=1)
+
+
+def torch_of(*arrays: np.ndarray):
+    """torch views of numpy arrays (no copy)."""
+    import torch
+
+    return [torch.from_numpy(a) for a in arrays]
+
+
+@pytest.mark.parametrize("threads", THREADS)
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("case", LARGE + SMALL, ids=[slug(s[0]) for s in LARGE + SMALL])
+def test_sgemm(benchmark, kernels, case, impl: str, threads: int) -> None:
+    label, m, k, n, ta, tb = case
+    a = rand(*((k, m) if ta else (m, k)), seed=1)
+    b = rand(*((n, k) if tb else (k, n)), seed=2)
+    an, bn = (a.T if ta else a), (b.T if tb else b)
+
+    def torch_fn():
+        at, bt = torch_of(a, b)
+        at, bt = (at.t() if ta else at), (bt.t() if tb else bt)
+        return lambda: at @ bt
+
+    fns = {"microtensor": lambda: lambda: kernels.matmul(a, b, ta, tb), "numpy": lambda: lambda: an @ bn,
+           "torch": torch_fn}
+    run_case(benchmark, kernels, impl, threads, f"sgemm {label}", 2 * m * n * k, fns)
+
+
+@pytest.mark.parametrize("threads", THREADS)
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("case", BATCHED, ids=[slug(s[0]) for s in BATCHED])
+def test_batched_sgemm(benchmark, kernels, case, impl: str, threads: int) -> None:
+    label, batch, m, k, n, tb = case
+    a = rand(batch, m, k, seed=3)
+    b = rand(batch, n, k, seed=4) if tb else rand(batch, k, n, seed=4)
+    bn = np.swapaxes(b, -1, -2) if tb else b  # k^T as the model makes it: a transposed view
+
+    def torch_fn():
+        at, bt = torch_of(a, b)
+        bt = bt.transpose(-1, -2) if tb else bt
+        return lambda: at @ bt
+
+    fns = {"microtensor": lambda: lambda: kernels.matmul(a, bn), "numpy": lambda: lambda: a @ bn,
+           "torch": torch_fn}
+    run_case(benchmark, kernels, impl, threads, f"batched {label}", 2 * batch * m * n * k, fns)
+
+
+@pytest.fixture(scope="module")
+def fma_peak(tmp_path_factory):
+    """The compiled peak probe as a ctypes function; skip where there is no C compiler or no x86-64."""
+    folder = tmp_path_factory.mktemp("peak")
+    src, lib = folder / "peak.c", folder / "peak.so"
+    src.write_text(PEAK_SOURCE)
+    try:
+        subprocess.run(["cc", "-O2", "-shared", "-fPIC", str(src), "-o", str(lib)], check=True, capture_output=True)
+    except (OSError, subprocess.CalledProcessError) as err:
+        pytest.skip(f"peak probe not built: {err}")
+    fn = ctypes.CDLL(str(lib)).fma_peak
+    fn.restype, fn.argtypes = ctypes.c_float, [ctypes.c_int64]
+    return fn
+
+
+def test_peak_probe(benchmark, fma_peak) -> None:
+    """One core's fused multiply-add throughput (the 1-thread peak every GEMM row is compared with)."""
+    benchmark.group = "peak: FMA throughput of one core"
+    benchmark.extra_info.update(flops=PEAK_ITERS * PEAK_FLOPS_PER_ITER, threads=1, label="peak")
+    benchmark.pedantic(fma_peak, args=(PEAK_ITERS,), rounds=15, warmup_rounds=2)
+
+
+def markdown_table(path: str) -> str:
+    """GFLOP/s (from medians; the peak from the probe's fastest round) per shape and thread count, with shares of
+    the measured peak."""
+    data = json.load(open(path))
+    peak = None
+    rows: dict[tuple, dict[str, float]] = {}
+    core = "unknown"
+    for bench in data["benchmarks"]:
+        info, stats = bench["extra_info"], bench["stats"]
+        if info["label"] == "peak":  # the fastest round: a peak is what the core can do, not a typical round
+            peak = info["flops"] / stats["min"] / 1e9
+            continue
+        gflops = info["flops"] / stats["median"] / 1e9
+        rows.setdefault((info["label"], info["threads"]), {})[bench["params"]["impl"]] = gflops
+        core = info.get("openblas_core", core)
+    head = f"Peak (probe, 1 core): {peak:.1f} GFLOP/s. numpy's OpenBLAS kernel: {core}.\n\n" if peak else ""
+    lines = ["| product | threads | microtensor | numpy | torch | microtensor/numpy | microtensor/torch | "
+             "microtensor % of peak |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for (label, threads), by in rows.items():
+        mt = by.get("microtensor")
+        cells = [f"{by[i]:.1f}" if i in by else "-" for i in IMPLS]
+        ratios = [f"{mt / by[i]:.2f}" if mt and i in by else "-" for i in ("numpy", "torch")]
+        share = f"{100 * mt / (peak * threads):.0f}%" if mt and peak else "-"
+        lines.append(f"| {label} | {threads} | " + " | ".join(cells + ratios + [share]) + " |")
+    return head + "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(markdown_table(sys.argv[1]))
