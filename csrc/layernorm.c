@@ -11,6 +11,8 @@ typedef struct {
     float *y, *mean_out, *rstd_out, *dx, *dweight, *dbias;
     int64_t R, C, chunk;
     float eps;
+    const float *residual; /* forward of add + layernorm: x + residual, written to sum_out, is normalised */
+    float *sum_out;
 } ln_job;
 
 /* 1/sqrt(var + eps) of a finite row whose squares overflow float (|x - mean| above ~1e19): in double. */
@@ -31,6 +33,13 @@ static MT_CLONES void ln_forward_rows(void *ctx, int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; r++) {
         const float *x = s->x + r * C;
         float *y = s->y + r * C;
+        if (s->residual) {
+            const float *a = s->residual + r * C;
+            float *sum = s->sum_out + r * C;
+#pragma omp simd
+            for (int64_t j = 0; j < C; j++) sum[j] = x[j] + a[j];
+            x = sum;
+        }
         float d = mt_sum_shifted(x, C, x[0], 0) * inv_c, hi = x[0] + d, lo = d - (hi - x[0]);
         float var = mt_sum_shifted(x, C, hi, 1) * inv_c - lo * lo;
         float rstd = !isfinite(var) && isfinite(hi) ? ln_rstd_double(x, C, hi, s->eps)
@@ -49,8 +58,15 @@ static MT_CLONES void ln_forward_rows(void *ctx, int64_t r0, int64_t r1) {
 
 void mt_layernorm_forward(const float *x, const float *weight, const float *bias, float *y, float *mean,
                           float *rstd, int64_t R, int64_t C, float eps) {
-    ln_job s = {x, weight, bias, NULL, NULL, NULL, y, mean, rstd, NULL, NULL, NULL, R, C, 0, eps};
+    ln_job s = {x, weight, bias, NULL, NULL, NULL, y, mean, rstd, NULL, NULL, NULL, R, C, 0, eps, NULL, NULL};
     mt_parallel_rows(R, 4 * C, ln_forward_rows, &s);
+}
+
+/* layernorm(x + residual) in one pass over each row; the sum is kept (in sum) for backward. */
+void mt_add_layernorm_forward(const float *x, const float *residual, const float *weight, const float *bias,
+                              float *sum, float *y, float *mean, float *rstd, int64_t R, int64_t C, float eps) {
+    ln_job s = {x, weight, bias, NULL, NULL, NULL, y, mean, rstd, NULL, NULL, NULL, R, C, 0, eps, residual, sum};
+    mt_parallel_rows(R, 5 * C, ln_forward_rows, &s);
 }
 
 /* Rows [r0, r1): dx, and the sums of g * xhat and g into dw, db (length C, accumulated). */
@@ -90,7 +106,7 @@ static void ln_backward_task(void *ctx, int64_t t) {
 
 void mt_layernorm_backward(const float *g, const float *x, const float *weight, const float *mean,
                            const float *rstd, float *dx, float *dweight, float *dbias, int64_t R, int64_t C) {
-    ln_job s = {x, weight, NULL, g, mean, rstd, NULL, NULL, NULL, dx, dweight, dbias, R, C, R, 0.0f};
+    ln_job s = {x, weight, NULL, g, mean, rstd, NULL, NULL, NULL, dx, dweight, dbias, R, C, R, 0.0f, NULL, NULL};
     for (int64_t j = 0; j < C; j++) dweight[j] = dbias[j] = 0.0f;
     int threads = mt_num_threads();
     float *scratch = NULL;

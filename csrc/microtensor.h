@@ -46,6 +46,9 @@ void mt_log_softmax_backward(const float *y, const float *g, float *dx, int64_t 
 /* LayerNorm over rows of x (R, C); weight/bias (C) or NULL; caches mean and rstd (R). */
 void mt_layernorm_forward(const float *x, const float *weight, const float *bias, float *y,
                           float *mean, float *rstd, int64_t R, int64_t C, float eps);
+/* layernorm(x + residual) as above, in one pass; the sum (R, C) is kept for backward. */
+void mt_add_layernorm_forward(const float *x, const float *residual, const float *weight, const float *bias,
+                              float *sum, float *y, float *mean, float *rstd, int64_t R, int64_t C, float eps);
 /* dx (R, C), dweight and dbias (C) from the upstream gradient g and the cached mean/rstd. */
 void mt_layernorm_backward(const float *g, const float *x, const float *weight, const float *mean,
                            const float *rstd, float *dx, float *dweight, float *dbias,

@@ -47,8 +47,11 @@ class LayerNorm(nn.Module):
         self.weight = nn.Parameter(np.ones(dim, dtype=np.float32))
         self.bias = _zeros(dim)
 
-    def forward(self, x: mt.Tensor) -> mt.Tensor:
-        return F.layer_norm(x, self.weight.shape[0], self.weight, self.bias)
+    def forward(self, x: mt.Tensor, residual: mt.Tensor | None = None) -> mt.Tensor:
+        """layer_norm(x), or layer_norm(x + residual) in one fused op."""
+        if residual is None:
+            return F.layer_norm(x, self.weight.shape[0], self.weight, self.bias)
+        return F.add_layer_norm(x, residual, self.weight.shape[0], self.weight, self.bias)
 
 
 class SelfAttention(nn.Module):
@@ -137,12 +140,10 @@ class Block(nn.Module):
         h = ln(x) if ln is not None and self.config.pre_ln else x
         out = fn(h)
         y, extra = out if isinstance(out, tuple) else (out, None)
-        if not self.config.no_residual:
-            y = (x[:, -1:, :] if last_only else x) + y
-        x = y
+        residual = None if self.config.no_residual else x[:, -1:, :] if last_only else x
         if ln is not None and not self.config.pre_ln:
-            x = ln(x)
-        return x, extra
+            return ln(y, residual), extra  # the residual add fused into the LayerNorm
+        return (y if residual is None else residual + y), extra
 
     def forward(
         self, x: mt.Tensor, mask: np.ndarray, record: list | None = None, last_only: bool = False

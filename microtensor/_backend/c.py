@@ -367,6 +367,25 @@ def layernorm_forward(
     return y, mean, rstd
 
 
+def add_layernorm_forward(
+    x: np.ndarray, residual: np.ndarray, weight: np.ndarray | None, bias: np.ndarray | None, eps: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """layernorm_forward of x + residual in one pass; returns (x + residual, y, mean, rstd)."""
+    extra = tuple(a for a in (weight, bias) if a is not None)
+    if not _is_f32("add_layernorm_forward", x, residual, *extra) or x.ndim >= 1 and x.shape[-1] == 0:
+        return reference.add_layernorm_forward(x, residual, weight, bias, eps)
+    _need("add_layernorm_forward", x.ndim >= 1 and residual.shape == x.shape,
+          f"x {x.shape} and residual {residual.shape} must have one shape with 1+ dimensions")
+    c = x.shape[-1]
+    w, b = _affine("add_layernorm_forward", weight, "weight", c), _affine("add_layernorm_forward", bias, "bias", c)
+    x, residual = _contig(x), _contig(residual)
+    total, y = np.empty_like(x), np.empty_like(x)
+    mean, rstd = np.empty(x.shape[:-1], _F32), np.empty(x.shape[:-1], _F32)
+    lib.mt_add_layernorm_forward(_fp(x), _fp(residual), w, b, _fp(total), _fp(y), _fp(mean), _fp(rstd), x.size // c,
+                                 c, float(eps))
+    return total, y, mean, rstd
+
+
 def layernorm_backward(
     g: np.ndarray, x: np.ndarray, weight: np.ndarray | None, mean: np.ndarray, rstd: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -104,6 +104,14 @@ def layernorm_forward(
     return y, mean, rstd
 
 
+def add_layernorm_forward(
+    x: np.ndarray, residual: np.ndarray, weight: np.ndarray | None, bias: np.ndarray | None, eps: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """layernorm_forward of x + residual (rows of one shape); returns (x + residual, y, mean, rstd)."""
+    total = x + residual
+    return (total, *layernorm_forward(total, weight, bias, eps))
+
+
 def layernorm_backward(
     g: np.ndarray, x: np.ndarray, weight: np.ndarray | None, mean: np.ndarray, rstd: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

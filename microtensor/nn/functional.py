@@ -102,6 +102,19 @@ def layer_norm(
     return ops.LayerNorm.apply(x, weight, bias, normalized_shape=shape, eps=eps)
 
 
+def add_layer_norm(
+    x: Tensor,
+    residual: Tensor,
+    normalized_shape: int | tuple,
+    weight: Tensor | None = None,
+    bias: Tensor | None = None,
+    eps: float = 1e-5,
+) -> Tensor:
+    """layer_norm(x + residual) in one kernel pass (a post-LN block's residual add and LayerNorm)."""
+    shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+    return ops.AddLayerNorm.apply(x, residual, weight, bias, normalized_shape=shape, eps=eps)
+
+
 def dropout(
     x: Tensor, p: float = 0.5, training: bool = True, generator: np.random.Generator | None = None
 ) -> Tensor:

@@ -1,5 +1,6 @@
 """Every built-in op as one Function: forward and backward on numpy arrays."""
 
+from .add_layernorm import AddLayerNorm
 from .elementwise import (
     Abs,
     Add,
@@ -41,8 +42,8 @@ from .reduce import CumSum, Max, Mean, Min, Norm, Sum, Var
 from .shape import BroadcastTo, Cat, Gather, GetItem, Permute, Reshape, Stack
 
 __all__ = [
-    "Abs", "Add", "BroadcastTo", "Cast", "Cat", "Clamp", "Cos", "CrossEntropy", "CumSum", "Div", "Dropout",
-    "Embedding", "Exp", "Gather", "Gelu", "GeluErf", "GetItem", "LayerNorm", "Linear", "Log", "LogSoftmax",
+    "Abs", "Add", "AddLayerNorm", "BroadcastTo", "Cast", "Cat", "Clamp", "Cos", "CrossEntropy", "CumSum", "Div",
+    "Dropout", "Embedding", "Exp", "Gather", "Gelu", "GeluErf", "GetItem", "LayerNorm", "Linear", "Log", "LogSoftmax",
     "MaskedFill", "MatMul", "Max", "Maximum", "Mean", "Min", "Minimum", "Mul", "Neg", "Norm", "Permute", "Pow",
     "Relu", "Reshape", "ScaledDotProductAttention", "SelfAttention", "Sigmoid", "Sin", "Softmax", "Sqrt", "Stack",
     "Sub", "Sum", "Tanh", "Var", "Where",
