@@ -1,99 +1,411 @@
-/* Scaled dot-product attention over (batch*heads, T, head_dim), llm.c style: the products
- * are strided-batched sgemms, the masked softmax runs a block of rows at a time with one
- * vectorised exponential sweep. The weights are kept for backward. As in PyTorch, a mask adds
- * -inf to the scores it drops (a NaN or +inf score stays NaN), and a query row with nothing
- * to attend (every score -inf) gets zero weights, like the reference. */
+/* Blocked (flash-style) scaled dot-product attention, forward and backward, for every head layout
+ * the ops use: F.scaled_dot_product_attention's (..., T, D) tensors and F.self_attention's packed
+ * projection, both read and written by strides (see mt_attention in microtensor.h).
+ *
+ * Each (batch, head) pair is one task. Its Q, K and V are packed once into small zero-padded tiles
+ * (K and V also transposed, so every product streams a contiguous panel), then the forward pass runs
+ * over blocks of BQ queries and BK keys with an online softmax: a running row max and sum rescale
+ * the output accumulator, and only the log-sum-exp of each query row is kept. The backward pass
+ * recomputes the weights from it a key block at a time (FlashAttention-2's order), so no T x T
+ * matrix exists unless the caller asks for the weights. All products are one register-blocked
+ * micro-kernel (6 rows x 16 columns, vectors of 8 floats: AVX2+FMA, AVX-512 or SSE by clone).
+ *
+ * Masked scores have -inf added, as PyTorch's math backend does (a NaN or +inf score stays NaN,
+ * and a NaN or inf value poisons every row, even through a zero weight); blocks that a causal mask
+ * hides entirely are skipped only when every q, k, v is finite and no score can overflow, which is
+ * when skipping them gives the same numbers. A row with nothing to attend gets zero weights. Dropout
+ * on the weights draws the counter-based mask of mt_dropout_forward over (B, H, Tq, Tk), in both
+ * passes, so it is never stored. */
 #include <math.h>
+#include <stdlib.h>
 
 #include "internal.h"
 #include "microtensor.h"
 
+#define INLINE static inline __attribute__((always_inline))
+#define BQ 48 /* queries per block */
+#define BK 48 /* keys per block (a multiple of 16: whole panels of the transposed K and V) */
+#define MR 6  /* rows of the micro-kernel */
+
+typedef float v8 __attribute__((vector_size(32), aligned(4)));
+#define V8(p) (*(v8 *)(p))
+
+static int64_t round8(int64_t n) { return (n + 7) & ~(int64_t)7; }
+
+/* C[r][c] (+)= sum_p A[r*ars + p*acs] * B[p*ldb + c] for r < rows, c < 8*nv: rows and nv are constants
+ * after inlining, so the 2*rows accumulators live in registers. */
+INLINE void micro(int rows, int nv, int64_t K, const float *A, int64_t ars, int64_t acs, const float *B, int64_t ldb,
+                  float *C, int64_t ldc, int add) {
+    v8 acc[MR][2];
+#pragma GCC unroll 6
+    for (int r = 0; r < MR; r++) acc[r][0] = acc[r][1] = (v8){0};
+    for (int64_t p = 0; p < K; p++) {
+        v8 b0 = V8(B + p * ldb), b1 = nv > 1 ? V8(B + p * ldb + 8) : b0;
+#pragma GCC unroll 6
+        for (int r = 0; r < rows; r++) {
+            float a = A[r * ars + p * acs];
+            acc[r][0] += a * b0;
+            if (nv > 1) acc[r][1] += a * b1;
+        }
+    }
+#pragma GCC unroll 6
+    for (int r = 0; r < rows; r++)
+        for (int v = 0; v < nv; v++) {
+            float *c = C + r * ldc + 8 * v;
+            V8(c) = add ? V8(c) + acc[r][v] : acc[r][v];
+        }
+}
+
+/* Columns [c, c + 8*nv) of C (M x N) (+)= A (M x K, by strides) B (K x 8*nv, rows ldb apart). */
+INLINE void panel(int nv, int64_t M, int64_t K, const float *A, int64_t ars, int64_t acs, const float *B,
+                  int64_t ldb, float *C, int64_t ldc, int add) {
+    int64_t r = 0;
+    for (; r + MR <= M; r += MR) micro(MR, nv, K, A + r * ars, ars, acs, B, ldb, C + r * ldc, ldc, add);
+    for (; r + 3 <= M; r += 3) micro(3, nv, K, A + r * ars, ars, acs, B, ldb, C + r * ldc, ldc, add);
+    for (; r < M; r++) micro(1, nv, K, A + r * ars, ars, acs, B, ldb, C + r * ldc, ldc, add);
+}
+
+/* C (M x N, N a multiple of 8) (+)= A (M x K) B (K x N), A read by strides so a transposed tile
+ * costs no copy. Columns [16 i, 16 i + 16) of B start at B + i * bps with rows ldb apart: a row-major
+ * B has bps = 16, a packed one (rows of 16 contiguous floats, panel after panel) has ldb = 16. */
+static MT_CLONES void gemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t ars, int64_t acs, const float *B,
+                           int64_t ldb, int64_t bps, float *C, int64_t ldc, int add) {
+    int64_t c = 0;
+    for (; c + 16 <= N; c += 16) panel(2, M, K, A, ars, acs, B + c / 16 * bps, ldb, C + c, ldc, add);
+    if (c < N) panel(1, M, K, A, ars, acs, B + c / 16 * bps, ldb, C + c, ldc, add);
+}
+
+/* Rows [0, n) of width w, `ld` apart at src, into dst with rows `pitch` apart (zero-padded to pitch). */
+static void pack_rows(const float *src, int64_t ld, int64_t n, int64_t w, float *dst, int64_t pitch) {
+    for (int64_t t = 0; t < n; t++) {
+        memcpy(dst + t * pitch, src + t * ld, (size_t)w * sizeof(float));
+        memset(dst + t * pitch + w, 0, (size_t)(pitch - w) * sizeof(float));
+    }
+}
+
+/* The transpose of rows [0, n) of width w (ld apart), packed as panels of 16 rows: row t, column c
+ * goes to dst[(t / 16) * 16 * pitch + c * 16 + t % 16]; zero-padded to pitch columns and `padded` rows.
+ * A block of keys starting at j0 (a multiple of 16) is then the packed B at dst + j0 * pitch. */
+static void pack_columns(const float *src, int64_t ld, int64_t n, int64_t w, int64_t pitch, float *dst,
+                         int64_t padded) {
+    memset(dst, 0, (size_t)(pitch * padded) * sizeof(float));
+    for (int64_t t = 0; t < n; t++) {
+        float *panel = dst + t / 16 * 16 * pitch + t % 16;
+        for (int64_t c = 0; c < w; c++) panel[c * 16] = src[t * ld + c];
+    }
+}
+
+/* One head's operands packed: Q (Tq x dp), K (Tk x dp), V (Tk x dvp) row-major, and the transposes
+ * Kt (dp x tkp) and Vt (dvp x tkp) in panels of 16 keys. */
 typedef struct {
-    float *w;
-    const uint8_t *mask;
-    int64_t Tq, Tk;
-    int causal;
-} attn_softmax_job;
+    float *q, *k, *v, *kt, *vt;
+} packed;
 
-/* Rows [r0, r1) of the (BH*Tq, Tk) scores: -inf added to masked entries, then softmax in place. */
-static MT_CLONES void attention_softmax_rows(void *ctx, int64_t r0, int64_t r1) {
-    const attn_softmax_job *s = ctx;
-    int64_t Tk = s->Tk, step = mt_block_rows(Tk);
-    if (Tk <= MT_SHORT_COLS) {
-        for (int64_t b0 = r0; b0 < r1; b0 += MT_SHORT_ROWS) {
-            int64_t n = r1 - b0 < MT_SHORT_ROWS ? r1 - b0 : MT_SHORT_ROWS, keep[MT_SHORT_ROWS];
-            for (int64_t r = 0; r < MT_SHORT_ROWS; r++)
-                keep[r] = mt_kept_columns(b0 + r, Tk, s->causal ? s->Tq : 0);
-            float *w = s->w + b0 * Tk;
-            mt_softmax_short(w, w, n, Tk, keep, s->mask ? s->mask + b0 * Tk : NULL, 1.0f, 1);
-        }
-        return;
-    }
-    for (int64_t b0 = r0; b0 < r1; b0 += step) {
-        int64_t b1 = b0 + step < r1 ? b0 + step : r1;
-        for (int64_t r = b0; r < b1; r++) {
-            float *w = s->w + r * Tk;
-            const uint8_t *mask = s->mask ? s->mask + r * Tk : NULL;
-            int64_t lim = mt_kept_columns(r, Tk, s->causal ? s->Tq : 0);
-            for (int64_t j = lim; j < Tk; j++) w[j] -= INFINITY;
-            if (mask)
-                for (int64_t j = 0; j < lim; j++) w[j] -= mask[j] ? 0.0f : INFINITY;
-            float m = mt_max(w, Tk);
-            m = m == -INFINITY ? 0.0f : m;
-#pragma omp simd
-            for (int64_t j = 0; j < Tk; j++) w[j] -= m;
-        }
-        mt_exp_inplace(s->w + b0 * Tk, (b1 - b0) * Tk);
-        for (int64_t r = b0; r < b1; r++) {
-            float *w = s->w + r * Tk;
-            float inv = mt_inv_sum(mt_sum(w, Tk));
-#pragma omp simd
-            for (int64_t j = 0; j < Tk; j++) w[j] *= inv;
-        }
-    }
-}
-
-void mt_attention_forward(const float *q, const float *k, const float *v, const uint8_t *mask, int causal,
-                          float scale, float *out, float *weights, int64_t BH, int64_t Tq, int64_t Tk,
-                          int64_t D, int64_t Dv) {
-    mt_sgemm_strided_batched(0, 1, Tq, Tk, D, scale, q, D, Tq * D, k, D, Tk * D, 0.0f, weights, Tk, Tq * Tk,
-                             BH);
-    attn_softmax_job s = {weights, mask, Tq, Tk, causal};
-    mt_parallel_rows(BH * Tq, 8 * Tk, attention_softmax_rows, &s);
-    mt_sgemm_strided_batched(0, 0, Tq, Dv, Tk, 1.0f, weights, Tk, Tq * Tk, v, Dv, Tk * Dv, 0.0f, out, Dv,
-                             Tq * Dv, BH);
-}
-
+/* Sizes of one call: head widths padded to 8, keys padded to 16, the query and key blocks. */
 typedef struct {
-    const float *w;
-    float *ds;
-    int64_t Tk;
-    float scale;
-} attn_grad_job;
+    int64_t dp, dvp, tkp;
+} pads;
 
-/* ds = w * (ds - sum(ds * w)) * scale, row by row (ds holds g v^T on entry). */
-static MT_CLONES void attention_score_grad_rows(void *ctx, int64_t r0, int64_t r1) {
-    const attn_grad_job *s = ctx;
-    int64_t n = s->Tk;
-    for (int64_t r = r0; r < r1; r++) {
-        const float *w = s->w + r * n;
-        float *ds = s->ds + r * n;
-        float dot = 0.0f;
-#pragma omp simd reduction(+ : dot)
-        for (int64_t j = 0; j < n; j++) dot += ds[j] * w[j];
+static pads pads_of(const mt_attention *a) {
+    pads p = {round8(a->D), round8(a->Dv), (a->Tk + 15) & ~(int64_t)15};
+    return p;
+}
+
+/* Float counts of the per-thread workspace: packed operands, block tiles and row vectors. */
+static int64_t workspace_floats(const mt_attention *a, pads p) {
+    int64_t operands = a->Tq * p.dp + a->Tk * (p.dp + p.dvp) + (p.dp + p.dvp) * p.tkp;
+    int64_t tiles = 3 * BQ * BK + BQ * p.dvp + BK * (p.dp + p.dvp) + a->Tq * (p.dp + p.dvp + 1);
+    return operands + tiles + BQ * ((a->Tk + BK - 1) / BK + 2);
+}
+
+INLINE const float *head_of(mt_heads x, int64_t b, int64_t h) { return x.data + b * x.batch + h * x.head; }
+INLINE float *out_head(mt_heads x, int64_t b, int64_t h) { return x.data + b * x.batch + h * x.head; }
+
+/* Whether skipping what a mask hides gives PyTorch's numbers: every q, k, v finite and every score
+ * scale * q . k finite (|q . k| <= D max|q| max|k|). */
+static MT_CLONES int all_finite(const mt_attention *a, pads p, packed x) {
+    float qmax = 0.0f, kmax = 0.0f, probe = 0.0f; /* probe: NaN when any value is NaN or inf */
+#pragma omp simd reduction(max : qmax) reduction(+ : probe)
+    for (int64_t i = 0; i < a->Tq * p.dp; i++) {
+        float q = fabsf(x.q[i]);
+        qmax = q > qmax ? q : qmax;
+        probe += x.q[i] * 0.0f;
+    }
+#pragma omp simd reduction(max : kmax) reduction(+ : probe)
+    for (int64_t i = 0; i < a->Tk * p.dp; i++) {
+        float k = fabsf(x.k[i]);
+        kmax = k > kmax ? k : kmax;
+        probe += x.k[i] * 0.0f;
+    }
+#pragma omp simd reduction(+ : probe)
+    for (int64_t i = 0; i < a->Tk * p.dvp; i++) probe += x.v[i] * 0.0f;
+    return probe == 0.0f && qmax * kmax * (float)a->D * fabsf(a->scale) < 1e37f;
+}
+
+/* Dropout's factor for element n of the flat (B, H, Tq, Tk) weights: drop_scale when kept, else 0. */
+INLINE float keep_factor(const mt_attention *a, uint64_t n) {
+    return (mt_splitmix64(a->drop_seed + (n + 1) * MT_GOLDEN) >> 40) >= a->drop_threshold ? a->drop_scale : 0.0f;
+}
+
+/* Scores of queries [i0, i0+nq) against keys [j0, j0+nk) into s (ld BK): scale q . k, with -inf added
+ * where the causal or the given mask hides a key. */
+static MT_CLONES void scores(const mt_attention *a, pads p, packed x, const uint8_t *mask, int64_t i0, int64_t nq,
+                             int64_t j0, int64_t nk, float *s) {
+    gemm(nq, round8(nk), p.dp, x.q + i0 * p.dp, p.dp, 1, x.kt + j0 * p.dp, 16, 16 * p.dp, s, BK, 0);
+    float scale = a->scale;
+    for (int64_t r = 0; r < nq; r++) {
+        float *row = s + r * BK;
+        int64_t seen = a->causal ? i0 + r + 1 - j0 : nk; /* keys of the block this query may see */
+        seen = seen < 0 ? 0 : seen > nk ? nk : seen;
+        if (mask) {
+            const uint8_t *m = mask + (i0 + r) * a->mask_row + j0;
 #pragma omp simd
-        for (int64_t j = 0; j < n; j++) ds[j] = w[j] * (ds[j] - dot) * s->scale;
+            for (int64_t c = 0; c < nk; c++) row[c] = scale * row[c] - (c < seen && m[c] ? 0.0f : INFINITY);
+        } else {
+#pragma omp simd
+            for (int64_t c = 0; c < nk; c++) row[c] = scale * row[c] - (c < seen ? 0.0f : INFINITY);
+        }
     }
 }
 
-void mt_attention_backward(const float *g, const float *q, const float *k, const float *v,
-                           const float *weights, float scale, float *dq, float *dk, float *dv, float *scratch,
-                           int64_t BH, int64_t Tq, int64_t Tk, int64_t D, int64_t Dv) {
-    int64_t sq = Tq * D, sk = Tk * D, sw = Tq * Tk, sg = Tq * Dv, sv = Tk * Dv;
-    mt_sgemm_strided_batched(1, 0, Tk, Dv, Tq, 1.0f, weights, Tk, sw, g, Dv, sg, 0.0f, dv, Dv, sv, BH);
-    mt_sgemm_strided_batched(0, 1, Tq, Tk, Dv, 1.0f, g, Dv, sg, v, Dv, sv, 0.0f, scratch, Tk, sw, BH);
-    attn_grad_job s = {weights, scratch, Tk, scale};
-    mt_parallel_rows(BH * Tq, 3 * Tk, attention_score_grad_rows, &s);
-    mt_sgemm_strided_batched(0, 0, Tq, D, Tk, 1.0f, scratch, Tk, sw, k, D, sk, 0.0f, dq, D, sq, BH);
-    mt_sgemm_strided_batched(1, 0, Tk, D, Tq, 1.0f, scratch, Tk, sw, q, D, sq, 0.0f, dk, D, sk, BH);
+/* Per-thread buffers of the forward pass. */
+typedef struct {
+    packed x;
+    float *s, *o, *m, *l, *block_max;
+} fwd_buf;
+
+/* Online softmax of one block: fold rows of s (nk scores each) into the running max m and sum l,
+ * rescale the output rows o, turn s into the (dropped-out) weights relative to the new max. */
+static MT_CLONES void online_softmax(const mt_attention *a, pads p, fwd_buf w, int64_t flat_row0, int64_t nq, int64_t nk,
+                                     int64_t j0, int64_t block) {
+    int64_t nblocks = (a->Tk + BK - 1) / BK;
+    for (int64_t r = 0; r < nq; r++) {
+        float *row = w.s + r * BK;
+        float bm = mt_max(row, nk), m_new = w.m[r] > bm ? w.m[r] : bm;
+        float shift = m_new == -INFINITY ? 0.0f : m_new, alpha = mt_expf(w.m[r] - shift), sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+        for (int64_t c = 0; c < nk; c++) {
+            row[c] = mt_expf(row[c] - shift);
+            sum += row[c];
+        }
+        w.l[r] = w.l[r] * alpha + sum;
+        w.m[r] = m_new;
+        w.block_max[r * nblocks + block] = m_new;
+        float *o = w.o + r * p.dvp;
+#pragma omp simd
+        for (int64_t c = 0; c < p.dvp; c++) o[c] *= alpha;
+        if (a->weights) memcpy(a->weights + (flat_row0 + r) * a->Tk + j0, row, (size_t)nk * sizeof(float));
+        if (a->drop_threshold) {
+            uint64_t n0 = (uint64_t)((flat_row0 + r) * a->Tk + j0);
+            for (int64_t c = 0; c < nk; c++) row[c] *= keep_factor(a, n0 + (uint64_t)c);
+        }
+    }
+}
+
+/* The end of a query block: out = o / l, lse = max + log l (+inf for a row with nothing to attend),
+ * and the stored weights brought to the final max and divided by l (zero for the skipped blocks). */
+static void finish_rows(const mt_attention *a, pads p, fwd_buf w, float *out, float *lse, int64_t flat_row0,
+                        int64_t nq, int64_t blocks_done) {
+    int64_t nblocks = (a->Tk + BK - 1) / BK;
+    for (int64_t r = 0; r < nq; r++) {
+        float inv = mt_inv_sum(w.l[r]), shift = w.m[r] == -INFINITY ? 0.0f : w.m[r];
+        for (int64_t c = 0; c < a->Dv; c++) out[r * a->out.row + c] = w.o[r * p.dvp + c] * inv;
+        lse[r] = w.l[r] == 0.0f ? INFINITY : shift + logf(w.l[r]);
+        if (!a->weights) continue;
+        float *wr = a->weights + (flat_row0 + r) * a->Tk;
+        for (int64_t blk = 0; blk < nblocks; blk++) {
+            int64_t j0 = blk * BK, nk = a->Tk - j0 < BK ? a->Tk - j0 : BK;
+            float f = blk < blocks_done ? mt_expf(w.block_max[r * nblocks + blk] - shift) * inv : 0.0f;
+#pragma omp simd
+            for (int64_t c = 0; c < nk; c++) wr[j0 + c] = blk < blocks_done ? wr[j0 + c] * f : 0.0f;
+        }
+    }
+}
+
+/* The job of one call: the arguments, and whether a worker ran out of memory. */
+typedef struct {
+    const mt_attention *a;
+    int failed;
+} job;
+
+/* This thread's workspace, or NULL (the job marked as failed) when memory runs out. */
+static float *workspace(job *j, pads p) {
+    float *buf = malloc((size_t)workspace_floats(j->a, p) * sizeof(float));
+    if (buf == NULL) __atomic_store_n(&j->failed, 1, __ATOMIC_RELAXED);
+    return buf;
+}
+
+/* Pack head (b, h): Q, K and V rows, and the transposes this pass needs (Kt always, Vt for backward). */
+static packed pack_head(const mt_attention *a, pads p, float *buf, int64_t b, int64_t h, int need_vt) {
+    packed x;
+    x.q = buf;
+    x.k = x.q + a->Tq * p.dp;
+    x.v = x.k + a->Tk * p.dp;
+    x.kt = x.v + a->Tk * p.dvp;
+    x.vt = x.kt + p.dp * p.tkp;
+    pack_rows(head_of(a->q, b, h), a->q.row, a->Tq, a->D, x.q, p.dp);
+    pack_rows(head_of(a->k, b, h), a->k.row, a->Tk, a->D, x.k, p.dp);
+    pack_rows(head_of(a->v, b, h), a->v.row, a->Tk, a->Dv, x.v, p.dvp);
+    pack_columns(x.k, p.dp, a->Tk, a->D, p.dp, x.kt, p.tkp);
+    if (need_vt) pack_columns(x.v, p.dvp, a->Tk, a->Dv, p.dvp, x.vt, p.tkp);
+    return x;
+}
+
+INLINE const uint8_t *mask_of(const mt_attention *a, int64_t b, int64_t h) {
+    return a->mask ? a->mask + b * a->mask_batch + h * a->mask_head : NULL;
+}
+
+/* Forward of (batch, head) pairs [p0, p1). */
+static void forward_heads(void *ctx, int64_t p0, int64_t p1) {
+    job *j = ctx;
+    const mt_attention *a = j->a;
+    pads p = pads_of(a);
+    float *buf = workspace(j, p);
+    if (buf == NULL) return;
+    for (int64_t pair = p0; pair < p1; pair++) {
+        int64_t b = pair / a->H, h = pair % a->H;
+        fwd_buf w;
+        w.x = pack_head(a, p, buf, b, h, 0);
+        w.s = w.x.vt;
+        w.o = w.s + BQ * BK;
+        w.m = w.o + BQ * p.dvp;
+        w.l = w.m + BQ;
+        w.block_max = w.l + BQ;
+        int finite = all_finite(a, p, w.x);
+        const uint8_t *mask = mask_of(a, b, h);
+        for (int64_t i0 = 0; i0 < a->Tq; i0 += BQ) {
+            int64_t nq = a->Tq - i0 < BQ ? a->Tq - i0 : BQ, flat_row0 = pair * a->Tq + i0;
+            int64_t key_end = a->causal && finite && i0 + nq < a->Tk ? i0 + nq : a->Tk, blocks = 0;
+            for (int64_t r = 0; r < nq; r++) w.m[r] = -INFINITY, w.l[r] = 0.0f;
+            memset(w.o, 0, (size_t)(nq * p.dvp) * sizeof(float));
+            for (int64_t j0 = 0; j0 < key_end; j0 += BK, blocks++) {
+                int64_t nk = a->Tk - j0 < BK ? a->Tk - j0 : BK;
+                scores(a, p, w.x, mask, i0, nq, j0, nk, w.s);
+                online_softmax(a, p, w, flat_row0, nq, nk, j0, blocks);
+                gemm(nq, p.dvp, nk, w.s, BK, 1, w.x.v + j0 * p.dvp, p.dvp, 16, w.o, p.dvp, 1);
+            }
+            finish_rows(a, p, w, out_head(a->out, b, h) + i0 * a->out.row, a->lse + flat_row0, flat_row0, nq, blocks);
+        }
+    }
+    free(buf);
+}
+
+/* Multiply-adds of one (batch, head) pair, for the threading threshold. */
+static int64_t pair_cost(const mt_attention *a) { return a->Tq * a->Tk * (a->D + a->Dv) + 1; }
+
+int mt_attention_forward(const mt_attention *a) {
+    job j = {a, 0};
+    mt_parallel_rows(a->B * a->H, pair_cost(a), forward_heads, &j);
+    return j.failed ? -1 : 0;
+}
+
+/* Per-thread buffers of the backward pass. */
+typedef struct {
+    packed x;
+    float *g, *dq, *dot, *pw, *pd, *ds, *dk, *dv;
+} bwd_buf;
+
+/* Weights of queries [i0, i0+nq) on keys [j0, j0+nk) into w.pw: the saved ones, or recomputed from
+ * the log-sum-exp; w.pd gets them after dropout (w.pd == w.pw without dropout). */
+static MT_CLONES void block_weights(const mt_attention *a, pads p, bwd_buf w, const uint8_t *mask, const float *lse,
+                                    int64_t flat_row0, int64_t i0, int64_t nq, int64_t j0, int64_t nk) {
+    if (a->weights) {
+        for (int64_t r = 0; r < nq; r++)
+            memcpy(w.pw + r * BK, a->weights + (flat_row0 + r) * a->Tk + j0, (size_t)nk * sizeof(float));
+    } else {
+        scores(a, p, w.x, mask, i0, nq, j0, nk, w.pw);
+        for (int64_t r = 0; r < nq; r++) {
+            float *row = w.pw + r * BK, l = lse[r];
+#pragma omp simd
+            for (int64_t c = 0; c < nk; c++) row[c] = mt_expf(row[c] - l);
+        }
+    }
+    for (int64_t r = 0; r < nq && a->drop_threshold; r++) {
+        uint64_t n0 = (uint64_t)((flat_row0 + r) * a->Tk + j0);
+        for (int64_t c = 0; c < nk; c++) w.pd[r * BK + c] = w.pw[r * BK + c] * keep_factor(a, n0 + (uint64_t)c);
+    }
+}
+
+/* dS = P * (dP * dropout - rowsum(dO * O)) for one block, dP = dO V^T being in ds on entry. */
+static MT_CLONES void score_grads(const mt_attention *a, bwd_buf w, int64_t flat_row0, int64_t i0, int64_t nq,
+                                  int64_t j0, int64_t nk) {
+    for (int64_t r = 0; r < nq; r++) {
+        float *ds = w.ds + r * BK, d = w.dot[i0 + r];
+        const float *pw = w.pw + r * BK;
+        if (a->drop_threshold) {
+            uint64_t n0 = (uint64_t)((flat_row0 + r) * a->Tk + j0);
+            for (int64_t c = 0; c < nk; c++) ds[c] *= keep_factor(a, n0 + (uint64_t)c);
+        }
+#pragma omp simd
+        for (int64_t c = 0; c < nk; c++) ds[c] = pw[c] * (ds[c] - d);
+    }
+}
+
+/* Backward of one head, key block by key block: dV_j = sum_i P'^T dO_i, dK_j = sum_i dS^T Q_i * scale,
+ * dQ_i += dS K_j (scaled at the end). */
+static void head_backward(const mt_attention *a, pads p, bwd_buf w, int64_t b, int64_t h, int64_t pair, int finite) {
+    const uint8_t *mask = mask_of(a, b, h);
+    const float *lse = a->lse + pair * a->Tq;
+    for (int64_t j0 = 0; j0 < a->Tk; j0 += BK) {
+        int64_t nk = a->Tk - j0 < BK ? a->Tk - j0 : BK;
+        memset(w.dk, 0, (size_t)(BK * p.dp) * sizeof(float));
+        memset(w.dv, 0, (size_t)(BK * p.dvp) * sizeof(float));
+        int64_t first = a->causal && finite ? j0 / BQ * BQ : 0; /* query blocks before see none of these keys */
+        for (int64_t i0 = first; i0 < a->Tq; i0 += BQ) {
+            int64_t nq = a->Tq - i0 < BQ ? a->Tq - i0 : BQ, flat_row0 = pair * a->Tq + i0;
+            block_weights(a, p, w, mask, lse + i0, flat_row0, i0, nq, j0, nk);
+            gemm(nk, p.dvp, nq, w.pd, 1, BK, w.g + i0 * p.dvp, p.dvp, 16, w.dv, p.dvp, 1);
+            gemm(nq, round8(nk), p.dvp, w.g + i0 * p.dvp, p.dvp, 1, w.x.vt + j0 * p.dvp, 16, 16 * p.dvp, w.ds, BK,
+                 0);
+            score_grads(a, w, flat_row0, i0, nq, j0, nk);
+            gemm(nk, p.dp, nq, w.ds, 1, BK, w.x.q + i0 * p.dp, p.dp, 16, w.dk, p.dp, 1);
+            gemm(nq, p.dp, nk, w.ds, BK, 1, w.x.k + j0 * p.dp, p.dp, 16, w.dq + i0 * p.dp, p.dp, 1);
+        }
+        float *dk = out_head(a->dk, b, h) + j0 * a->dk.row, *dv = out_head(a->dv, b, h) + j0 * a->dv.row;
+        for (int64_t r = 0; r < nk; r++) {
+            for (int64_t c = 0; c < a->D; c++) dk[r * a->dk.row + c] = w.dk[r * p.dp + c] * a->scale;
+            memcpy(dv + r * a->dv.row, w.dv + r * p.dvp, (size_t)a->Dv * sizeof(float));
+        }
+    }
+    float *dq = out_head(a->dq, b, h);
+    for (int64_t r = 0; r < a->Tq; r++)
+        for (int64_t c = 0; c < a->D; c++) dq[r * a->dq.row + c] = w.dq[r * p.dp + c] * a->scale;
+}
+
+/* Backward of (batch, head) pairs [p0, p1): each writes only its own head's gradients. */
+static void backward_heads(void *ctx, int64_t p0, int64_t p1) {
+    job *j = ctx;
+    const mt_attention *a = j->a;
+    pads p = pads_of(a);
+    float *buf = workspace(j, p);
+    if (buf == NULL) return;
+    for (int64_t pair = p0; pair < p1; pair++) {
+        int64_t b = pair / a->H, h = pair % a->H;
+        bwd_buf w;
+        w.x = pack_head(a, p, buf, b, h, 1);
+        w.g = w.x.vt + p.dvp * p.tkp;
+        w.dq = w.g + a->Tq * p.dvp;
+        w.dot = w.dq + a->Tq * p.dp;
+        w.pw = w.dot + a->Tq;
+        w.pd = a->drop_threshold ? w.pw + BQ * BK : w.pw;
+        w.ds = w.pw + 2 * BQ * BK;
+        w.dk = w.ds + BQ * BK;
+        w.dv = w.dk + BK * p.dp;
+        pack_rows(head_of(a->g, b, h), a->g.row, a->Tq, a->Dv, w.g, p.dvp);
+        memset(w.dq, 0, (size_t)(a->Tq * p.dp) * sizeof(float));
+        const float *out = head_of(a->out, b, h);
+        for (int64_t r = 0; r < a->Tq; r++) {
+            float d = 0.0f;
+            for (int64_t c = 0; c < a->Dv; c++) d += w.g[r * p.dvp + c] * out[r * a->out.row + c];
+            w.dot[r] = d;
+        }
+        head_backward(a, p, w, b, h, pair, all_finite(a, p, w.x));
+    }
+    free(buf);
+}
+
+int mt_attention_backward(const mt_attention *a) {
+    job j = {a, 0};
+    mt_parallel_rows(a->B * a->H, 2 * pair_cost(a), backward_heads, &j);
+    return j.failed ? -1 : 0;
 }

@@ -143,12 +143,13 @@ static inline __attribute__((always_inline)) int64_t mt_first_bad_index(const in
     return -1;
 }
 
-/* Columns that row r of stacked (tq, cols) score matrices keeps: j <= r % tq under a causal mask
- * (aligned at the first query, as PyTorch's is_causal), every column when tq <= 0. */
-static inline __attribute__((always_inline)) int64_t mt_kept_columns(int64_t r, int64_t cols, int64_t tq) {
-    if (tq <= 0) return cols;
-    int64_t lim = r % tq + 1;
-    return lim > cols ? cols : lim;
+/* The counter-based generator of dropout: splitmix64's output for seed + (i + 1) * MT_GOLDEN is
+ * element i's random bits, so a mask is a pure function of (seed, position). */
+#define MT_GOLDEN 0x9E3779B97F4A7C15ull
+static inline __attribute__((always_inline)) uint64_t mt_splitmix64(uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
 }
 
 /* 1 / sum, except 0 for an empty sum: a row whose entries are all masked (all -inf) gets zero

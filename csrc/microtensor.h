@@ -36,9 +36,8 @@ void mt_linear_forward(const float *x, const float *w, const float *bias, float 
 void mt_linear_backward(const float *g, const float *x, const float *w, float *dx, float *dw, float *db,
                         int64_t N, int64_t in, int64_t out);
 
-/* Softmax over rows of length cols. causal_tq > 0 masks column j of row r when
- * j > r % causal_tq (aligned at the first query, as PyTorch's is_causal); 0 means no mask. */
-void mt_softmax_forward(const float *x, float *y, int64_t rows, int64_t cols, int64_t causal_tq);
+/* Softmax over rows of length cols. */
+void mt_softmax_forward(const float *x, float *y, int64_t rows, int64_t cols);
 void mt_softmax_backward(const float *y, const float *g, float *dx, int64_t rows, int64_t cols);
 void mt_log_softmax_forward(const float *x, float *y, int64_t rows, int64_t cols);
 void mt_log_softmax_backward(const float *y, const float *g, float *dx, int64_t rows, int64_t cols);
@@ -54,28 +53,41 @@ void mt_layernorm_backward(const float *g, const float *x, const float *weight, 
                            const float *rstd, float *dx, float *dweight, float *dbias,
                            int64_t R, int64_t C);
 
-/* Scaled dot-product attention: q (BH, Tq, D), k (BH, Tk, D), v (BH, Tk, Dv) give out
- * (BH, Tq, Dv) and weights (BH, Tq, Tk); mask (BH, Tq, Tk) of 0/1 bytes (1 = attend) or
- * NULL; rows with nothing to attend get zero weights. */
-void mt_attention_forward(const float *q, const float *k, const float *v, const uint8_t *mask,
-                          int causal, float scale, float *out, float *weights, int64_t BH,
-                          int64_t Tq, int64_t Tk, int64_t D, int64_t Dv);
-/* scratch: BH*Tq*Tk floats of workspace the caller provides. */
-void mt_attention_backward(const float *g, const float *q, const float *k, const float *v,
-                           const float *weights, float scale, float *dq, float *dk, float *dv,
-                           float *scratch, int64_t BH, int64_t Tq, int64_t Tk, int64_t D,
-                           int64_t Dv);
+/* Where the rows of one attention operand lie: row t (column c) of head h of batch b is at
+ * data[b * batch + h * head + t * row + c]; the columns of a row are contiguous. */
+typedef struct {
+    float *data;
+    int64_t batch, head, row;
+} mt_heads;
 
-/* Self-attention on a packed projection qkv (B, T, 3*D) = [q | k | v] with D = H * hd, each split
- * into H heads of hd. out (B, T, D) has the heads concatenated; weights (B, H, T, T); mask
- * (B, H, T, T) of 0/1 bytes (1 = attend) or NULL; causal hides keys j > i; rows with nothing to
- * attend get zero weights and output. Both return 0, or -1 when their small workspace cannot be
- * allocated (nothing is written then). */
-int mt_self_attention_forward(const float *qkv, const uint8_t *mask, int causal, float scale, float *out,
-                               float *weights, int64_t B, int64_t T, int64_t H, int64_t hd);
-/* dqkv (B, T, 3*D) from g (B, T, D) and the saved weights. */
-int mt_self_attention_backward(const float *g, const float *qkv, const float *weights, float scale,
-                               float *dqkv, int64_t B, int64_t T, int64_t H, int64_t hd);
+/* One blocked (flash-style) attention call over B x H heads: softmax(scale q k^T + mask) v, with
+ * q (Tq x D), k (Tk x D), v (Tk x Dv) per head. Masked scores have -inf added (PyTorch's rule); a
+ * query with nothing to attend gets zero weights and output. */
+typedef struct {
+    int64_t B, H, Tq, Tk, D, Dv;
+    float scale;
+    int causal; /* hide key j from query i when j > i */
+    /* 1 = may attend, byte (b, h, i, j) at mask[b * mask_batch + h * mask_head + i * mask_row + j]; or NULL */
+    const uint8_t *mask;
+    int64_t mask_batch, mask_head, mask_row;
+    /* Dropout on the weights: element n of the flat (B, H, Tq, Tk) weights is kept (times drop_scale) when
+     * splitmix64(drop_seed + (n+1) * golden) >> 40 >= drop_threshold, as mt_dropout_forward; 0 = no dropout. */
+    uint64_t drop_threshold, drop_seed;
+    float drop_scale;
+    mt_heads q, k, v;
+    mt_heads out; /* forward: written (Tq x Dv per head); backward: read (the forward's output) */
+    mt_heads g;   /* backward: the gradient of out */
+    mt_heads dq, dk, dv; /* backward: written */
+    float *lse; /* (B, H, Tq): forward writes each query's log-sum-exp (+inf: nothing to attend); backward reads */
+    /* (B, H, Tq, Tk) or NULL: forward writes the weights (before dropout); backward reads them instead of
+     * recomputing them from lse */
+    float *weights;
+} mt_attention;
+
+/* Both return 0, or -1 when their per-thread workspace (a few tiles of T x head width) cannot be
+ * allocated. */
+int mt_attention_forward(const mt_attention *a);
+int mt_attention_backward(const mt_attention *a);
 
 /* Ids and targets: the kernels below check every index before using any, and return -1
  * when all are in range, else the position of the first bad one (writing nothing else). */

@@ -9,19 +9,19 @@
 typedef struct {
     const float *x, *g;
     float *y;
-    int64_t cols, causal_tq;
+    int64_t cols;
 } softmax_job;
 
 
-/* y = exp(x - max) / sum, the columns a causal mask drops having -inf added (weight 0). A NaN or
- * +inf in a row, or a row of -inf, makes the whole row NaN, as in PyTorch. */
+/* y = exp(x - max) / sum. A NaN or +inf in a row, or a row of -inf, makes the whole row NaN, as in
+ * PyTorch. */
 static MT_CLONES void softmax_rows(void *ctx, int64_t r0, int64_t r1) {
     const softmax_job *s = ctx;
     int64_t cols = s->cols, step = mt_block_rows(cols);
     if (cols <= MT_SHORT_COLS) {
         for (int64_t b0 = r0; b0 < r1; b0 += MT_SHORT_ROWS) {
             int64_t n = r1 - b0 < MT_SHORT_ROWS ? r1 - b0 : MT_SHORT_ROWS, keep[MT_SHORT_ROWS];
-            for (int64_t r = 0; r < MT_SHORT_ROWS; r++) keep[r] = mt_kept_columns(b0 + r, cols, s->causal_tq);
+            for (int64_t r = 0; r < MT_SHORT_ROWS; r++) keep[r] = cols;
             mt_softmax_short(s->x + b0 * cols, s->y + b0 * cols, n, cols, keep, NULL, 1.0f, 0);
         }
         return;
@@ -31,11 +31,9 @@ static MT_CLONES void softmax_rows(void *ctx, int64_t r0, int64_t r1) {
         for (int64_t r = b0; r < b1; r++) {
             const float *x = s->x + r * cols;
             float *y = s->y + r * cols;
-            int64_t n = mt_kept_columns(r, cols, s->causal_tq);
-            float m = mt_max(x, n);
+            float m = mt_max(x, cols);
 #pragma omp simd
-            for (int64_t j = 0; j < n; j++) y[j] = x[j] - m;
-            for (int64_t j = n; j < cols; j++) y[j] = (x[j] - INFINITY) - m; /* exp gives 0 (NaN stays) */
+            for (int64_t j = 0; j < cols; j++) y[j] = x[j] - m;
         }
         mt_exp_inplace(s->y + b0 * cols, (b1 - b0) * cols);
         for (int64_t r = b0; r < b1; r++) {
@@ -47,8 +45,8 @@ static MT_CLONES void softmax_rows(void *ctx, int64_t r0, int64_t r1) {
     }
 }
 
-void mt_softmax_forward(const float *x, float *y, int64_t rows, int64_t cols, int64_t causal_tq) {
-    softmax_job s = {x, NULL, y, cols, causal_tq};
+void mt_softmax_forward(const float *x, float *y, int64_t rows, int64_t cols) {
+    softmax_job s = {x, NULL, y, cols};
     mt_parallel_rows(rows, 8 * cols, softmax_rows, &s);
 }
 
@@ -68,7 +66,7 @@ static MT_CLONES void softmax_backward_rows(void *ctx, int64_t r0, int64_t r1) {
 }
 
 void mt_softmax_backward(const float *y, const float *g, float *dx, int64_t rows, int64_t cols) {
-    softmax_job s = {y, g, dx, cols, 0};
+    softmax_job s = {y, g, dx, cols};
     mt_parallel_rows(rows, 2 * cols, softmax_backward_rows, &s);
 }
 
@@ -98,7 +96,7 @@ static MT_CLONES void log_softmax_rows(void *ctx, int64_t r0, int64_t r1) {
 }
 
 void mt_log_softmax_forward(const float *x, float *y, int64_t rows, int64_t cols) {
-    softmax_job s = {x, NULL, y, cols, 0};
+    softmax_job s = {x, NULL, y, cols};
     mt_parallel_rows(rows, 8 * cols, log_softmax_rows, &s);
 }
 
@@ -120,6 +118,6 @@ static MT_CLONES void log_softmax_backward_rows(void *ctx, int64_t r0, int64_t r
 }
 
 void mt_log_softmax_backward(const float *y, const float *g, float *dx, int64_t rows, int64_t cols) {
-    softmax_job s = {y, g, dx, cols, 0};
+    softmax_job s = {y, g, dx, cols};
     mt_parallel_rows(rows, 8 * cols, log_softmax_backward_rows, &s);
 }

@@ -150,15 +150,6 @@ def test_softmax_forward_backward(cols: int) -> None:
     close(c.log_softmax_backward(ly, g), ref.log_softmax_backward(*f64(ly, g)), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("t", [1, 4, 8, 17])
-def test_softmax_causal(t: int) -> None:
-    rng = np.random.default_rng(t)
-    x = rand(rng, 3, t, t, scale=2.0)
-    close(c.softmax_forward(x, causal=True), ref.softmax_forward(x.astype(np.float64), causal=True))
-    wide = rand(rng, 2, t, t + 5)  # rectangular: aligned at the first query (PyTorch)
-    close(c.softmax_forward(wide, causal=True), ref.softmax_forward(wide.astype(np.float64), causal=True))
-
-
 def test_softmax_large_magnitude_stays_finite() -> None:
     x = np.array([[1e4, -1e4, 3e4, 88.0], [-1e30, 1e30, 0.0, 5.0], [1e38, 1e38, -1e38, 0.0]], F32)
     y = c.softmax_forward(x)
@@ -196,60 +187,6 @@ def test_layernorm(rows: int, cols: int, affine: bool) -> None:
     expected = ref.layernorm_backward(*f64(g, x), wd, *f64(mean, rstd))
     for got, want in zip(grads, expected, strict=True):
         close(got, want, rtol=1e-4, atol=2e-4 * np.sqrt(rows))
-
-
-# ---------------------------------------------------------------- attention
-
-
-def _attention_case(bh: int, tq: int, tk: int, d: int, seed: int):
-    rng = np.random.default_rng(seed)
-    return rand(rng, bh, tq, d), rand(rng, bh, tk, d), rand(rng, bh, tk, d), rand(rng, bh, tq, d)
-
-
-@pytest.mark.parametrize("bh,tq,tk,d", [(1, 1, 1, 1), (128, 8, 8, 16), (3, 5, 5, 17), (2, 4, 9, 33),
-                                        (2, 31, 31, 8)])
-@pytest.mark.parametrize("causal", [False, True])
-def test_attention(bh: int, tq: int, tk: int, d: int, causal: bool) -> None:
-    q, k, v, g = _attention_case(bh, tq, tk, d, bh + tq + d)
-    scale = 1.0 / np.sqrt(d)
-    out, w = c.attention_forward(q, k, v, None, causal, scale)
-    rout, rw = ref.attention_forward(*f64(q, k, v), None, causal, scale)
-    close(out, rout, rtol=1e-4, atol=1e-5)
-    close(w, rw, rtol=1e-4, atol=1e-6)
-    for got, want in zip(c.attention_backward(g, q, k, v, w, scale),
-                         ref.attention_backward(*f64(g, q, k, v, w), scale), strict=True):
-        close(got, want, rtol=1e-4, atol=1e-4)
-
-
-def test_attention_value_width_differs() -> None:
-    rng = np.random.default_rng(15)
-    q, k, v, g = rand(rng, 3, 4, 8), rand(rng, 3, 6, 8), rand(rng, 3, 6, 5), rand(rng, 3, 4, 5)
-    out, w = c.attention_forward(q, k, v, None, False, 0.3)
-    close(out, ref.attention_forward(*f64(q, k, v), None, False, 0.3)[0], rtol=1e-4, atol=1e-5)
-    expected = ref.attention_backward(*f64(g, q, k, v, w), 0.3)
-    for got, want in zip(c.attention_backward(g, q, k, v, w, 0.3), expected, strict=True):
-        close(got, want, rtol=1e-4, atol=1e-4)
-
-
-def test_attention_padding_mask_and_fully_masked_rows() -> None:
-    q, k, v, g = _attention_case(4, 6, 6, 16, 5)
-    rng = np.random.default_rng(6)
-    mask = rng.random((4, 6, 6)) > 0.4
-    mask[1, 2, :] = False  # a query with nothing to attend to
-    mask[3] = False
-    out, w = c.attention_forward(q, k, v, mask, True, 0.25)
-    rout, rw = ref.attention_forward(*f64(q, k, v), mask, True, 0.25)
-    assert np.isfinite(out).all() and np.isfinite(w).all()
-    assert not w[1, 2].any() and not out[1, 2].any() and not w[3].any()
-    close(out, rout, rtol=1e-4, atol=1e-5)
-    close(w, rw, rtol=1e-4, atol=1e-6)
-    expected = ref.attention_backward(*f64(g, q, k, v, w), 0.25)
-    for got, want in zip(c.attention_backward(g, q, k, v, w, 0.25), expected, strict=True):
-        assert np.isfinite(got).all()
-        close(got, want, rtol=1e-4, atol=1e-4)
-    key_padding = np.array([True, True, True, False, False, True])  # broadcasts over heads and queries
-    close(c.attention_forward(q, k, v, key_padding, False, 0.25)[0],
-          ref.attention_forward(*f64(q, k, v), key_padding, False, 0.25)[0], rtol=1e-4, atol=1e-5)
 
 
 # ---------------------------------------------------------------- cross-entropy
@@ -340,16 +277,9 @@ def test_float64_goes_to_the_reference() -> None:
     lambda: c.linear(np.zeros((3, 4), F32), np.zeros((5, 6), F32), None),
     lambda: c.linear(np.zeros((3, 4), F32), np.zeros((5, 4), F32), np.zeros(4, F32)),
     lambda: c.softmax_backward(np.zeros((3, 4), F32), np.zeros((3, 5), F32)),
-    lambda: c.softmax_forward(np.zeros(4, F32), causal=True),
     lambda: c.layernorm_forward(np.zeros((3, 4), F32), np.zeros(5, F32), None, 1e-5),
     lambda: c.layernorm_backward(np.zeros((3, 4), F32), np.zeros((3, 4), F32), None, np.zeros(2, F32),
                                  np.zeros(3, F32)),
-    lambda: c.attention_forward(np.zeros((2, 3, 4), F32), np.zeros((2, 5, 4), F32), np.zeros((2, 4, 3), F32),
-                                None, False, 1.0),
-    lambda: c.attention_forward(np.zeros((2, 3, 4), F32), np.zeros((2, 5, 4), F32), np.zeros((2, 5, 4), F32),
-                                np.ones((2, 3, 4), bool), False, 1.0),
-    lambda: c.attention_backward(np.zeros((2, 3, 4), F32), np.zeros((2, 3, 4), F32), np.zeros((2, 5, 4), F32),
-                                 np.zeros((2, 5, 4), F32), np.zeros((2, 3, 4), F32), 1.0),
     lambda: c.cross_entropy_forward(np.zeros((3, 4), F32), np.array([0, 4, 1]), -100),
     lambda: c.cross_entropy_forward(np.zeros((3, 4), F32), np.array([0, -1, 1]), -100),
     lambda: c.cross_entropy_forward(np.zeros((3, 4), F32), np.array([0, 1]), -100),
@@ -420,41 +350,6 @@ def test_dropout_rejects_bad_arguments() -> None:
         c.dropout_forward(x, 0.5, seed=-1)
 
 
-# ---------------------------------------------------------------- packed self-attention
-
-
-@pytest.mark.parametrize("b,t,h,hd", [(1, 1, 1, 1), (3, 5, 2, 3), (32, 8, 4, 16), (2, 17, 3, 20), (2, 50, 4, 16)])
-@pytest.mark.parametrize("causal", [False, True])
-@pytest.mark.parametrize("masked", [False, True])
-def test_self_attention_matches_reference(b: int, t: int, h: int, hd: int, causal: bool, masked: bool) -> None:
-    rng = np.random.default_rng(b * t + hd)
-    qkv = rand(rng, b, t, 3 * h * hd)
-    mask = None
-    if masked:
-        mask = rng.random((b, h, t, t)) > 0.3
-        mask[0, 0, 0] = False  # one row with nothing to attend to
-    out, weights = c.self_attention_forward(qkv, h, mask, causal, 0.3)
-    out_ref, weights_ref = ref.self_attention_forward(*f64(qkv), h, mask, causal, 0.3)
-    close(out, out_ref)
-    close(weights, weights_ref)
-    g = rand(rng, *out.shape)
-    close(c.self_attention_backward(g, qkv, weights, 0.3),
-          ref.self_attention_backward(*f64(g, qkv, weights_ref), 0.3), rtol=1e-4, atol=1e-4)
-
-
-def test_self_attention_rejects_bad_shapes() -> None:
-    qkv = np.ones((2, 3, 12), F32)
-    with pytest.raises(ValueError, match="self_attention_forward"):
-        c.self_attention_forward(qkv, 5, None, False, 1.0)
-    with pytest.raises(ValueError, match="self_attention_forward"):
-        c.self_attention_forward(np.ones((2, 3, 11), F32), 1, None, False, 1.0)
-    with pytest.raises(ValueError, match="self_attention_forward"):
-        c.self_attention_forward(qkv, 2, np.ones((2, 2, 3, 2), bool), False, 1.0)
-    _, weights = c.self_attention_forward(qkv, 2, None, False, 1.0)
-    with pytest.raises(ValueError, match="self_attention_backward"):
-        c.self_attention_backward(np.ones((2, 3, 5), F32), qkv, weights, 1.0)
-
-
 def test_thread_count_does_not_change_sgemm_or_row_kernels() -> None:
     """Every output element is computed by one thread in the same order, whatever the thread count."""
     rng = np.random.default_rng(16)
@@ -490,41 +385,6 @@ def test_softmax_rows_with_nan_or_inf_are_nan(cols: int) -> None:
         assert np.isnan(y[:3]).all() and not np.isnan(y[3:]).any()  # torch: [1, nan, 2] -> all nan
         close(y, getattr(ref, kernel)(x.astype(np.float64)), rtol=1e-5, atol=1e-5)
     assert c.softmax_forward(x)[3, 1] == 0.0 and c.log_softmax_forward(x)[3, 1] == -INF
-
-
-@pytest.mark.parametrize("tk", [6, 40])  # the short-row tile and the long-row path
-@pytest.mark.parametrize("causal", [False, True])
-def test_attention_nan_and_fully_masked_rows_follow_pytorch(tk: int, causal: bool) -> None:
-    q, k, v, _ = _attention_case(3, 5, tk, 8, tk)
-    mask = np.ones((3, 5, tk), bool)
-    mask[0, 1] = False  # nothing to attend: zero weights and output (torch's sdpa)
-    q[1, 2, 0] = NAN  # a NaN query: its row is NaN
-    mask[1, 2], mask[1, 3] = False, False  # NaN + -inf is NaN: still NaN when fully masked; row 3 zeros
-    k[2, 4, 0], mask[2, :, 4] = NAN, False  # a NaN key masked out still poisons every row, as in torch
-    out, w = c.attention_forward(q, k, v, mask, causal, 0.3)
-    rout, rw = ref.attention_forward(*f64(q, k, v), mask, causal, 0.3)
-    assert not w[0, 1].any() and not out[0, 1].any() and not out[1, 3].any()
-    assert np.isnan(out[1, 2]).all() and np.isnan(out[2]).all() and not np.isnan(out[:2, :2]).any()
-    close(out, rout, rtol=1e-4, atol=1e-5)
-    close(w, rw, rtol=1e-4, atol=1e-6)
-
-
-@pytest.mark.parametrize("causal", [False, True])
-def test_self_attention_nan_inf_and_overflow_as_the_reference(causal: bool) -> None:
-    rng = np.random.default_rng(17)
-    qkv = rand(rng, 4, 6, 3 * 32)  # 2 heads of 16
-    qkv[0, 2, 0] = NAN  # query of head 0, position 2
-    qkv[1, 4, 32 + 16] = NAN  # key of head 1, position 4: under causal, rows 0-3 get NaN + -inf
-    qkv[2, 3, 32] = INF  # an inf key
-    qkv[3, :, :64] = np.sign(qkv[3, :, :64]) * 1e20  # finite q and k whose scores overflow to +-inf, or NaN
-    mask = rng.random((4, 2, 6, 6)) > 0.3
-    mask[:, :, 1] = False
-    for m in (None, mask):
-        out, w = c.self_attention_forward(qkv, 2, m, causal, 0.25)
-        rout, rw = ref.self_attention_forward(qkv, 2, m, causal, 0.25)  # float32: the same overflows
-        assert np.isnan(out[0, 2, :16]).all() and np.isnan(out[1, :4 if causal else 6, 16:]).all()
-        close(out, rout, rtol=1e-4, atol=1e-5)
-        close(w, rw, rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize("classes", [3, 5000])

@@ -289,16 +289,15 @@ def linear_backward(
     return dx, dw, db
 
 
-def softmax_forward(x: np.ndarray, causal: bool = False) -> np.ndarray:
-    """Softmax over the last axis; `causal` masks j > i (aligned at the first query) of the last two axes."""
+def softmax_forward(x: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis."""
     if not _is_f32("softmax_forward", x):
-        return reference.softmax_forward(x, causal)
-    _need("softmax_forward", x.ndim >= (2 if causal else 1),
-          f"x {x.shape} needs {'2' if causal else '1'}+ dimensions")
+        return reference.softmax_forward(x)
+    _need("softmax_forward", x.ndim >= 1, f"x {x.shape} needs 1+ dimensions")
     x = _contig(x)
     y = np.empty_like(x)
     cols = x.shape[-1]
-    lib.mt_softmax_forward(_fp(x), _fp(y), x.size // max(cols, 1), cols, x.shape[-2] if causal else 0)
+    lib.mt_softmax_forward(_fp(x), _fp(y), x.size // max(cols, 1), cols)
     return y
 
 
@@ -406,106 +405,6 @@ def layernorm_backward(
     db = np.empty(c, _F32)
     lib.mt_layernorm_backward(_fp(g), _fp(x), w, _fp(mean), _fp(rstd), _fp(dx), _fp(dw), _fp(db), rows, c)
     return dx, dw, db
-
-
-# ---------------------------------------------------------------- attention
-
-
-def _heads(kernel: str, q: np.ndarray, k: np.ndarray, v: np.ndarray) -> tuple[int, int, int, int, int]:
-    """(BH, Tq, Tk, D, Dv) after checking q (..., Tq, D), k (..., Tk, D), v (..., Tk, Dv) agree."""
-    _need(kernel, q.ndim >= 3 and k.ndim == q.ndim == v.ndim and k.shape[:-2] == q.shape[:-2] == v.shape[:-2]
-          and k.shape[-1] == q.shape[-1] and v.shape[-2] == k.shape[-2],
-          f"q {q.shape}, k {k.shape}, v {v.shape} must be (BH, Tq, D), (BH, Tk, D), (BH, Tk, Dv)")
-    bh = int(np.prod(q.shape[:-2]))
-    return bh, q.shape[-2], k.shape[-2], q.shape[-1], v.shape[-1]
-
-
-def attention_forward(
-    q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray | None, causal: bool, scale: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Fused scaled-dot-product attention; returns (out, weights). `mask` (True = attend) broadcasts."""
-    if not _is_f32("attention_forward", q, k, v):
-        return reference.attention_forward(q, k, v, mask, causal, scale)
-    bh, tq, tk, d, dv = _heads("attention_forward", q, k, v)
-    mask_ptr = _NULL
-    if mask is not None:
-        mask = np.asarray(mask)
-        try:
-            full = np.broadcast_to(mask, q.shape[:-1] + (tk,))
-        except ValueError:
-            raise ValueError(f"attention_forward: mask {mask.shape} does not broadcast to "
-                             f"{q.shape[:-1] + (tk,)}") from None
-        full = np.ascontiguousarray(full if full.dtype == np.bool_ else full != 0)
-        mask_ptr = ffi.from_buffer("uint8_t[]", full.view(np.uint8))
-    q, k, v = _contig(q), _contig(k), _contig(v)
-    out = np.empty(q.shape[:-1] + (dv,), _F32)
-    weights = np.empty(q.shape[:-1] + (tk,), _F32)
-    lib.mt_attention_forward(_fp(q), _fp(k), _fp(v), mask_ptr, bool(causal), float(scale), _fp(out),
-                             _fp(weights), bh, tq, tk, d, dv)
-    return out, weights
-
-
-def attention_backward(
-    g: np.ndarray, q: np.ndarray, k: np.ndarray, v: np.ndarray, weights: np.ndarray, scale: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Gradients (dq, dk, dv) of attention from the weights the forward pass saved."""
-    if not _is_f32("attention_backward", g, q, k, v, weights):
-        return reference.attention_backward(g, q, k, v, weights, scale)
-    bh, tq, tk, d, dv = _heads("attention_backward", q, k, v)
-    _need("attention_backward", g.shape == q.shape[:-1] + (dv,) and weights.shape == q.shape[:-1] + (tk,),
-          f"g {g.shape} must be {q.shape[:-1] + (dv,)} and weights {weights.shape} be {q.shape[:-1] + (tk,)}")
-    g, q, k, v, weights = _contig(g), _contig(q), _contig(k), _contig(v), _contig(weights)
-    dq, dk, dvals = np.empty_like(q), np.empty_like(k), np.empty_like(v)
-    scratch = np.empty(weights.shape, _F32)
-    lib.mt_attention_backward(_fp(g), _fp(q), _fp(k), _fp(v), _fp(weights), float(scale), _fp(dq), _fp(dk),
-                              _fp(dvals), _fp(scratch), bh, tq, tk, d, dv)
-    return dq, dk, dvals
-
-
-def _packed_dims(kernel: str, qkv: np.ndarray, n_heads: int) -> tuple[int, int, int, int]:
-    """(B, T, H, hd) of a packed (B, T, 3 * H * hd) projection, checked."""
-    _need(kernel, qkv.ndim == 3 and qkv.shape[-1] % 3 == 0, f"qkv {qkv.shape} must be (B, T, 3*D)")
-    d = qkv.shape[-1] // 3
-    _need(kernel, isinstance(n_heads, (int, np.integer)) and n_heads > 0 and d % n_heads == 0,
-          f"d_model {d} does not split into {n_heads} heads")
-    return qkv.shape[0], qkv.shape[1], int(n_heads), d // int(n_heads)
-
-
-def self_attention_forward(
-    qkv: np.ndarray, n_heads: int, mask: np.ndarray | None, causal: bool, scale: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Self-attention on a packed qkv (B, T, 3*D), heads read by stride; returns (out, weights)."""
-    if not _is_f32("self_attention_forward", qkv):
-        return reference.self_attention_forward(qkv, n_heads, mask, causal, scale)
-    B, T, H, hd = _packed_dims("self_attention_forward", qkv, n_heads)
-    mask_ptr = _NULL
-    if mask is not None:
-        _need("self_attention_forward", mask.shape == (B, H, T, T) and mask.dtype == np.bool_,
-              f"mask {mask.shape} {mask.dtype} must be bool {(B, H, T, T)}")
-        mask = _contig(mask)
-        mask_ptr = ffi.from_buffer("uint8_t[]", mask.view(np.uint8))
-    qkv = _contig(qkv)
-    out = np.empty((B, T, H * hd), _F32)
-    weights = np.empty((B, H, T, T), _F32)
-    if lib.mt_self_attention_forward(_fp(qkv), mask_ptr, bool(causal), float(scale), _fp(out), _fp(weights),
-                                     B, T, H, hd):
-        raise MemoryError("self_attention_forward: no memory for the kernel's workspace")
-    return out, weights
-
-
-def self_attention_backward(g: np.ndarray, qkv: np.ndarray, weights: np.ndarray, scale: float) -> np.ndarray:
-    """Gradient with respect to the packed qkv (B, T, 3*D) from the saved weights (B, H, T, T)."""
-    if not _is_f32("self_attention_backward", g, qkv, weights):
-        return reference.self_attention_backward(g, qkv, weights, scale)
-    _need("self_attention_backward", weights.ndim == 4, f"weights {weights.shape} must be (B, H, T, T)")
-    B, T, H, hd = _packed_dims("self_attention_backward", qkv, weights.shape[1])
-    _need("self_attention_backward", weights.shape == (B, H, T, T) and g.shape == (B, T, H * hd),
-          f"g {g.shape} must be {(B, T, H * hd)} and weights {weights.shape} be {(B, H, T, T)}")
-    g, qkv, weights = _contig(g), _contig(qkv), _contig(weights)
-    dqkv = np.empty_like(qkv)
-    if lib.mt_self_attention_backward(_fp(g), _fp(qkv), _fp(weights), float(scale), _fp(dqkv), B, T, H, hd):
-        raise MemoryError("self_attention_backward: no memory for the kernel's workspace")
-    return dqkv
 
 
 # ---------------------------------------------------------------- cross-entropy

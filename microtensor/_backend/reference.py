@@ -54,11 +54,9 @@ def linear_backward(
     return dx, dw, db
 
 
-def softmax_forward(x: np.ndarray, causal: bool = False) -> np.ndarray:
-    """Softmax over the last axis; `causal` adds -inf to entries j > i of the last two axes."""
+def softmax_forward(x: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis."""
     with np.errstate(**_QUIET):
-        if causal:
-            x = np.where(_causal_mask(x.shape[-2], x.shape[-1]), x, x - np.inf)
         m = x.max(axis=-1, keepdims=True, initial=-np.inf)
         e = np.exp(x - m)
         return e / e.sum(axis=-1, keepdims=True)
@@ -126,75 +124,6 @@ def layernorm_backward(
         gx - gx.mean(axis=-1, keepdims=True) - xhat * (gx * xhat).mean(axis=-1, keepdims=True)
     )
     return dx, dweight, dbias
-
-
-def attention_forward(
-    q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray | None, causal: bool, scale: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Scaled dot-product attention for q (BH, Tq, D), k and v (BH, Tk, D).
-
-    `mask` is None or a bool array (BH, Tq, Tk), True where a query may attend.
-    As PyTorch, masked scores get -inf added (a NaN or +inf score stays NaN), and
-    a row of -inf scores (nothing to attend to) gets zero weights: its output is
-    0 @ v. Returns (out (BH, Tq, D), weights (BH, Tq, Tk)).
-    """
-    with np.errstate(**_QUIET):
-        scores = np.matmul(q, np.swapaxes(k, -1, -2)) * scale
-        allowed = np.ones(scores.shape, dtype=bool) if mask is None else mask.astype(bool)
-        if causal:
-            allowed = allowed & _causal_mask(scores.shape[-2], scores.shape[-1])
-        scores = np.where(allowed, scores, scores - np.inf)
-        m = scores.max(axis=-1, keepdims=True, initial=-np.inf)
-        e = np.exp(scores - np.where(m == -np.inf, 0.0, m))
-        s = e.sum(axis=-1, keepdims=True)
-        weights = (e / np.where(s == 0, 1.0, s)).astype(q.dtype)
-        return np.matmul(weights, v), weights
-
-
-def attention_backward(
-    g: np.ndarray, q: np.ndarray, k: np.ndarray, v: np.ndarray, weights: np.ndarray, scale: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Gradients (dq, dk, dv) of attention given the weights saved by the forward pass."""
-    dv = np.matmul(np.swapaxes(weights, -1, -2), g)
-    dweights = np.matmul(g, np.swapaxes(v, -1, -2))
-    dscores = weights * (dweights - (dweights * weights).sum(axis=-1, keepdims=True)) * scale
-    dq = np.matmul(dscores, k)
-    dk = np.matmul(np.swapaxes(dscores, -1, -2), q)
-    return dq, dk, dv
-
-
-def _split_heads(qkv: np.ndarray, n_heads: int) -> np.ndarray:
-    """(3, B * n_heads, T, hd) contiguous q, k, v heads of a packed (B, T, 3 * D) projection."""
-    B, T, D3 = qkv.shape
-    hd = D3 // 3 // n_heads
-    heads = qkv.reshape(B, T, 3, n_heads, hd).transpose(2, 0, 3, 1, 4)
-    return np.ascontiguousarray(heads).reshape(3, B * n_heads, T, hd)
-
-
-def self_attention_forward(
-    qkv: np.ndarray, n_heads: int, mask: np.ndarray | None, causal: bool, scale: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Multi-head self-attention on a packed projection qkv (B, T, 3*D) = [q | k | v].
-
-    `mask` is None or bool (B, n_heads, T, T), True where a query may attend.
-    Returns (out (B, T, D) with the heads concatenated, weights (B, n_heads, T, T)).
-    """
-    B, T, D3 = qkv.shape
-    q, k, v = _split_heads(qkv, n_heads)
-    flat_mask = None if mask is None else mask.reshape(B * n_heads, T, T)
-    out, weights = attention_forward(q, k, v, flat_mask, causal, scale)
-    out = out.reshape(B, n_heads, T, D3 // 3 // n_heads).transpose(0, 2, 1, 3).reshape(B, T, D3 // 3)
-    return out, weights.reshape(B, n_heads, T, T)
-
-
-def self_attention_backward(g: np.ndarray, qkv: np.ndarray, weights: np.ndarray, scale: float) -> np.ndarray:
-    """Gradient (B, T, 3*D) of self-attention with respect to the packed qkv, from the saved weights."""
-    B, H, T, _ = weights.shape
-    q, k, v = _split_heads(qkv, H)
-    hd = q.shape[-1]
-    gh = g.reshape(B, T, H, hd).transpose(0, 2, 1, 3).reshape(B * H, T, hd)
-    dq, dk, dv = attention_backward(gh, q, k, v, weights.reshape(B * H, T, T), scale)
-    return np.stack([dq, dk, dv]).reshape(3, B, H, T, hd).transpose(1, 3, 0, 2, 4).reshape(B, T, 3 * H * hd)
 
 
 def cross_entropy_forward(
@@ -347,7 +276,3 @@ def embedding_backward(ids: np.ndarray, g: np.ndarray, num_embeddings: int) -> n
     np.add.at(dweight, ids, g)
     return dweight
 
-
-def _causal_mask(tq: int, tk: int) -> np.ndarray:
-    """True where key j may be seen by query i (j <= i), aligned at the first query as PyTorch's is_causal."""
-    return np.tril(np.ones((tq, tk), dtype=bool))

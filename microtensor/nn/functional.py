@@ -156,7 +156,8 @@ def scaled_dot_product_attention(
     returns (output, weights before dropout, a detached (..., Tq, Tk) tensor).
     """
     out, ctx = ops.ScaledDotProductAttention.apply_with_ctx(
-        query, key, value, attn_mask, dropout_p=dropout_p, is_causal=is_causal, scale=scale, generator=generator
+        query, key, value, attn_mask, dropout_p=dropout_p, is_causal=is_causal, scale=scale, generator=generator,
+        need_weights=need_weights,
     )
     return (out, Tensor._wrap(ctx.weights)) if need_weights else out
 
@@ -178,7 +179,7 @@ def self_attention(
     scaled_dot_product_attention, with fewer ops in the graph.
     """
     out, ctx = ops.SelfAttention.apply_with_ctx(
-        qkv, n_heads=n_heads, mask=_data(mask), is_causal=is_causal, scale=scale
+        qkv, n_heads=n_heads, mask=_data(mask), is_causal=is_causal, scale=scale, need_weights=need_weights
     )
     return (out, Tensor._wrap(ctx.weights)) if need_weights else out
 

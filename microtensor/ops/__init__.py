@@ -25,6 +25,7 @@ from .elementwise import (
     Tanh,
     Where,
 )
+from .attention import ScaledDotProductAttention, SelfAttention
 from .matmul import MatMul
 from .nn import (
     CrossEntropy,
@@ -34,8 +35,6 @@ from .nn import (
     LayerNorm,
     Linear,
     LogSoftmax,
-    ScaledDotProductAttention,
-    SelfAttention,
     Softmax,
 )
 from .reduce import CumSum, Max, Mean, Min, Norm, Sum, Var
