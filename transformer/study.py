@@ -6,14 +6,18 @@
     python -m transformer.study schedules                    # constant, warmup+cosine, step; clipping
 
 Every (configuration, seed) is one `python -m transformer.train` subprocess
-with one kernel thread, `--jobs` of them at a time (default 2, one per core).
+with `--threads` kernel threads (default 1). `--executor local` (default) runs
+`--jobs` of them at a time on this machine (default 2, one per core);
+`--executor ray` makes each run a Ray task reserving its thread count as CPUs,
+on a local Ray instance or the cluster at `--address` (docs/SCALING.md); the
+same seeds and threads give the same numbers on either executor.
 Nothing is ever deleted: running the same study again skips the runs already
 finished with the same settings and resumes interrupted ones from their
 checkpoint; a run folder holding a run with other settings is refused (exit
 code 2, naming the folder and the settings that differ). Results go to
 runs/study-NAME/: results.md (markdown table), results.json, index.html
 (overlaid validation curves). Ctrl-C stops the children cleanly (each saves a
-checkpoint) and still writes the table of what finished.
+checkpoint; Ray tasks are cancelled) and still writes the table of what finished.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import argparse
 import base64
 import html
+import importlib.util
 import json
 import math
 import os
@@ -134,22 +139,22 @@ def read_run(config: str, seed: int, run_dir: Path) -> RunResult:
 
 
 def train_command(config: Config, seed: int, run_dir: Path, epochs: int, base_args: Sequence[str],
-                  resume: bool) -> list[str]:
+                  resume: bool, threads: int = 1) -> list[str]:
     """The trainer invocation of one run; the configuration's own arguments come last and win."""
     cmd = [sys.executable, "-m", "transformer.train", "--out", str(run_dir), "--quiet", "--no-diagnostics",
-           "--threads", "1"]
+           "--threads", str(threads)]
     if resume:
         return [*cmd, "--resume"]
     return [*cmd, "--epochs", str(epochs), "--seed", str(seed), *base_args, *config.args]
 
 
-def child_env() -> dict[str, str]:
-    """One thread per run (our kernels and numpy's BLAS) so two runs share two cores; package importable."""
+def child_env(threads: int = 1) -> dict[str, str]:
+    """`threads` threads per run (our kernels and numpy's BLAS) so runs share the cores; package importable."""
     env = dict(os.environ)
     root = str(Path(__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     for var in ("MICROTENSOR_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        env[var] = "1"
+        env[var] = str(threads)
     return env
 
 
@@ -158,15 +163,17 @@ class _Job:
     config: Config
     seed: int
     run_dir: Path
-    resume: bool
-    overwrite: bool = False  # the folder holds only the start of this same run, before its first checkpoint
+    fresh: list[str]  # the train command that starts this run afresh: its settings, kept in STAMP
+    command: list[str]  # what runs now: `fresh`, `fresh --overwrite` (no checkpoint yet) or `--resume`
+    threads: int = 1
     proc: subprocess.Popen | None = None
     started: float = 0.0
     log: Any = None
 
 
 def plan_jobs(
-    configs: Sequence[Config], seeds: Sequence[int], out: Path, epochs: int, base_args: Sequence[str]
+    configs: Sequence[Config], seeds: Sequence[int], out: Path, epochs: int, base_args: Sequence[str],
+    threads: int = 1,
 ) -> tuple[list[_Job], list[RunResult]]:
     """Jobs still to run, and the results already finished in `out` with the same settings (kept).
 
@@ -176,10 +183,10 @@ def plan_jobs(
     for config in configs:
         for seed in seeds:
             run_dir = out / config.name / f"seed{seed}"
+            fresh = train_command(config, seed, run_dir, epochs, base_args, resume=False, threads=threads)
             found = holds_run(run_dir)
             if found:
-                command = train_command(config, seed, run_dir, epochs, base_args, resume=False)
-                conflict = _conflict(run_dir, found, command[1:])
+                conflict = _conflict(run_dir, found, fresh[1:])
                 if conflict:
                     conflicts.append(conflict)
                     continue
@@ -187,8 +194,11 @@ def plan_jobs(
             if previous.status == "ok":
                 done.append(previous)
                 continue
-            resume = (run_dir / CKPT_LAST).exists()
-            jobs.append(_Job(config, seed, run_dir, resume, overwrite=bool(found) and not resume))
+            if (run_dir / CKPT_LAST).exists():
+                command = train_command(config, seed, run_dir, epochs, base_args, resume=True, threads=threads)
+            else:
+                command = [*fresh, "--overwrite"] if found else fresh
+            jobs.append(_Job(config, seed, run_dir, fresh, command, threads))
     if conflicts:
         more = f" (and {len(conflicts) - 1} more)" if len(conflicts) > 1 else ""
         raise ValueError(f"{conflicts[0]}{more}; nothing was changed: choose another --out, or move the "
@@ -227,33 +237,41 @@ def _conflict(run_dir: Path, found: Sequence[str], command: Sequence[str]) -> st
     return f"{run_dir} holds a run with other settings ({'; '.join(differ)})" if differ else None
 
 
-def _start(job: _Job, epochs: int, base_args: Sequence[str]) -> None:
+def _prepare(job: _Job) -> None:
+    """The run folder, and its settings stamp when the run starts afresh."""
     job.run_dir.mkdir(parents=True, exist_ok=True)
-    if not job.resume:
-        fresh = train_command(job.config, job.seed, job.run_dir, epochs, base_args, resume=False)
-        (job.run_dir / STAMP).write_text(json.dumps(fresh[1:]))
-    job.log = open(job.run_dir / "train.log", "a")
-    cmd = train_command(job.config, job.seed, job.run_dir, epochs, base_args, job.resume)
-    cmd += ["--overwrite"] if job.overwrite else []
-    job.log.write("$ " + " ".join(cmd) + "\n")
-    job.log.flush()
+    if "--resume" not in job.command:
+        (job.run_dir / STAMP).write_text(json.dumps(job.fresh[1:]))
+
+
+def _open_log(log_path: Path | str, command: Sequence[str]) -> Any:
+    """The run's train.log, opened for appending, headed by the command about to run."""
+    log = open(log_path, "a")
+    log.write("$ " + " ".join(command) + "\n")
+    log.flush()
+    return log
+
+
+def _start(job: _Job) -> None:
+    _prepare(job)
+    job.log = _open_log(job.run_dir / "train.log", job.command)
     job.started = time.perf_counter()
-    job.proc = subprocess.Popen(cmd, stdout=job.log, stderr=subprocess.STDOUT, env=child_env(),
+    job.proc = subprocess.Popen(job.command, stdout=job.log, stderr=subprocess.STDOUT, env=child_env(job.threads),
                                 stdin=subprocess.DEVNULL)
 
 
-def _finish(job: _Job, code: int) -> RunResult:
-    """Close the job's log, keep its wall time, read its result."""
-    elapsed = time.perf_counter() - job.started
-    job.log.close()
+def _finish(job: _Job, code: int | str, elapsed: float) -> RunResult:
+    """Keep the job's wall time (added to earlier attempts' when it resumed), read its result."""
     previous = job.run_dir / "study_wall_s.txt"
-    total = elapsed + (float(previous.read_text()) if job.resume and previous.exists() else 0.0)
-    previous.write_text(f"{total:.3f}")
+    resumed = "--resume" in job.command and previous.exists()
+    previous.write_text(f"{elapsed + (float(previous.read_text()) if resumed else 0.0):.3f}")
     result = read_run(job.config.name, job.seed, job.run_dir)
     if result.status != "ok":
-        lines = [ln for ln in (job.run_dir / "train.log").read_text().splitlines() if ln.strip()]
+        log = job.run_dir / "train.log"
+        lines = [ln for ln in log.read_text().splitlines() if ln.strip()] if log.exists() else []
         last = lines[-1].strip()[:200] if lines else "no output"
-        result.status = f"failed (exit {code}: {last}; log {job.run_dir / 'train.log'})"
+        how = f"exit {code}" if isinstance(code, int) else code
+        result.status = f"failed ({how}: {last}; log {log})"
     return result
 
 
@@ -264,34 +282,58 @@ def _describe(result: RunResult) -> str:
     return f"test acc {100 * f['test/acc']:.2f}%, trained in {f.get('time/train_s', 0):.1f}s"
 
 
+class _Progress:
+    """A bar across the study's runs (stderr) and one line per finished run (stdout)."""
+
+    def __init__(self, total: int, done: int) -> None:
+        from tqdm import tqdm
+
+        self.total, self.finished = total, done
+        self.bar = tqdm(total=total, initial=done, unit="run", desc="study", file=sys.stderr, dynamic_ncols=True,
+                        leave=False)
+
+    def done(self, result: RunResult, state: str) -> None:
+        self.finished += 1
+        self.bar.write(f"[{self.finished}/{self.total}] {result.config} seed {result.seed}: {_describe(result)} "
+                       f"({state})", file=sys.stdout)
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _interrupt(proc: subprocess.Popen, deadline: float) -> None:
+    """Ask a child to stop (SIGINT: it checkpoints between steps); kill it if still running at `deadline`."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def _stop(running: list[_Job]) -> None:
-    """Ask each child to stop (SIGINT: it checkpoints between steps), then kill what is left after 20 s."""
+    """Ask each child to stop, then kill what is left after 20 s."""
     for job in running:
         if job.proc is not None and job.proc.poll() is None:
             job.proc.send_signal(signal.SIGINT)
     deadline = time.monotonic() + 20
     for job in running:
-        if job.proc is None:
-            continue
-        try:
-            job.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            job.proc.kill()
-            job.proc.wait()
+        if job.proc is not None:
+            _interrupt(job.proc, deadline)
         if job.log is not None and not job.log.closed:
             job.log.close()
 
 
-def run_jobs(jobs: list[_Job], epochs: int, base_args: Sequence[str], n_jobs: int, total: int,
-             done_before: int) -> tuple[list[RunResult], bool]:
-    """Run the jobs `n_jobs` at a time, printing each as it finishes; (results, interrupted)."""
+def run_jobs(jobs: list[_Job], n_jobs: int, progress: _Progress) -> tuple[list[RunResult], bool]:
+    """Run the jobs as local subprocesses, `n_jobs` at a time; (results, interrupted)."""
     queue, running, results = list(jobs), [], []
-    finished = done_before
     try:
         while queue or running:
             while queue and len(running) < n_jobs:
                 job = queue.pop(0)
-                _start(job, epochs, base_args)
+                _start(job)
                 running.append(job)
             time.sleep(0.2)
             for job in list(running):
@@ -299,14 +341,93 @@ def run_jobs(jobs: list[_Job], epochs: int, base_args: Sequence[str], n_jobs: in
                 if code is None:
                     continue
                 running.remove(job)
-                result = _finish(job, code)
-                results.append(result)
-                finished += 1
-                print(f"[{finished}/{total}] {job.config.name} seed {job.seed}: {_describe(result)} "
-                      f"({len(running)} running, {len(queue)} queued)", flush=True)
+                job.log.close()
+                results.append(_finish(job, code, time.perf_counter() - job.started))
+                progress.done(results[-1], f"{len(running)} running, {len(queue)} queued")
     except KeyboardInterrupt:
         print(f"\ninterrupted: stopping {len(running)} running job(s)...", flush=True)
         _stop(running)
+        return results, True
+    return results, False
+
+
+# ---- the Ray executor -------------------------------------------------------------------------------
+
+RAY_MISSING = 'study: --executor ray needs Ray, which is not installed: pip install -e ".[cluster]"'
+
+
+def _unblock_sigint() -> None:
+    """In the child before exec: Ray workers block SIGINT, and the child would inherit the mask."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+def run_command(command: Sequence[str], log_path: str, threads: int) -> tuple[int, float]:
+    """One run to its end, output appended to its log; (exit code, seconds). Runs on whichever node Ray picks.
+
+    This node's Python runs it. Ctrl-C or ray.cancel (KeyboardInterrupt here) stops the child at a checkpoint.
+    """
+    command = [sys.executable, *command[1:]]
+    started = time.perf_counter()
+    with _open_log(log_path, command) as log:
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=child_env(threads),
+                                stdin=subprocess.DEVNULL, preexec_fn=_unblock_sigint)
+        try:
+            while proc.poll() is None:  # not wait(): ray.cancel's KeyboardInterrupt arrives between bytecodes
+                time.sleep(0.2)
+        except KeyboardInterrupt:
+            _interrupt(proc, time.monotonic() + 20)
+            raise
+    return proc.returncode, time.perf_counter() - started
+
+
+def connect_ray(address: str | None, threads: int) -> bool:
+    """Join the Ray cluster at `address` (None: start a local instance), unless connected; True if joined now.
+
+    ValueError when no cluster answers or no node has `threads` CPUs. Dashboard and usage statistics stay off.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return False
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    try:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+    except (ConnectionError, RuntimeError, ValueError) as err:
+        first = (str(err).strip() or type(err).__name__).splitlines()[0]
+        raise ValueError(f"--address {address}: no Ray cluster answered ({first}); start one with "
+                         "`ray start --head` (docs/SCALING.md)") from None
+    largest = max((node["Resources"].get("CPU", 0) for node in ray.nodes() if node["Alive"]), default=0)
+    if largest < threads:
+        ray.shutdown()
+        raise ValueError(f"--threads {threads}: the largest Ray node has {largest:g} CPUs, so no run could start")
+    return True
+
+
+def run_jobs_ray(jobs: list[_Job], limit: int | None, progress: _Progress) -> tuple[list[RunResult], bool]:
+    """Run each job as a Ray task reserving `threads` CPUs, at most `limit` in flight; (results, interrupted)."""
+    import ray
+
+    task = ray.remote(num_cpus=jobs[0].threads if jobs else 1, max_retries=0)(run_command)
+    queue, running, results = list(jobs), {}, []
+    try:
+        while queue or running:
+            while queue and (limit is None or len(running) < limit):
+                job = queue.pop(0)
+                _prepare(job)
+                running[task.remote(job.command, str(job.run_dir / "train.log"), job.threads)] = job
+            ready, _ = ray.wait(list(running), num_returns=1)
+            job = running.pop(ready[0])
+            try:
+                code, elapsed = ray.get(ready[0])
+            except ray.exceptions.RayError as err:
+                code, elapsed = f"Ray task failed: {type(err).__name__}", 0.0
+            results.append(_finish(job, code, elapsed))
+            progress.done(results[-1], f"{len(running)} Ray task(s) in flight, {len(queue)} queued")
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: cancelling {len(running)} Ray task(s)...", flush=True)
+        for ref in running:
+            ray.cancel(ref)
+        ray.wait(list(running), num_returns=len(running), timeout=30)
         return results, True
     return results, False
 
@@ -455,14 +576,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("name", choices=STUDIES)
     parser.add_argument("--seeds", type=int, default=1, help="seeds per configuration: 0..N-1 (default 1)")
     parser.add_argument("--epochs", type=int, default=50, help="epochs per run (default 50, the seed config)")
-    parser.add_argument("--jobs", type=int, default=2, help="runs at a time (default 2, one per core)")
+    parser.add_argument("--jobs", type=int, help="runs at a time (local default 2, one per core; ray default: "
+                                                 "as many as the cluster's CPUs allow)")
+    parser.add_argument("--threads", type=int, default=1, help="kernel threads per run, reserved as CPUs by a "
+                                                               "Ray task (default 1)")
+    parser.add_argument("--executor", choices=("local", "ray"), default="local",
+                        help="local subprocesses (default), or Ray tasks (pip install -e \".[cluster]\")")
+    parser.add_argument("--address", help="with --executor ray: the cluster to join, auto or HOST:PORT "
+                                          "(default: start a local Ray instance)")
     parser.add_argument("--out", help="output folder (default runs/study-NAME)")
     parser.add_argument("--configs", help="only these configurations (comma-separated names)")
     parser.add_argument("--train-size", type=int, help="training examples for every run (the datasize study "
                                                       "sets its own)")
     args = parser.parse_args(argv)
-    if args.seeds < 1 or args.epochs < 1 or args.jobs < 1 or (args.train_size is not None and args.train_size < 1):
-        parser.error("--seeds, --epochs, --jobs and --train-size must be >= 1")
+    counts = (args.seeds, args.epochs, args.threads, 1 if args.jobs is None else args.jobs,
+              1 if args.train_size is None else args.train_size)
+    if min(counts) < 1:
+        parser.error("--seeds, --epochs, --jobs, --threads and --train-size must be >= 1")
+    if args.address is not None and args.executor != "ray":
+        parser.error("--address joins a Ray cluster: give it with --executor ray")
     configs = study_configs(args.name, args.epochs)
     if args.configs:
         wanted = args.configs.split(",")
@@ -473,16 +605,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(args.out or f"runs/study-{args.name}")
     base_args = ["--train-size", str(args.train_size)] if args.train_size is not None else []
     seeds = list(range(args.seeds))
+    if args.executor == "ray" and importlib.util.find_spec("ray") is None:
+        print(RAY_MISSING, file=sys.stderr)
+        return 2
     try:
         make_folder(out, "--out")
-        jobs, done = plan_jobs(configs, seeds, out, args.epochs, base_args)
+        jobs, done = plan_jobs(configs, seeds, out, args.epochs, base_args, args.threads)
+        joined = args.executor == "ray" and connect_ray(args.address, args.threads)
     except ValueError as err:
         print(f"study: {err}", file=sys.stderr)
         return 2
     total = len(jobs) + len(done)
+    where = (f"{args.jobs or 2} at a time" if args.executor == "local" else
+             f"Ray tasks of {args.threads} CPU(s)" + (f", {args.jobs} at a time" if args.jobs else ""))
     print(f"study {args.name}: {len(configs)} configurations x {len(seeds)} seeds x {args.epochs} epochs = "
-          f"{total} runs ({len(done)} already done), {args.jobs} at a time -> {out}", flush=True)
-    new, interrupted = run_jobs(jobs, args.epochs, base_args, args.jobs, total, len(done))
+          f"{total} runs ({len(done)} already done), {where} -> {out}", flush=True)
+    progress = _Progress(total, len(done))
+    try:
+        if args.executor == "local":
+            new, interrupted = run_jobs(jobs, args.jobs or 2, progress)
+        else:
+            new, interrupted = run_jobs_ray(jobs, args.jobs, progress)
+    finally:
+        progress.close()
+        if joined:
+            import ray
+
+            ray.shutdown()
     results = done + new
     command = "python -m transformer.study " + " ".join(argv if argv is not None else sys.argv[1:])
     path = write_outputs(args.name, out, configs, results, command)
