@@ -119,6 +119,20 @@ def test_a_resumed_text_run_equals_an_uninterrupted_one(tmp_path, corpus_file):
         np.testing.assert_array_equal(p.data, q.data)
 
 
+def test_a_nan_loss_stops_a_text_run_naming_the_step(tmp_path, corpus_file, capsys):
+    settings = text_from_layers([], {"data": str(corpus_file), "steps": 4, "warmup_steps": 1, "block_size": 16,
+                                     "d_model": 16, "n_heads": 2, "d_ff": 32, "n_blocks": 1, "batch_size": 4})
+    trainer = TextTrainer(*settings, load_corpus(corpus_file, 16), tmp_path, quiet=True)
+    trainer.model.ln_f.bias.data[...] = np.nan
+
+    class Never:
+        requested = False
+
+    assert trainer.run(Never()) == 1
+    assert "loss became nan at epoch 1, step 1; stopping (no checkpoint" in capsys.readouterr().out
+    assert not (tmp_path / "metrics.jsonl").exists()
+
+
 def test_resume_refuses_other_settings_or_another_text(tmp_path, corpus_file, capsys):
     run = tmp_path / "run"
     assert main([*TINY, "--data", str(corpus_file), "--out", str(run)]) == 0

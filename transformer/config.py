@@ -211,6 +211,12 @@ def check_value(f: Any, value: Any) -> Any:
     return value
 
 
+def _check_warmup(name: str, warmup: int, total_name: str, total: int) -> None:
+    """SettingError unless a warmup (0: none) is shorter than the run."""
+    if warmup and warmup >= total:
+        raise SettingError(name, f"must be fewer than {total_name} ({total}), got {warmup}")
+
+
 def _check_fields(config: Any) -> None:
     for f in fields(config):
         setattr(config, f.name, check_value(f, getattr(config, f.name)))
@@ -316,8 +322,7 @@ class TrainConfig:
     def validate(self) -> None:
         """Each field by its declaration, then the rules between fields; SettingError on the first fault."""
         _check_fields(self)
-        if self.warmup_epochs and self.warmup_epochs >= self.epochs:
-            raise SettingError("warmup_epochs", f"must be fewer than epochs ({self.epochs}), got {self.warmup_epochs}")
+        _check_warmup("warmup_epochs", self.warmup_epochs, "epochs", self.epochs)
 
 
 @dataclass
@@ -338,8 +343,7 @@ class TextConfig:
     def validate(self) -> None:
         """Each field by its declaration, then the rules between fields; SettingError on the first fault."""
         _check_fields(self)
-        if self.warmup_steps and self.warmup_steps >= self.steps:
-            raise SettingError("warmup_steps", f"must be fewer than steps ({self.steps}), got {self.warmup_steps}")
+        _check_warmup("warmup_steps", self.warmup_steps, "steps", self.steps)
 
 
 TASKS = ("ops", "text")

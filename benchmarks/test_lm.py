@@ -1,0 +1,104 @@
+"""Training throughput of the text task's GPT (`make lm`'s settings) in tokens/s, microtensor vs PyTorch.
+
+One step is what `python -m transformer.train --task text` does per step (forward,
+loss, backward, clipping, AdamW, warmup + cosine); PyTorch runs benchmarks/lm_twin.py's
+copy of the same model from the same weights on the same windows. At 1 and 2 threads:
+
+    python -m pytest benchmarks/test_lm.py --benchmark-only --benchmark-columns=median,iqr,ops
+
+`test_lm_tokens_per_second_vs_pytorch` times the two steps interleaved (pairs in
+one run, so machine load hits both) and records tokens/s of each and their ratio
+in extra_info; the per-library tests give pytest-benchmark's own table.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_train_step import _set_microtensor_threads
+
+from transformer.config import read_config_file, text_from_layers
+from transformer.text import TextError, demo_text, load_corpus
+from transformer.train import TextTrainer
+
+DEMO = Path(__file__).resolve().parents[1] / "examples" / "lm_demo.json"
+THREADS = [1, 2]
+PAIRS = 15
+
+
+@pytest.fixture(scope="module")
+def corpus_path(tmp_path_factory) -> Path:
+    try:
+        text = demo_text()
+    except TextError as err:
+        pytest.skip(str(err))
+    path = tmp_path_factory.mktemp("lm") / "licenses.txt"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def make_trainer(corpus_path: Path, tmp_path: Path) -> TextTrainer:
+    """A TextTrainer with make lm's settings (examples/lm_demo.json) on the demo corpus."""
+    settings = text_from_layers([read_config_file(DEMO)], {"data": str(corpus_path)})
+    return TextTrainer(*settings, load_corpus(corpus_path, settings[2].block_size), tmp_path, quiet=True)
+
+
+def microtensor_step(trainer: TextTrainer):
+    index = trainer.order(1)[: trainer.examples_per_step]
+    return lambda: trainer.train_step(index)
+
+
+def torch_step(trainer: TextTrainer):
+    import lm_twin
+
+    model = lm_twin.twin_of(trainer)
+    opt, sched = lm_twin.make_optimizer(model, trainer)
+    index = trainer.order(1)[: trainer.examples_per_step]
+    return lambda: lm_twin.train_step(model, opt, sched, trainer, index)
+
+
+def tokens_per_step(trainer: TextTrainer) -> int:
+    return trainer.examples_per_step * trainer.text.block_size
+
+
+@pytest.mark.parametrize("threads", THREADS)
+@pytest.mark.parametrize("library", ["microtensor", "torch"])
+def test_lm_step(benchmark, corpus_path, tmp_path, library, threads):
+    if library == "torch":
+        pytest.importorskip("torch").set_num_threads(threads)
+    else:
+        _set_microtensor_threads(threads)
+    trainer = make_trainer(corpus_path, tmp_path)
+    step = (torch_step if library == "torch" else microtensor_step)(trainer)
+    benchmark.extra_info.update(threads=threads, tokens_per_step=tokens_per_step(trainer))
+    benchmark.pedantic(step, rounds=10, warmup_rounds=2)
+
+
+@pytest.mark.parametrize("threads", THREADS)
+def test_lm_tokens_per_second_vs_pytorch(benchmark, corpus_path, tmp_path, threads):
+    """Interleaved pairs of steps; extra_info holds both medians in tokens/s and microtensor's speed-up."""
+    torch = pytest.importorskip("torch")
+    torch.set_num_threads(threads)
+    _set_microtensor_threads(threads)
+    ours, theirs = make_trainer(corpus_path, tmp_path / "a"), make_trainer(corpus_path, tmp_path / "b")
+    steps = {"microtensor": microtensor_step(ours), "torch": torch_step(theirs)}
+    times: dict[str, list[float]] = {name: [] for name in steps}
+
+    def pair() -> None:
+        for name, step in steps.items():
+            started = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - started)
+
+    benchmark.pedantic(pair, rounds=PAIRS, warmup_rounds=2)
+    tokens = tokens_per_step(ours)
+    rate = {name: tokens / float(np.median(t[-PAIRS:])) for name, t in times.items()}
+    benchmark.extra_info.update(
+        threads=threads, tokens_per_step=tokens, tokens_per_s=rate, speedup=rate["microtensor"] / rate["torch"]
+    )
+    print(f"\n{threads} thread(s): {json.dumps({k: round(v) for k, v in rate.items()})} tokens/s, "
+          f"microtensor / PyTorch = {rate['microtensor'] / rate['torch']:.2f}x")
