@@ -57,3 +57,15 @@ graph: install  ## the seed model's loss graph, one node per module
 studies: install  ## the docs/STUDIES.md tables: ablations and optimizers, 2 seeds x 50 epochs, 2 runs at a time
 	$(PY) -m transformer.study ablations --seeds 2
 	$(PY) -m transformer.study optimizers --seeds 2
+
+# ---- the text task (issue 11) ----
+# The demo corpus is the machine's license texts (/usr/share/common-licenses, Debian's essential base-files):
+# ~237K characters of English prose on every Debian/Ubuntu machine, no download. Settings: examples/lm_demo.json.
+LM_CORPUS ?= runs/licenses.txt
+.PHONY: lm
+
+lm: install  ## a small character GPT trained on the demo corpus, then a sample from it (<= 5 minutes on 2 cores)
+	$(PY) -m transformer.text demo $(LM_CORPUS)
+	$(PY) -m transformer.train --task text --data $(LM_CORPUS) --config examples/lm_demo.json --out runs/lm --overwrite
+	$(PY) -m transformer.sample --ckpt runs/lm/ckpt_best.npz --prompt "This License" --tokens 300 \
+		--temperature 0.8 --top-k 40 --seed 1
