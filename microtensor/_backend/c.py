@@ -275,16 +275,15 @@ def linear_backward(
     _need("linear_backward", x.shape == (n, n_in) and w.shape == (n_out, n_in),
           f"g {g.shape}, x {x.shape}, w {w.shape} must be (N, out), (N, in), (out, in)")
     g, x, w = _contig(g), _contig(x), _contig(w)
-    if dx_into is not None and need_x:
+    into = dx_into is not None and need_x
+    if into:
         _need("linear_backward", dx_into.shape == (n, n_in) and dx_into.flags.c_contiguous,
               f"dx_into {dx_into.shape} must be a C-contiguous ({n}, {n_in}) array")
         _sgemm(0, 0, n, n_in, n_out, 1.0, _fp(g), n_out, _fp(w), n_in, 1.0, _fp(dx_into), n_in)
-        _, dw, db = linear_backward(g, x, w, False, need_w, need_b)
-        return dx_into, dw, db
-    dx = _empty((n, n_in), _F32) if need_x else None
+    dx = dx_into if into else _empty((n, n_in), _F32) if need_x else None
     dw = _empty((n_out, n_in), _F32) if need_w else None
     db = _empty(n_out, _F32) if need_b else None
-    lib.mt_linear_backward(_fp(g), _fp(x), _fp(w), _NULL if dx is None else _fp(dx),
+    lib.mt_linear_backward(_fp(g), _fp(x), _fp(w), _NULL if dx is None or into else _fp(dx),
                            _NULL if dw is None else _fp(dw), _NULL if db is None else _fp(db), n, n_in, n_out)
     return dx, dw, db
 
