@@ -71,7 +71,11 @@ def sample(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog=PROG, description=__doc__.splitlines()[0],
+        epilog="The context holds at most the block size: a longer prompt keeps its end, and a full context "
+        "restarts from its last half (the cache is refilled from it).",
+    )
     p.add_argument("--ckpt", required=True, help="checkpoint of a --task text run, e.g. runs/NAME/ckpt_best.npz")
     p.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
     p.add_argument("--tokens", type=_count, default=500, help="characters to generate (default 500)")
