@@ -37,11 +37,9 @@ class CausalSelfAttention(nn.Module):
 
     def forward(self, x: mt.Tensor) -> tuple[mt.Tensor, mt.Tensor]:
         """x (B, T, D) -> output (B, T, D) and the attention weights (B, H, T, T), detached."""
-        B, T, D = x.shape
         qkv = F.linear(x, self.qkv_weight, self.qkv_bias)
-        q, k, v = (qkv[:, :, i * D : (i + 1) * D].reshape(B, T, self.n_heads, -1).transpose(1, 2) for i in range(3))
-        y, weights = F.scaled_dot_product_attention(q, k, v, is_causal=True, need_weights=True)
-        y = F.linear(y.transpose(1, 2).reshape(B, T, D), self.proj_weight, self.proj_bias)
+        y, weights = F.self_attention(qkv, self.n_heads, is_causal=True, need_weights=True)
+        y = F.linear(y, self.proj_weight, self.proj_bias)
         return F.dropout(y, self.p, self.training, self.dropout_rng), weights
 
 
