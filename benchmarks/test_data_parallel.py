@@ -26,17 +26,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_lm import corpus_path  # noqa: F401 (the demo corpus fixture)
+from test_lm import make_trainer as text_trainer
 
 import microtensor as mt
-from transformer.config import ModelConfig, TrainConfig, read_config_file, text_from_layers
+from transformer.config import ModelConfig, TrainConfig
 from transformer.distributed import SOLO, Group
-from transformer.text import TextError, demo_text, load_corpus
-from transformer.train import TextTrainer, Trainer
+from transformer.train import Trainer
 
 # name: steps timed per job. "seed": the seed run (batch 32); "text": `make lm`'s GPT (examples/lm_demo.json:
 # d_model 128, 2 blocks, 16 windows of 128 characters) on the demo corpus.
 CONFIGS = {"seed": 100, "text": 12}
-DEMO = Path(__file__).resolve().parents[1] / "examples" / "lm_demo.json"
 PAIRS, WARMUP = 3, 3
 # One job: argv = name, corpus, threads, steps, out, mode ("step" or "allreduce"); rank 0 writes its times.
 JOB = """
@@ -71,25 +71,17 @@ ENV = {**os.environ, "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONF
        "OMPI_MCA_rmaps_base_oversubscribe": "1"}  # root in containers; ranks beyond the cores
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> str:
-    """The demo corpus as a file (the text config's data)."""
-    try:
-        text = demo_text()
-    except TextError as err:
-        pytest.skip(str(err))
-    path = tmp_path_factory.mktemp("dp") / "licenses.txt"
-    path.write_text(text, encoding="utf-8")
-    return str(path)
+@pytest.fixture
+def corpus(corpus_path) -> str:  # noqa: F811
+    return str(corpus_path)
 
 
 def make_trainer(name: str, corpus: str, run_dir: Path, group: Group = SOLO) -> Trainer:
     """The trainer of config `name` ("flags": the seed's) on `group`; its run folder is never written."""
-    if name != "text":
-        trainer = Trainer(ModelConfig(), TrainConfig(diagnostics=False), run_dir, quiet=True)
+    if name == "text":
+        trainer = text_trainer(Path(corpus), run_dir)
     else:
-        settings = text_from_layers([read_config_file(DEMO)], {"data": corpus, "diagnostics": False})
-        trainer = TextTrainer(*settings, load_corpus(corpus, settings[2].block_size), run_dir, quiet=True)
+        trainer = Trainer(ModelConfig(), TrainConfig(diagnostics=False), run_dir, quiet=True)
     group.attach(trainer)
     return trainer
 
