@@ -108,6 +108,7 @@ static inline __attribute__((always_inline)) void ukr512_t(const int MR, const i
         c0[i] = _mm512_setzero_ps();
         c1[i] = _mm512_setzero_ps();
     }
+    _Pragma("GCC unroll 4")
     for (int64_t p = 0; p < k; p++) {
         __m512 b0 = full ? _mm512_loadu_ps(b) : _mm512_maskz_loadu_ps(m0, b);
         __m512 b1 = !two ? b0 : full ? _mm512_loadu_ps(b + 16) : _mm512_maskz_loadu_ps(m1, b + 16);
