@@ -35,10 +35,11 @@ class CausalSelfAttention(nn.Module):
         self.qkv_weight, self.qkv_bias = _normal(rng, 3 * d, d), _zeros(3 * d)
         self.proj_weight, self.proj_bias = _normal(rng, d, d), _zeros(d)
 
-    def forward(self, x: mt.Tensor) -> tuple[mt.Tensor, mt.Tensor]:
-        """x (B, T, D) -> output (B, T, D) and the attention weights (B, H, T, T), detached."""
+    def forward(self, x: mt.Tensor, need_weights: bool = False) -> tuple[mt.Tensor, mt.Tensor | None]:
+        """x (B, T, D) -> output (B, T, D) and, if needed, the attention weights (B, H, T, T), detached."""
         qkv = F.linear(x, self.qkv_weight, self.qkv_bias)
-        y, weights = F.self_attention(qkv, self.n_heads, is_causal=True, need_weights=True)
+        out = F.self_attention(qkv, self.n_heads, is_causal=True, need_weights=need_weights)
+        y, weights = out if need_weights else (out, None)
         y = F.linear(y, self.proj_weight, self.proj_bias)
         return F.dropout(y, self.p, self.training, self.dropout_rng), weights
 
@@ -54,13 +55,13 @@ class GPTBlock(nn.Module):
         self.ln2 = LayerNorm(config.d_model)
         self.ffn = FeedForward(config, rng, dropout_rng)
 
-    def forward(self, x: mt.Tensor) -> tuple[mt.Tensor, mt.Tensor]:
-        """x (B, T, D) -> (x, attention weights (B, H, T, T))."""
+    def forward(self, x: mt.Tensor, need_weights: bool = False) -> tuple[mt.Tensor, mt.Tensor | None]:
+        """x (B, T, D) -> (x, attention weights (B, H, T, T) if needed)."""
         if self.pre_ln:
-            y, weights = self.attn(self.ln1(x))
+            y, weights = self.attn(self.ln1(x), need_weights)
             x = x + y
             return x + self.ffn(self.ln2(x)), weights
-        y, weights = self.attn(x)
+        y, weights = self.attn(x, need_weights)
         x = self.ln1(x + y)
         return self.ln2(x + self.ffn(x)), weights
 
@@ -99,8 +100,9 @@ class GPT(nn.Module):
         x = F.dropout(x, self.config.dropout, self.training, self.dropout_rng)
         attention = []
         for block in self.blocks:
-            x, weights = block(x)
-            attention.append(weights.numpy())
+            x, weights = block(x, return_attention)
+            if return_attention:
+                attention.append(weights.numpy())
         logits = F.linear(self.ln_f(x), self.tok_emb)
         out: tuple[Any, ...] = (logits,)
         if targets is not None:
