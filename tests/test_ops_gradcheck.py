@@ -218,6 +218,7 @@ FUNCTIONAL = {
     "cross_entropy_tensor_targets": (lambda a: ce(a, mt.tensor(TARGETS)), [(4, 3)]),
     "layer_norm_affine": (lambda x, w, b: F.layer_norm(x, 4, w, b), [(2, 3, 4), (4,), (4,)]),
     "layer_norm_plain": (lambda x: F.layer_norm(x, (4,)), [(3, 4)]),
+    "add_layer_norm": (lambda x, r, w, b: F.add_layer_norm(x, r, 4, w, b), [(2, 3, 4), (2, 3, 4), (4,), (4,)]),
     "layer_norm_2d_shape": (lambda x, w, b: F.layer_norm(x, (2, 3), w, b, eps=1e-3),
                             [(2, 2, 3), (2, 3), (2, 3)]),
     "dropout_fixed_generator": (
