@@ -93,10 +93,27 @@ def test_ctrl_c_stops_the_children_and_still_writes_the_table(tmp_path):
 
 
 @pytest.mark.parametrize("flag,value", [("--seeds", "0"), ("--epochs", "0"), ("--jobs", "0"), ("--train-size", "0"),
-                                        ("--train-size", "-5")])
+                                        ("--train-size", "-5"), ("--threads", "0")])
 def test_bad_counts_exit_2_before_any_run(tmp_path, capsys, flag, value):
     with pytest.raises(SystemExit) as exit_info:
         study.main(["ablations", "--out", str(tmp_path / "s"), flag, value])
     assert exit_info.value.code == 2
     assert "--train-size must be >= 1" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
+
+
+def test_ray_executor_without_ray_exits_2_naming_the_extra(tmp_path, capsys, monkeypatch):
+    real = study.importlib.util.find_spec
+    monkeypatch.setattr(study.importlib.util, "find_spec", lambda name: None if name == "ray" else real(name))
+    assert study.main(["ablations", "--executor", "ray", "--out", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and 'pip install -e ".[cluster]"' in err
+    assert not (tmp_path / "s").exists()
+
+
+def test_address_without_the_ray_executor_exits_2(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        study.main(["ablations", "--address", "auto", "--out", str(tmp_path / "s")])
+    assert exit_info.value.code == 2
+    assert "--address joins a Ray cluster: give it with --executor ray" in capsys.readouterr().err
     assert not (tmp_path / "s").exists()

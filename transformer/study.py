@@ -30,6 +30,7 @@ import json
 import math
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -380,6 +381,18 @@ def run_command(command: Sequence[str], log_path: str, threads: int) -> tuple[in
     return proc.returncode, time.perf_counter() - started
 
 
+def _probe(address: str | None) -> None:
+    """ValueError unless something listens at HOST:PORT (ray.init retries a dead address for minutes)."""
+    host, _, port = (address or "").rpartition(":")
+    if not host or not port.isdigit() or "://" in host:
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=10).close()
+    except OSError as err:
+        raise ValueError(f"--address {address}: nothing answers there ({err.strerror or err}); start the head "
+                         "with `ray start --head` and give its address (docs/SCALING.md)") from None
+
+
 def connect_ray(address: str | None, threads: int) -> bool:
     """Join the Ray cluster at `address` (None: start a local instance), unless connected; True if joined now.
 
@@ -389,6 +402,7 @@ def connect_ray(address: str | None, threads: int) -> bool:
 
     if ray.is_initialized():
         return False
+    _probe(address)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     try:
         ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
