@@ -303,28 +303,18 @@ class _Progress:
         self.bar.close()
 
 
-def _interrupt(proc: subprocess.Popen, deadline: float) -> None:
-    """Ask a child to stop (SIGINT: it checkpoints between steps); kill it if still running at `deadline`."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-    try:
-        proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
-def _stop(running: list[_Job]) -> None:
-    """Ask each child to stop, then kill what is left after 20 s."""
-    for job in running:
-        if job.proc is not None and job.proc.poll() is None:
-            job.proc.send_signal(signal.SIGINT)
+def _interrupt(procs: Sequence[subprocess.Popen]) -> None:
+    """Ask children to stop (SIGINT: each checkpoints between steps), then kill what is left after 20 s."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
     deadline = time.monotonic() + 20
-    for job in running:
-        if job.proc is not None:
-            _interrupt(job.proc, deadline)
-        if job.log is not None and not job.log.closed:
-            job.log.close()
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def run_jobs(jobs: list[_Job], n_jobs: int, progress: _Progress) -> tuple[list[RunResult], bool]:
@@ -347,7 +337,9 @@ def run_jobs(jobs: list[_Job], n_jobs: int, progress: _Progress) -> tuple[list[R
                 progress.done(results[-1], f"{len(running)} running, {len(queue)} queued")
     except KeyboardInterrupt:
         print(f"\ninterrupted: stopping {len(running)} running job(s)...", flush=True)
-        _stop(running)
+        _interrupt([job.proc for job in running])
+        for job in running:
+            job.log.close()
         return results, True
     return results, False
 
@@ -376,7 +368,7 @@ def run_command(command: Sequence[str], log_path: str, threads: int) -> tuple[in
             while proc.poll() is None:  # not wait(): ray.cancel's KeyboardInterrupt arrives between bytecodes
                 time.sleep(0.2)
         except KeyboardInterrupt:
-            _interrupt(proc, time.monotonic() + 20)
+            _interrupt([proc])
             raise
     return proc.returncode, time.perf_counter() - started
 
@@ -421,14 +413,15 @@ def run_jobs_ray(jobs: list[_Job], limit: int | None, progress: _Progress) -> tu
     """Run each job as a Ray task reserving `threads` CPUs, at most `limit` in flight; (results, interrupted)."""
     import ray
 
-    task = ray.remote(num_cpus=jobs[0].threads if jobs else 1, max_retries=0)(run_command)
+    task = ray.remote(max_retries=0)(run_command)
     queue, running, results = list(jobs), {}, []
     try:
         while queue or running:
             while queue and (limit is None or len(running) < limit):
                 job = queue.pop(0)
                 _prepare(job)
-                running[task.remote(job.command, str(job.run_dir / "train.log"), job.threads)] = job
+                log = str(job.run_dir / "train.log")
+                running[task.options(num_cpus=job.threads).remote(job.command, log, job.threads)] = job
             ready, _ = ray.wait(list(running), num_returns=1)
             job = running.pop(ready[0])
             try:
@@ -442,6 +435,12 @@ def run_jobs_ray(jobs: list[_Job], limit: int | None, progress: _Progress) -> tu
         for ref in running:
             ray.cancel(ref)
         ray.wait(list(running), num_returns=len(running), timeout=30)
+        for ref, job in running.items():  # the runs that finished before their cancel arrived
+            try:
+                code, elapsed = ray.get(ref, timeout=0)
+            except ray.exceptions.RayError:
+                continue
+            results.append(_finish(job, code, elapsed))
         return results, True
     return results, False
 
