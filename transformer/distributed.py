@@ -4,8 +4,8 @@ Every rank holds the whole model and takes a contiguous shard of each global bat
 rank's loss is weighted by its share of the batch, so one Allreduce (sum) of the optimizer's
 flat gradient buffer gives every rank the gradient of the whole batch, and every rank makes
 the same update. A second, tiny Allreduce per step sums the loss and accuracy counts and
-carries two flags: Ctrl-C on any rank and a failure on any rank, so that all ranks stop
-together (an MPI rank that exits alone leaves the others waiting forever). Rank 0 writes
+carries flags: a stop request (Ctrl-C, SIGUSR1) and a failure, on any rank, so that all ranks
+stop together (an MPI rank that exits alone leaves the others waiting forever). Rank 0 writes
 checkpoints, metrics and output; a checkpoint records K, and resuming needs the same K.
 
 Equal to one process with the same global batch (within float32 rounding) when dropout is 0.
