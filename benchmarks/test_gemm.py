@@ -4,7 +4,10 @@ Run (OpenBLAS free to pick its own kernel for this CPU, whatever the machine's d
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python -m pytest benchmarks/test_gemm.py \
         --benchmark-only --benchmark-json=gemm.json
-    python benchmarks/test_gemm.py gemm.json      # the markdown table for docs/PERFORMANCE.md
+    python benchmarks/test_gemm.py gemm.json [before.json]   # the markdown table (before: an older build's run)
+
+On a shared machine, time the 1-thread rows in CPU time (`-k 1thread --benchmark-timer=time.process_time`):
+other jobs then slow them only through the caches, not by taking the core away.
 
 The peak is measured, not read from a data sheet: a C loop of 12 independent 8-wide FMA chains
 (`PEAK_SOURCE`, built with `cc` for the run) times the core's fused multiply-add throughput (its
@@ -152,7 +155,7 @@ def torch_of(*arrays: np.ndarray):
     return [torch.from_numpy(a) for a in arrays]
 
 
-@pytest.mark.parametrize("threads", THREADS)
+@pytest.mark.parametrize("threads", THREADS, ids=[f"{n}thread" for n in THREADS])
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("case", LARGE + SMALL, ids=[slug(s[0]) for s in LARGE + SMALL])
 def test_sgemm(benchmark, kernels, case, impl: str, threads: int) -> None:
@@ -171,7 +174,7 @@ def test_sgemm(benchmark, kernels, case, impl: str, threads: int) -> None:
     run_case(benchmark, kernels, impl, threads, f"sgemm {label}", 2 * m * n * k, fns)
 
 
-@pytest.mark.parametrize("threads", THREADS)
+@pytest.mark.parametrize("threads", THREADS, ids=[f"{n}thread" for n in THREADS])
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("case", BATCHED, ids=[slug(s[0]) for s in BATCHED])
 def test_batched_sgemm(benchmark, kernels, case, impl: str, threads: int) -> None:
@@ -212,14 +215,17 @@ def test_peak_probe(benchmark, fma_peak) -> None:
     benchmark.pedantic(fma_peak, args=(PEAK_ITERS,), rounds=15, warmup_rounds=2)
 
 
-def markdown_table(path: str) -> str:
+def markdown_table(path: str, before: str | None = None) -> str:
     """GFLOP/s (from medians; the peak from the probe's fastest round) per shape and thread count, with shares of
-    the measured peak."""
-    data = json.load(open(path))
+    the measured peak; `before`, a run of an earlier microtensor, adds its column."""
     peak = None
     rows: dict[tuple, dict[str, float]] = {}
     core = "unknown"
-    for bench in data["benchmarks"]:
+    benches = json.load(open(path))["benchmarks"]
+    if before:
+        benches += [dict(b, params=dict(b["params"], impl="before")) for b in json.load(open(before))["benchmarks"]
+                    if b["params"].get("impl") == "microtensor"]
+    for bench in benches:
         info, stats = bench["extra_info"], bench["stats"]
         if info["label"] == "peak":  # the fastest round: a peak is what the core can do, not a typical round
             peak = info["flops"] / stats["min"] / 1e9
@@ -228,11 +234,12 @@ def markdown_table(path: str) -> str:
         rows.setdefault((info["label"], info["threads"]), {})[bench["params"]["impl"]] = gflops
         core = info.get("openblas_core", core)
     head = f"Peak (probe, 1 core): {peak:.1f} GFLOP/s. numpy's OpenBLAS kernel: {core}.\n\n" if peak else ""
-    lines = ["| product | threads | microtensor | numpy | torch | microtensor/numpy | microtensor/torch | "
-             "microtensor % of peak |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    impls = (["before"] if before else []) + IMPLS
+    lines = ["| product | threads | " + " | ".join(impls) + " | microtensor/numpy | microtensor/torch | "
+             "microtensor % of peak |", "|---|---:|" + "---:|" * (len(impls) + 3)]
     for (label, threads), by in rows.items():
         mt = by.get("microtensor")
-        cells = [f"{by[i]:.1f}" if i in by else "-" for i in IMPLS]
+        cells = [f"{by[i]:.1f}" if i in by else "-" for i in impls]
         ratios = [f"{mt / by[i]:.2f}" if mt and i in by else "-" for i in ("numpy", "torch")]
         share = f"{100 * mt / (peak * threads):.0f}%" if mt and peak else "-"
         lines.append(f"| {label} | {threads} | " + " | ".join(cells + ratios + [share]) + " |")
@@ -240,4 +247,4 @@ def markdown_table(path: str) -> str:
 
 
 if __name__ == "__main__":
-    print(markdown_table(sys.argv[1]))
+    print(markdown_table(*sys.argv[1:3]))
