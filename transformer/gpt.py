@@ -137,19 +137,17 @@ class GPT(nn.Module):
         if not 0 <= start < end <= self.config.max_len:
             raise ValueError(f"GPT.decode: positions {start}..{end - 1} outside the block size {self.config.max_len}")
         x = mt.from_numpy(self.tok_emb.data[ids] + self.pos_emb.data[start:end])
-        # (n, end): a query sees itself and the past; a single new position sees every cached one
-        causal = np.arange(end) <= np.arange(start, end)[:, None] if end - start > 1 else None
         for block, kv in zip(self.blocks, cache, strict=True):
             if block.pre_ln:
-                x = x + self._attend(block.attn, block.ln1(x), kv, start, causal)
+                x = x + self._attend(block.attn, block.ln1(x), kv, start)
                 x = x + block.ffn(block.ln2(x))
             else:
-                x = block.ln1(x + self._attend(block.attn, x, kv, start, causal))
+                x = block.ln1(x + self._attend(block.attn, x, kv, start))
                 x = block.ln2(x + block.ffn(x))
         return F.linear(self.ln_f(mt.from_numpy(x.data[:, -1])), self.tok_emb).numpy()
 
     @staticmethod
-    def _attend(attn: CausalSelfAttention, x: mt.Tensor, kv: np.ndarray, start: int, mask: Any) -> mt.Tensor:
+    def _attend(attn: CausalSelfAttention, x: mt.Tensor, kv: np.ndarray, start: int) -> mt.Tensor:
         """CausalSelfAttention of the new positions x (B, n, D), their keys and values stored in kv[:, :, :, start:]."""
         B, n, D = x.shape
         end, H = start + n, attn.n_heads
@@ -157,7 +155,11 @@ class GPT(nn.Module):
         q, k, v = qkv.transpose(2, 0, 3, 1, 4)
         kv[0, :, :, start:end], kv[1, :, :, start:end] = k, v
         keys, values = mt.from_numpy(kv[0, :, :, :end]), mt.from_numpy(kv[1, :, :, :end])
-        y = F.scaled_dot_product_attention(mt.from_numpy(q), keys, values, attn_mask=mask).numpy()
+        # A query sees itself and the past: all the cache for one new position, a causal square from position 0,
+        # else a mask (n, end)
+        mask = np.arange(end) <= np.arange(start, end)[:, None] if start and n > 1 else None
+        causal = not start and n > 1
+        y = F.scaled_dot_product_attention(mt.from_numpy(q), keys, values, attn_mask=mask, is_causal=causal).numpy()
         return F.linear(mt.from_numpy(y.transpose(0, 2, 1, 3).reshape(B, n, D)), attn.proj_weight, attn.proj_bias)
 
     def generate(
