@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from .config import OPS_ONLY
 from .data import OPS, VOCAB, answer, parse
 from .diagnostics import load_epochs, probe_slug
 from .files import read_json
@@ -778,6 +779,14 @@ pre.sample{white-space:pre-wrap;background:#f8f8f8;padding:.5em;border:1px solid
 """
 
 
+def _settings(run: RunData) -> dict[str, Any]:
+    """The run's config as shown: a text run's without the operations task's settings it does not use."""
+    if not run.text:
+        return run.config
+    return {part: {k: v for k, v in values.items() if k not in OPS_ONLY} if isinstance(values, dict) else values
+            for part, values in run.config.items()}
+
+
 def render_html(run: RunData, figures: list[tuple[str, list[Path]]]) -> str:
     """The report page: summary, notes, every figure inline as base64 PNG, probe and hardest-input tables."""
     title = f"Training report: {run.run_dir.name}"
@@ -800,7 +809,7 @@ def render_html(run: RunData, figures: list[tuple[str, list[Path]]]) -> str:
                             [[p.get("input"), p.get("op"), p.get("target"), p.get("pred"),
                               f"{float(p['loss']):.3f}"] for p in hard]))
     if run.config:
-        parts.append("<h2>Configuration</h2><pre>" + html.escape(json.dumps(run.config, indent=1)) + "</pre>")
+        parts.append("<h2>Configuration</h2><pre>" + html.escape(json.dumps(_settings(run), indent=1)) + "</pre>")
     parts.append("</body></html>")
     return "\n".join(parts)
 
