@@ -8,7 +8,8 @@
  * the output accumulator, and only the log-sum-exp of each query row is kept. The backward pass
  * recomputes the weights from it a key block at a time (FlashAttention-2's order), so no T x T
  * matrix exists unless the caller asks for the weights. All products are one register-blocked
- * micro-kernel (6 rows x 16 columns, vectors of 8 floats: AVX2+FMA, AVX-512 or SSE by clone).
+ * micro-kernel: 6 rows x 16 columns in AVX2+FMA's 8-float vectors, 3 x 16 in 4-float vectors on the
+ * portable build (both compiled; the CPU, or MICROTENSOR_ISA=generic, picks).
  *
  * Masked scores have -inf added, as PyTorch's math backend does (a NaN or +inf score stays NaN,
  * and a NaN or inf value poisons every row, even through a zero weight); blocks that a causal mask
@@ -28,14 +29,20 @@
 #define MR 6  /* rows of the micro-kernel */
 
 typedef float v8 __attribute__((vector_size(32), aligned(4)));
+typedef float v4 __attribute__((vector_size(16), aligned(4)));
 #define V8(p) (*(v8 *)(p))
+#define V4(p) (*(v4 *)(p))
 
 static int64_t round8(int64_t n) { return (n + 7) & ~(int64_t)7; }
 
+/* 1 / sum, except 0 for an empty sum: a query whose keys are all masked gets zero weights, as in
+ * PyTorch; a NaN sum stays NaN. */
+INLINE float inv_sum(float sum) { return sum == 0.0f ? 0.0f : 1.0f / sum; }
+
 /* C[r][c] (+)= sum_p A[r*ars + p*acs] * B[p*ldb + c] for r < rows, c < 8*nv: rows and nv are constants
- * after inlining, so the 2*rows accumulators live in registers. */
-INLINE void micro(int rows, int nv, int64_t K, const float *A, int64_t ars, int64_t acs, const float *B, int64_t ldb,
-                  float *C, int64_t ldc, int add) {
+ * after inlining, so the 2*rows accumulators live in registers (vectors of 8: AVX2). */
+INLINE void micro8(int rows, int nv, int64_t K, const float *A, int64_t ars, int64_t acs, const float *B,
+                   int64_t ldb, float *C, int64_t ldc, int add) {
     v8 acc[MR][2];
 #pragma GCC unroll 6
     for (int r = 0; r < MR; r++) acc[r][0] = acc[r][1] = (v8){0};
@@ -56,30 +63,59 @@ INLINE void micro(int rows, int nv, int64_t K, const float *A, int64_t ars, int6
         }
 }
 
-/* Columns [c, c + 8*nv) of C (M x N) (+)= A (M x K, by strides) B (K x 8*nv, rows ldb apart). */
-INLINE void panel(int nv, int64_t M, int64_t K, const float *A, int64_t ars, int64_t acs, const float *B,
+/* The same in vectors of 4, which every SIMD ISA holds in one register (the portable build: 8-float
+ * vectors there would live on the stack). */
+INLINE void micro4(int rows, int nv, int64_t K, const float *A, int64_t ars, int64_t acs, const float *B,
+                   int64_t ldb, float *C, int64_t ldc, int add) {
+    v4 acc[3][4];
+#pragma GCC unroll 3
+    for (int r = 0; r < 3; r++) acc[r][0] = acc[r][1] = acc[r][2] = acc[r][3] = (v4){0};
+    for (int64_t p = 0; p < K; p++) {
+#pragma GCC unroll 3
+        for (int r = 0; r < rows; r++) {
+            float a = A[r * ars + p * acs];
+#pragma GCC unroll 4
+            for (int v = 0; v < 2 * nv; v++) acc[r][v] += a * V4(B + p * ldb + 4 * v);
+        }
+    }
+#pragma GCC unroll 3
+    for (int r = 0; r < rows; r++)
+        for (int v = 0; v < 2 * nv; v++) {
+            float *c = C + r * ldc + 4 * v;
+            V4(c) = add ? V4(c) + acc[r][v] : acc[r][v];
+        }
+}
+
+/* Columns [c, c + 8*nv) of C (M x N) (+)= A (M x K, by strides) B (K x 8*nv, rows ldb apart), in tiles
+ * of mr rows: 6 with AVX2's 8-float vectors (12 accumulators of 16 registers), 3 with 4-float ones. */
+INLINE void panel(int mr, int nv, int64_t M, int64_t K, const float *A, int64_t ars, int64_t acs, const float *B,
                   int64_t ldb, float *C, int64_t ldc, int add) {
     int64_t r = 0;
-    for (; r + MR <= M; r += MR) micro(MR, nv, K, A + r * ars, ars, acs, B, ldb, C + r * ldc, ldc, add);
-    for (; r + 3 <= M; r += 3) micro(3, nv, K, A + r * ars, ars, acs, B, ldb, C + r * ldc, ldc, add);
-    for (; r < M; r++) micro(1, nv, K, A + r * ars, ars, acs, B, ldb, C + r * ldc, ldc, add);
+    if (mr == MR) {
+        for (; r + MR <= M; r += MR) micro8(MR, nv, K, A + r * ars, ars, acs, B, ldb, C + r * ldc, ldc, add);
+        for (; r + 3 <= M; r += 3) micro8(3, nv, K, A + r * ars, ars, acs, B, ldb, C + r * ldc, ldc, add);
+        for (; r < M; r++) micro8(1, nv, K, A + r * ars, ars, acs, B, ldb, C + r * ldc, ldc, add);
+        return;
+    }
+    for (; r + 3 <= M; r += 3) micro4(3, nv, K, A + r * ars, ars, acs, B, ldb, C + r * ldc, ldc, add);
+    for (; r < M; r++) micro4(1, nv, K, A + r * ars, ars, acs, B, ldb, C + r * ldc, ldc, add);
 }
 
 /* C (M x N, N a multiple of 8) (+)= A (M x K) B (K x N), A read by strides so a transposed tile
  * costs no copy. Columns [16 i, 16 i + 16) of B start at B + i * bps with rows ldb apart: a row-major
  * B has bps = 16, a packed one (rows of 16 contiguous floats, panel after panel) has ldb = 16. */
-static MT_CLONES void gemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t ars, int64_t acs, const float *B,
-                           int64_t ldb, int64_t bps, float *C, int64_t ldc, int add) {
+INLINE void gemm(int mr, int64_t M, int64_t N, int64_t K, const float *A, int64_t ars, int64_t acs, const float *B,
+                  int64_t ldb, int64_t bps, float *C, int64_t ldc, int add) {
     int64_t c = 0;
-    for (; c + 16 <= N; c += 16) panel(2, M, K, A, ars, acs, B + c / 16 * bps, ldb, C + c, ldc, add);
-    if (c < N) panel(1, M, K, A, ars, acs, B + c / 16 * bps, ldb, C + c, ldc, add);
+    for (; c + 16 <= N; c += 16) panel(mr, 2, M, K, A, ars, acs, B + c / 16 * bps, ldb, C + c, ldc, add);
+    if (c < N) panel(mr, 1, M, K, A, ars, acs, B + c / 16 * bps, ldb, C + c, ldc, add);
 }
 
 /* Rows [0, n) of width w, `ld` apart at src, into dst with rows `pitch` apart (zero-padded to pitch). */
 static void pack_rows(const float *src, int64_t ld, int64_t n, int64_t w, float *dst, int64_t pitch) {
-    for (int64_t t = 0; t < n; t++) {
-        memcpy(dst + t * pitch, src + t * ld, (size_t)w * sizeof(float));
-        memset(dst + t * pitch + w, 0, (size_t)(pitch - w) * sizeof(float));
+    for (int64_t t = 0; t < n; t++) { /* loops, not memcpy: rows of a head are short */
+        for (int64_t c = 0; c < w; c++) dst[t * pitch + c] = src[t * ld + c];
+        for (int64_t c = w; c < pitch; c++) dst[t * pitch + c] = 0.0f;
     }
 }
 
@@ -101,13 +137,14 @@ typedef struct {
     float *q, *k, *v, *kt, *vt;
 } packed;
 
-/* Sizes of one call: head widths padded to 8, keys padded to 16, the query and key blocks. */
+/* Sizes of one call: head widths padded to 8, keys padded to 16; and the micro-kernel's rows. */
 typedef struct {
     int64_t dp, dvp, tkp;
+    int mr;
 } pads;
 
-static pads pads_of(const mt_attention *a) {
-    pads p = {round8(a->D), round8(a->Dv), (a->Tk + 15) & ~(int64_t)15};
+INLINE pads pads_of(const mt_attention *a, int mr) {
+    pads p = {round8(a->D), round8(a->Dv), (a->Tk + 15) & ~(int64_t)15, mr};
     return p;
 }
 
@@ -123,7 +160,7 @@ INLINE float *out_head(mt_heads x, int64_t b, int64_t h) { return x.data + b * x
 
 /* Whether skipping what a mask hides gives PyTorch's numbers: every q, k, v finite and every score
  * scale * q . k finite (|q . k| <= D max|q| max|k|). */
-static MT_CLONES int all_finite(const mt_attention *a, pads p, packed x) {
+INLINE int all_finite(const mt_attention *a, pads p, packed x) {
     float qmax = 0.0f, kmax = 0.0f, probe = 0.0f; /* probe: NaN when any value is NaN or inf */
 #pragma omp simd reduction(max : qmax) reduction(+ : probe)
     for (int64_t i = 0; i < a->Tq * p.dp; i++) {
@@ -149,9 +186,9 @@ INLINE float keep_factor(const mt_attention *a, uint64_t n) {
 
 /* Scores of queries [i0, i0+nq) against keys [j0, j0+nk) into s (ld BK): scale q . k, with -inf added
  * where the causal or the given mask hides a key. */
-static MT_CLONES void scores(const mt_attention *a, pads p, packed x, const uint8_t *mask, int64_t i0, int64_t nq,
+INLINE void scores(const mt_attention *a, pads p, packed x, const uint8_t *mask, int64_t i0, int64_t nq,
                              int64_t j0, int64_t nk, float *s) {
-    gemm(nq, round8(nk), p.dp, x.q + i0 * p.dp, p.dp, 1, x.kt + j0 * p.dp, 16, 16 * p.dp, s, BK, 0);
+    gemm(p.mr, nq, round8(nk), p.dp, x.q + i0 * p.dp, p.dp, 1, x.kt + j0 * p.dp, 16, 16 * p.dp, s, BK, 0);
     float scale = a->scale;
     for (int64_t r = 0; r < nq; r++) {
         float *row = s + r * BK;
@@ -176,7 +213,7 @@ typedef struct {
 
 /* Online softmax of one block: fold rows of s (nk scores each) into the running max m and sum l,
  * rescale the output rows o, turn s into the (dropped-out) weights relative to the new max. */
-static MT_CLONES void online_softmax(const mt_attention *a, pads p, fwd_buf w, int64_t flat_row0, int64_t nq, int64_t nk,
+INLINE void online_softmax(const mt_attention *a, pads p, fwd_buf w, int64_t flat_row0, int64_t nq, int64_t nk,
                                      int64_t j0, int64_t block) {
     int64_t nblocks = (a->Tk + BK - 1) / BK;
     for (int64_t r = 0; r < nq; r++) {
@@ -204,11 +241,11 @@ static MT_CLONES void online_softmax(const mt_attention *a, pads p, fwd_buf w, i
 
 /* The end of a query block: out = o / l, lse = max + log l (+inf for a row with nothing to attend),
  * and the stored weights brought to the final max and divided by l (zero for the skipped blocks). */
-static void finish_rows(const mt_attention *a, pads p, fwd_buf w, float *out, float *lse, int64_t flat_row0,
+INLINE void finish_rows(const mt_attention *a, pads p, fwd_buf w, float *out, float *lse, int64_t flat_row0,
                         int64_t nq, int64_t blocks_done) {
     int64_t nblocks = (a->Tk + BK - 1) / BK;
     for (int64_t r = 0; r < nq; r++) {
-        float inv = mt_inv_sum(w.l[r]), shift = w.m[r] == -INFINITY ? 0.0f : w.m[r];
+        float inv = inv_sum(w.l[r]), shift = w.m[r] == -INFINITY ? 0.0f : w.m[r];
         for (int64_t c = 0; c < a->Dv; c++) out[r * a->out.row + c] = w.o[r * p.dvp + c] * inv;
         lse[r] = w.l[r] == 0.0f ? INFINITY : shift + logf(w.l[r]);
         if (!a->weights) continue;
@@ -256,10 +293,10 @@ INLINE const uint8_t *mask_of(const mt_attention *a, int64_t b, int64_t h) {
 }
 
 /* Forward of (batch, head) pairs [p0, p1). */
-static void forward_heads(void *ctx, int64_t p0, int64_t p1) {
+INLINE void forward_heads(void *ctx, int64_t p0, int64_t p1, int mr) {
     job *j = ctx;
     const mt_attention *a = j->a;
-    pads p = pads_of(a);
+    pads p = pads_of(a, mr);
     float *buf = workspace(j, p);
     if (buf == NULL) return;
     for (int64_t pair = p0; pair < p1; pair++) {
@@ -282,7 +319,7 @@ static void forward_heads(void *ctx, int64_t p0, int64_t p1) {
                 int64_t nk = a->Tk - j0 < BK ? a->Tk - j0 : BK;
                 scores(a, p, w.x, mask, i0, nq, j0, nk, w.s);
                 online_softmax(a, p, w, flat_row0, nq, nk, j0, blocks);
-                gemm(nq, p.dvp, nk, w.s, BK, 1, w.x.v + j0 * p.dvp, p.dvp, 16, w.o, p.dvp, 1);
+                gemm(p.mr, nq, p.dvp, nk, w.s, BK, 1, w.x.v + j0 * p.dvp, p.dvp, 16, w.o, p.dvp, 1);
             }
             finish_rows(a, p, w, out_head(a->out, b, h) + i0 * a->out.row, a->lse + flat_row0, flat_row0, nq, blocks);
         }
@@ -293,11 +330,6 @@ static void forward_heads(void *ctx, int64_t p0, int64_t p1) {
 /* Multiply-adds of one (batch, head) pair, for the threading threshold. */
 static int64_t pair_cost(const mt_attention *a) { return a->Tq * a->Tk * (a->D + a->Dv) + 1; }
 
-int mt_attention_forward(const mt_attention *a) {
-    job j = {a, 0};
-    mt_parallel_rows(a->B * a->H, pair_cost(a), forward_heads, &j);
-    return j.failed ? -1 : 0;
-}
 
 /* Per-thread buffers of the backward pass. */
 typedef struct {
@@ -307,7 +339,7 @@ typedef struct {
 
 /* Weights of queries [i0, i0+nq) on keys [j0, j0+nk) into w.pw: the saved ones, or recomputed from
  * the log-sum-exp; w.pd gets them after dropout (w.pd == w.pw without dropout). */
-static MT_CLONES void block_weights(const mt_attention *a, pads p, bwd_buf w, const uint8_t *mask, const float *lse,
+INLINE void block_weights(const mt_attention *a, pads p, bwd_buf w, const uint8_t *mask, const float *lse,
                                     int64_t flat_row0, int64_t i0, int64_t nq, int64_t j0, int64_t nk) {
     if (a->weights) {
         for (int64_t r = 0; r < nq; r++)
@@ -327,7 +359,7 @@ static MT_CLONES void block_weights(const mt_attention *a, pads p, bwd_buf w, co
 }
 
 /* dS = P * (dP * dropout - rowsum(dO * O)) for one block, dP = dO V^T being in ds on entry. */
-static MT_CLONES void score_grads(const mt_attention *a, bwd_buf w, int64_t flat_row0, int64_t i0, int64_t nq,
+INLINE void score_grads(const mt_attention *a, bwd_buf w, int64_t flat_row0, int64_t i0, int64_t nq,
                                   int64_t j0, int64_t nk) {
     for (int64_t r = 0; r < nq; r++) {
         float *ds = w.ds + r * BK, d = w.dot[i0 + r];
@@ -343,7 +375,7 @@ static MT_CLONES void score_grads(const mt_attention *a, bwd_buf w, int64_t flat
 
 /* Backward of one head, key block by key block: dV_j = sum_i P'^T dO_i, dK_j = sum_i dS^T Q_i * scale,
  * dQ_i += dS K_j (scaled at the end). */
-static void head_backward(const mt_attention *a, pads p, bwd_buf w, int64_t b, int64_t h, int64_t pair, int finite) {
+INLINE void head_backward(const mt_attention *a, pads p, bwd_buf w, int64_t b, int64_t h, int64_t pair, int finite) {
     const uint8_t *mask = mask_of(a, b, h);
     const float *lse = a->lse + pair * a->Tq;
     for (int64_t j0 = 0; j0 < a->Tk; j0 += BK) {
@@ -354,12 +386,12 @@ static void head_backward(const mt_attention *a, pads p, bwd_buf w, int64_t b, i
         for (int64_t i0 = first; i0 < a->Tq; i0 += BQ) {
             int64_t nq = a->Tq - i0 < BQ ? a->Tq - i0 : BQ, flat_row0 = pair * a->Tq + i0;
             block_weights(a, p, w, mask, lse + i0, flat_row0, i0, nq, j0, nk);
-            gemm(nk, p.dvp, nq, w.pd, 1, BK, w.g + i0 * p.dvp, p.dvp, 16, w.dv, p.dvp, 1);
-            gemm(nq, round8(nk), p.dvp, w.g + i0 * p.dvp, p.dvp, 1, w.x.vt + j0 * p.dvp, 16, 16 * p.dvp, w.ds, BK,
+            gemm(p.mr, nk, p.dvp, nq, w.pd, 1, BK, w.g + i0 * p.dvp, p.dvp, 16, w.dv, p.dvp, 1);
+            gemm(p.mr, nq, round8(nk), p.dvp, w.g + i0 * p.dvp, p.dvp, 1, w.x.vt + j0 * p.dvp, 16, 16 * p.dvp, w.ds, BK,
                  0);
             score_grads(a, w, flat_row0, i0, nq, j0, nk);
-            gemm(nk, p.dp, nq, w.ds, 1, BK, w.x.q + i0 * p.dp, p.dp, 16, w.dk, p.dp, 1);
-            gemm(nq, p.dp, nk, w.ds, BK, 1, w.x.k + j0 * p.dp, p.dp, 16, w.dq + i0 * p.dp, p.dp, 1);
+            gemm(p.mr, nk, p.dp, nq, w.ds, 1, BK, w.x.q + i0 * p.dp, p.dp, 16, w.dk, p.dp, 1);
+            gemm(p.mr, nq, p.dp, nk, w.ds, BK, 1, w.x.k + j0 * p.dp, p.dp, 16, w.dq + i0 * p.dp, p.dp, 1);
         }
         float *dk = out_head(a->dk, b, h) + j0 * a->dk.row, *dv = out_head(a->dv, b, h) + j0 * a->dv.row;
         for (int64_t r = 0; r < nk; r++) {
@@ -373,10 +405,10 @@ static void head_backward(const mt_attention *a, pads p, bwd_buf w, int64_t b, i
 }
 
 /* Backward of (batch, head) pairs [p0, p1): each writes only its own head's gradients. */
-static void backward_heads(void *ctx, int64_t p0, int64_t p1) {
+INLINE void backward_heads(void *ctx, int64_t p0, int64_t p1, int mr) {
     job *j = ctx;
     const mt_attention *a = j->a;
-    pads p = pads_of(a);
+    pads p = pads_of(a, mr);
     float *buf = workspace(j, p);
     if (buf == NULL) return;
     for (int64_t pair = p0; pair < p1; pair++) {
@@ -404,8 +436,31 @@ static void backward_heads(void *ctx, int64_t p0, int64_t p1) {
     free(buf);
 }
 
+/* Both passes compiled twice: for AVX2+FMA, and for the baseline that other CPUs run and
+ * MICROTENSOR_ISA=generic forces (as it does sgemm's), so the tests reach both. */
+#if defined(__x86_64__) && defined(__GNUC__)
+#define AVX2_FMA __attribute__((target("avx2,fma")))
+static int use_avx2(void) {
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && strcmp(mt_sgemm_isa(), "generic");
+}
+#else
+#define AVX2_FMA
+static int use_avx2(void) { return 0; }
+#endif
+
+static AVX2_FMA void forward_avx2(void *ctx, int64_t p0, int64_t p1) { forward_heads(ctx, p0, p1, MR); }
+static void forward_generic(void *ctx, int64_t p0, int64_t p1) { forward_heads(ctx, p0, p1, 3); }
+static AVX2_FMA void backward_avx2(void *ctx, int64_t p0, int64_t p1) { backward_heads(ctx, p0, p1, MR); }
+static void backward_generic(void *ctx, int64_t p0, int64_t p1) { backward_heads(ctx, p0, p1, 3); }
+
+int mt_attention_forward(const mt_attention *a) {
+    job j = {a, 0};
+    mt_parallel_rows(a->B * a->H, pair_cost(a), use_avx2() ? forward_avx2 : forward_generic, &j);
+    return j.failed ? -1 : 0;
+}
+
 int mt_attention_backward(const mt_attention *a) {
     job j = {a, 0};
-    mt_parallel_rows(a->B * a->H, 2 * pair_cost(a), backward_heads, &j);
+    mt_parallel_rows(a->B * a->H, 2 * pair_cost(a), use_avx2() ? backward_avx2 : backward_generic, &j);
     return j.failed ? -1 : 0;
 }

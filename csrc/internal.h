@@ -152,48 +152,4 @@ static inline __attribute__((always_inline)) uint64_t mt_splitmix64(uint64_t z) 
     return z ^ (z >> 31);
 }
 
-/* 1 / sum, except 0 for an empty sum: a row whose entries are all masked (all -inf) gets zero
- * weights, as PyTorch's attention; a NaN sum stays NaN. */
-static inline __attribute__((always_inline)) float mt_inv_sum(float sum) { return sum == 0.0f ? 0.0f : 1.0f / sum; }
-
-/* Softmax of up to MT_SHORT_ROWS rows of at most MT_SHORT_COLS columns, vectorised across
- * rows: the block is transposed into a small tile so each step (max, exp, sum) is one vector
- * operation over the rows, instead of a short, latency-bound loop per row. Column j of row r
- * is kept when j < keep[r] and (no mask or mask[r*cols + j]); the others have -inf added to
- * their score, as PyTorch adds a mask (a NaN or +inf score stays NaN). With `safe` (attention),
- * a row of -inf scores gets all-zero weights; without (softmax), it gets NaN, as in PyTorch. */
-#define MT_SHORT_ROWS 16
-#define MT_SHORT_COLS 32
-static inline __attribute__((always_inline)) void mt_softmax_short(const float *x, float *y, int64_t rows, int64_t cols,
-                                    const int64_t *keep, const uint8_t *mask, float scale, int safe) {
-    float t[MT_SHORT_COLS][MT_SHORT_ROWS], m[MT_SHORT_ROWS], s[MT_SHORT_ROWS];
-    for (int64_t r = 0; r < MT_SHORT_ROWS; r++)
-        for (int64_t j = 0; j < cols; j++) {
-            int ok = r < rows && j < keep[r] && (!mask || mask[r * cols + j]);
-            t[j][r] = r < rows ? scale * x[r * cols + j] - (ok ? 0.0f : __builtin_inff()) : -__builtin_inff();
-        }
-#pragma omp simd
-    for (int r = 0; r < MT_SHORT_ROWS; r++) m[r] = -__builtin_inff();
-    for (int64_t j = 0; j < cols; j++) {
-#pragma omp simd
-        for (int r = 0; r < MT_SHORT_ROWS; r++) m[r] = t[j][r] > m[r] ? t[j][r] : m[r];
-    }
-#pragma omp simd
-    for (int r = 0; r < MT_SHORT_ROWS; r++) {
-        m[r] = safe && m[r] == -__builtin_inff() ? 0.0f : m[r];
-        s[r] = 0.0f;
-    }
-    for (int64_t j = 0; j < cols; j++) {
-#pragma omp simd
-        for (int r = 0; r < MT_SHORT_ROWS; r++) {
-            t[j][r] = mt_expf(t[j][r] - m[r]);
-            s[r] += t[j][r];
-        }
-    }
-#pragma omp simd
-    for (int r = 0; r < MT_SHORT_ROWS; r++) s[r] = mt_inv_sum(s[r]);
-    for (int64_t r = 0; r < rows; r++)
-        for (int64_t j = 0; j < cols; j++) y[r * cols + j] = t[j][r] * s[r];
-}
-
 #endif

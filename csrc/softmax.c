@@ -13,17 +13,42 @@ typedef struct {
 } softmax_job;
 
 
+/* Softmax of up to SHORT_ROWS rows of at most SHORT_COLS columns, vectorised across rows: the block
+ * is transposed into a small tile so each step (max, exp, sum) is one vector operation over the rows,
+ * instead of a short, latency-bound loop per row. */
+#define SHORT_ROWS 16
+#define SHORT_COLS 32
+static inline __attribute__((always_inline)) void softmax_short(const float *x, float *y, int64_t rows, int64_t cols) {
+    float t[SHORT_COLS][SHORT_ROWS], m[SHORT_ROWS], s[SHORT_ROWS];
+    for (int64_t r = 0; r < SHORT_ROWS; r++)
+        for (int64_t j = 0; j < cols; j++) t[j][r] = r < rows ? x[r * cols + j] : -INFINITY;
+#pragma omp simd
+    for (int r = 0; r < SHORT_ROWS; r++) m[r] = -INFINITY, s[r] = 0.0f;
+    for (int64_t j = 0; j < cols; j++) {
+#pragma omp simd
+        for (int r = 0; r < SHORT_ROWS; r++) m[r] = t[j][r] > m[r] ? t[j][r] : m[r];
+    }
+    for (int64_t j = 0; j < cols; j++) {
+#pragma omp simd
+        for (int r = 0; r < SHORT_ROWS; r++) {
+            t[j][r] = mt_expf(t[j][r] - m[r]);
+            s[r] += t[j][r];
+        }
+    }
+#pragma omp simd
+    for (int r = 0; r < SHORT_ROWS; r++) s[r] = 1.0f / s[r];
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t j = 0; j < cols; j++) y[r * cols + j] = t[j][r] * s[r];
+}
+
 /* y = exp(x - max) / sum. A NaN or +inf in a row, or a row of -inf, makes the whole row NaN, as in
  * PyTorch. */
 static MT_CLONES void softmax_rows(void *ctx, int64_t r0, int64_t r1) {
     const softmax_job *s = ctx;
     int64_t cols = s->cols, step = mt_block_rows(cols);
-    if (cols <= MT_SHORT_COLS) {
-        for (int64_t b0 = r0; b0 < r1; b0 += MT_SHORT_ROWS) {
-            int64_t n = r1 - b0 < MT_SHORT_ROWS ? r1 - b0 : MT_SHORT_ROWS, keep[MT_SHORT_ROWS];
-            for (int64_t r = 0; r < MT_SHORT_ROWS; r++) keep[r] = cols;
-            mt_softmax_short(s->x + b0 * cols, s->y + b0 * cols, n, cols, keep, NULL, 1.0f, 0);
-        }
+    if (cols <= SHORT_COLS) {
+        for (int64_t b0 = r0; b0 < r1; b0 += SHORT_ROWS)
+            softmax_short(s->x + b0 * cols, s->y + b0 * cols, r1 - b0 < SHORT_ROWS ? r1 - b0 : SHORT_ROWS, cols);
         return;
     }
     for (int64_t b0 = r0; b0 < r1; b0 += step) {

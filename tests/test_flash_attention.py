@@ -6,7 +6,11 @@ Sizes straddle the kernel's blocks (48 queries, 64 keys) and vector widths (head
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -82,6 +86,21 @@ def test_kernel_matches_the_float64_reference(shape: tuple, causal: bool, mode: 
     _close(got, want)
     if mask is not None and mask.ndim == 4 and not mask[0, 0, shape[2] // 2].any():
         assert not got["out"][0, 0, shape[2] // 2].any() and got["lse"][0, 0, shape[2] // 2] == INF
+
+
+@needs_c
+def test_the_portable_build_matches_the_reference_too() -> None:
+    """MICROTENSOR_ISA=generic (as for sgemm) runs the kernels' baseline compilation: checked in a child."""
+    code = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+            "import test_flash_attention as t\n"
+            "from microtensor._backend import c\n"
+            "assert c.ISA == 'generic', c.ISA\n"
+            "for shape in t.SHAPES:\n"
+            "    for mode in t.MODES:\n"
+            "        t.test_kernel_matches_the_float64_reference(shape, True, mode)\n")
+    env = dict(os.environ, MICROTENSOR_ISA="generic")
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 @needs_c
