@@ -66,8 +66,9 @@ def test_attention_microtensor(benchmark, case: tuple, threads: int) -> None:
         qt, kt, vt = (mt.tensor(x, requires_grad=True) for x in (q, k, v))
         F.scaled_dot_product_attention(qt, kt, vt, is_causal=causal).backward(grad)
 
+    inputs = [mt.tensor(x) for x in (q, k, v)]
     tracemalloc.start()
-    F.scaled_dot_product_attention(mt.tensor(q), mt.tensor(k), mt.tensor(v), is_causal=causal)
+    F.scaled_dot_product_attention(*inputs, is_causal=causal)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     scores, out = q.shape[0] * HEADS * t * t * 4, q.size * 4
