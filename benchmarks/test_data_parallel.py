@@ -128,10 +128,13 @@ def test_data_parallel_step(benchmark, corpus, tmp_path, name):
     benchmark.group = f"{name}: data-parallel step (see extra_info)"
     benchmark.pedantic(measure, rounds=1, iterations=1)
     medians = {k: float(np.median(v)) * 1e3 for k, v in times.items()}
+    fastest = {k: float(np.min(v)) * 1e3 for k, v in times.items()}
     benchmark.extra_info.update({f"median_ms_{k}": round(v, 2) for k, v in medians.items()})
+    benchmark.extra_info.update({f"min_ms_{k}": round(v, 2) for k, v in fastest.items()})
     benchmark.extra_info["ratio_2x1_over_1x2"] = round(medians["2x1"] / medians["1x2"], 3)
-    print(f"\n{name}: step median 1 process x 2 threads {medians['1x2']:.2f} ms, 2 ranks x 1 thread "
-          f"{medians['2x1']:.2f} ms (ratio {medians['2x1'] / medians['1x2']:.2f}; {len(times['2x1'])} steps each)")
+    print(f"\n{name}: step median (fastest) 1 process x 2 threads {medians['1x2']:.2f} ({fastest['1x2']:.2f}) ms, "
+          f"2 ranks x 1 thread {medians['2x1']:.2f} ({fastest['2x1']:.2f}) ms; ratio of medians "
+          f"{medians['2x1'] / medians['1x2']:.2f}, {len(times['2x1'])} steps each")
 
 
 @pytest.mark.parametrize("what", ["flags", "seed", "text"])
