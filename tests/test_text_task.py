@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from transformer import text as text_module
 from transformer.checkpoint import CKPT_BEST, CKPT_LAST, load_text_model
 from transformer.config import ModelConfig, text_from_layers
 from transformer.gpt import GPT
@@ -73,6 +74,22 @@ def test_the_vocabulary_is_stored_in_the_checkpoint(tmp_path, corpus_file):
         assert np.isfinite(rows[0][key]), key
     assert rows[0]["val/bpc"] == pytest.approx(rows[0]["val/loss"] / np.log(2))
     assert "time/train_s" in rows[-1]
+
+
+def test_the_demo_corpus_is_the_machines_license_texts_each_once(tmp_path, monkeypatch, capsys):
+    licenses = tmp_path / "licenses"
+    licenses.mkdir()
+    (licenses / "GPL-3").write_text("GNU GENERAL PUBLIC LICENSE\n")
+    (licenses / "BSD").write_text("Redistribution and use\n")
+    (licenses / "GPL").symlink_to(licenses / "GPL-3")
+    monkeypatch.setattr(text_module, "LICENSES", licenses)
+    assert text_module.main(["demo", str(tmp_path / "out" / "demo.txt")]) == 0
+    assert (tmp_path / "out" / "demo.txt").read_text() == "Redistribution and use\n\n\nGNU GENERAL PUBLIC LICENSE\n"
+    monkeypatch.setattr(text_module, "LICENSES", tmp_path / "nowhere")
+    with pytest.raises(SystemExit) as exit_:
+        text_module.main(["demo", str(tmp_path / "again.txt")])
+    assert exit_.value.code == 2 and "no demo corpus" in capsys.readouterr().err
+    assert not (tmp_path / "again.txt").exists()
 
 
 # ---- causal masking --------------------------------------------------------------------------------

@@ -117,7 +117,10 @@ def demo_text() -> str:
     files = sorted(p for p in LICENSES.glob("*") if p.is_file() and not p.is_symlink()) if LICENSES.is_dir() else []
     if not files:
         raise TextError(f"no demo corpus: {LICENSES} holds no license texts (Debian's base-files package)")
-    return "\n\n".join(p.read_text(encoding="utf-8", errors="replace") for p in files)
+    try:
+        return "\n\n".join(p.read_text(encoding="utf-8", errors="replace") for p in files)
+    except OSError as err:
+        raise TextError(f"no demo corpus: cannot read {err.filename} ({err.strerror})") from None
 
 
 def main(argv: list[str] | None = None) -> int:
