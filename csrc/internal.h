@@ -58,15 +58,6 @@ static inline __attribute__((always_inline)) float mt_expf(float x) {
     return x == x ? y : x;
 }
 
-/* tanhf via mt_expf, exact at the saturated ends. */
-static inline __attribute__((always_inline)) float mt_tanhf(float x) {
-    float ax = x < 0 ? -x : x;
-    ax = ax > 9.0f ? 9.0f : ax;
-    float e = mt_expf(-2.0f * ax);
-    float t = (1.0f - e) / (1.0f + e);
-    return x < 0 ? -t : t;
-}
-
 /* y[i] = exp(y[i]) for i < n in one vectorised sweep. Row kernels over short rows (softmax
  * over 8 keys, 20 classes) shift a block of rows first and exponentiate it flat, since a
  * loop over one short row never fills a vector register. */
