@@ -1,6 +1,7 @@
 """Every built-in op as one Function: forward and backward on numpy arrays."""
 
 from .add_layernorm import AddLayerNorm
+from .attention import ScaledDotProductAttention, SelfAttention
 from .elementwise import (
     Abs,
     Add,
@@ -25,7 +26,6 @@ from .elementwise import (
     Tanh,
     Where,
 )
-from .attention import ScaledDotProductAttention, SelfAttention
 from .matmul import MatMul
 from .nn import (
     CrossEntropy,
