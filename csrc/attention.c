@@ -94,6 +94,7 @@ INLINE void panel(int mr, int nv, int64_t M, int64_t K, const float *A, int64_t 
     if (mr == MR) {
         for (; r + MR <= M; r += MR) micro8(MR, nv, K, A + r * ars, ars, acs, B, ldb, C + r * ldc, ldc, add);
         for (; r + 3 <= M; r += 3) micro8(3, nv, K, A + r * ars, ars, acs, B, ldb, C + r * ldc, ldc, add);
+        for (; r + 2 <= M; r += 2) micro8(2, nv, K, A + r * ars, ars, acs, B, ldb, C + r * ldc, ldc, add);
         for (; r < M; r++) micro8(1, nv, K, A + r * ars, ars, acs, B, ldb, C + r * ldc, ldc, add);
         return;
     }
@@ -112,7 +113,7 @@ INLINE void gemm(int mr, int64_t M, int64_t N, int64_t K, const float *A, int64_
 }
 
 /* Rows [0, n) of width w, `ld` apart at src, into dst with rows `pitch` apart (zero-padded to pitch). */
-static void pack_rows(const float *src, int64_t ld, int64_t n, int64_t w, float *dst, int64_t pitch) {
+INLINE void pack_rows(const float *src, int64_t ld, int64_t n, int64_t w, float *dst, int64_t pitch) {
     for (int64_t t = 0; t < n; t++) { /* loops, not memcpy: rows of a head are short */
         for (int64_t c = 0; c < w; c++) dst[t * pitch + c] = src[t * ld + c];
         for (int64_t c = w; c < pitch; c++) dst[t * pitch + c] = 0.0f;
@@ -122,7 +123,7 @@ static void pack_rows(const float *src, int64_t ld, int64_t n, int64_t w, float 
 /* The transpose of rows [0, n) of width w (ld apart), packed as panels of 16 rows: row t, column c
  * goes to dst[(t / 16) * 16 * pitch + c * 16 + t % 16]; zero-padded to pitch columns and `padded` rows.
  * A block of keys starting at j0 (a multiple of 16) is then the packed B at dst + j0 * pitch. */
-static void pack_columns(const float *src, int64_t ld, int64_t n, int64_t w, int64_t pitch, float *dst,
+INLINE void pack_columns(const float *src, int64_t ld, int64_t n, int64_t w, int64_t pitch, float *dst,
                          int64_t padded) {
     memset(dst, 0, (size_t)(pitch * padded) * sizeof(float));
     for (int64_t t = 0; t < n; t++) {
@@ -273,7 +274,7 @@ static float *workspace(job *j, pads p) {
 }
 
 /* Pack head (b, h): Q, K and V rows, and the transposes this pass needs (Kt always, Vt for backward). */
-static packed pack_head(const mt_attention *a, pads p, float *buf, int64_t b, int64_t h, int need_vt) {
+INLINE packed pack_head(const mt_attention *a, pads p, float *buf, int64_t b, int64_t h, int need_vt) {
     packed x;
     x.q = buf;
     x.k = x.q + a->Tq * p.dp;
@@ -308,7 +309,7 @@ INLINE void forward_heads(void *ctx, int64_t p0, int64_t p1, int mr) {
         w.m = w.o + BQ * p.dvp;
         w.l = w.m + BQ;
         w.block_max = w.l + BQ;
-        int finite = all_finite(a, p, w.x);
+        int finite = a->causal && all_finite(a, p, w.x); /* only a causal mask skips blocks */
         const uint8_t *mask = mask_of(a, b, h);
         for (int64_t i0 = 0; i0 < a->Tq; i0 += BQ) {
             int64_t nq = a->Tq - i0 < BQ ? a->Tq - i0 : BQ, flat_row0 = pair * a->Tq + i0;
@@ -380,8 +381,8 @@ INLINE void head_backward(const mt_attention *a, pads p, bwd_buf w, int64_t b, i
     const float *lse = a->lse + pair * a->Tq;
     for (int64_t j0 = 0; j0 < a->Tk; j0 += BK) {
         int64_t nk = a->Tk - j0 < BK ? a->Tk - j0 : BK;
-        memset(w.dk, 0, (size_t)(BK * p.dp) * sizeof(float));
-        memset(w.dv, 0, (size_t)(BK * p.dvp) * sizeof(float));
+        memset(w.dk, 0, (size_t)(nk * p.dp) * sizeof(float));
+        memset(w.dv, 0, (size_t)(nk * p.dvp) * sizeof(float));
         int64_t first = a->causal && finite ? j0 / BQ * BQ : 0; /* query blocks before see none of these keys */
         for (int64_t i0 = first; i0 < a->Tq; i0 += BQ) {
             int64_t nq = a->Tq - i0 < BQ ? a->Tq - i0 : BQ, flat_row0 = pair * a->Tq + i0;
@@ -431,7 +432,7 @@ INLINE void backward_heads(void *ctx, int64_t p0, int64_t p1, int mr) {
             for (int64_t c = 0; c < a->Dv; c++) d += w.g[r * p.dvp + c] * out[r * a->out.row + c];
             w.dot[r] = d;
         }
-        head_backward(a, p, w, b, h, pair, all_finite(a, p, w.x));
+        head_backward(a, p, w, b, h, pair, a->causal && all_finite(a, p, w.x));
     }
     free(buf);
 }
