@@ -2,6 +2,9 @@
 
 Run:   python -m pytest benchmarks/test_attention.py --benchmark-only --benchmark-json=attention.json
 Table: python benchmarks/test_attention.py attention.json   (markdown rows for docs/PERFORMANCE.md)
+On a shared machine, time the 1-thread cases in CPU time (wall time there measures the other users):
+       python -m pytest benchmarks/test_attention.py --benchmark-only --benchmark-timer=time.process_time \
+           -k "not -2 and not 2]" --benchmark-json=attention.json
 
 T 64, 128, 256 and 512, head width 32 and 64, causal or not, 1024 tokens (batch 1024 / T) of 4 heads,
 at 1 and 2 threads (PyTorch gets as many). Each microtensor case also records the forward's peak
