@@ -5,6 +5,7 @@ loss, backward, clipping, AdamW, warmup + cosine); PyTorch runs benchmarks/lm_tw
 copy of the same model from the same weights on the same windows. At 1 and 2 threads:
 
     python -m pytest benchmarks/test_lm.py --benchmark-only --benchmark-columns=median,iqr,ops
+    python -m pytest benchmarks/test_lm.py --benchmark-only -k "vs_pytorch and 1thread" -s   # the ratio only
 
 `test_lm_tokens_per_second_vs_pytorch` times the two steps interleaved (pairs in
 one run, so machine load hits both) and records tokens/s of each and their ratio
@@ -71,7 +72,7 @@ def tokens_per_step(trainer: TextTrainer) -> int:
     return trainer.examples_per_step * trainer.text.block_size
 
 
-@pytest.mark.parametrize("threads", THREADS)
+@pytest.mark.parametrize("threads", THREADS, ids=[f"{n}thread" for n in THREADS])
 @pytest.mark.parametrize("library", ["microtensor", "torch"])
 def test_lm_step(benchmark, corpus_path, tmp_path, library, threads):
     if library == "torch":
@@ -84,7 +85,7 @@ def test_lm_step(benchmark, corpus_path, tmp_path, library, threads):
     benchmark.pedantic(step, rounds=10, warmup_rounds=2)
 
 
-@pytest.mark.parametrize("threads", THREADS)
+@pytest.mark.parametrize("threads", THREADS, ids=[f"{n}thread" for n in THREADS])
 def test_lm_tokens_per_second_vs_pytorch(benchmark, corpus_path, tmp_path, threads):
     """Interleaved pairs of steps; extra_info holds both medians in tokens/s and microtensor's speed-up.
 
