@@ -41,7 +41,8 @@ sanitize: install
 	MICROTENSOR_SANITIZE=1 $(PY) setup.py -q build_ext --inplace --force --build-temp build/sanitize
 	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	LD_PRELOAD="$$($${CC:-cc} -print-file-name=libasan.so) $$($${CC:-cc} -print-file-name=libubsan.so)" \
-	$(PY) -m pytest tests/test_kernels.py tests/test_kernels_perf_paths.py tests/test_flash_attention.py -q -p no:cacheprovider; status=$$?; \
+	$(PY) -m pytest tests/test_kernels.py tests/test_kernels_perf_paths.py tests/test_flash_attention.py \
+		tests/test_add_layernorm.py -q -p no:cacheprovider; status=$$?; \
 	$(PY) setup.py -q build_ext --inplace --force >/dev/null; exit $$status
 
 # ---- seeing inside: report, graph, studies (issue 5) ----
