@@ -804,14 +804,14 @@ def _train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         group.attach(trainer)
         if group.root:
             write_text_atomic(run_dir / "config.json", json.dumps(trainer.settings(), indent=2) + "\n")
-        trainer._say(
-            trainer.describe()
-            + (f" | resuming at epoch {trainer.epoch + 1}, step {trainer.step_in_epoch}" if args.resume else "")
-            + (f" | data-parallel on {group.size} ranks" if group.comm is not None else "")
-        )
-        if trainer.recorder is not None and not args.resume and hasattr(trainer.recorder, "on_train_begin"):
-            trainer.recorder.on_train_begin(trainer.model)
-        with _Interrupt() as interrupt:
+        with _Interrupt() as interrupt:  # from the first line printed on, Ctrl-C stops at a checkpoint
+            trainer._say(
+                trainer.describe()
+                + (f" | resuming at epoch {trainer.epoch + 1}, step {trainer.step_in_epoch}" if args.resume else "")
+                + (f" | data-parallel on {group.size} ranks" if group.comm is not None else "")
+            )
+            if trainer.recorder is not None and not args.resume and hasattr(trainer.recorder, "on_train_begin"):
+                trainer.recorder.on_train_begin(trainer.model)
             group.watch(interrupt)
             return group.finish(trainer.run(interrupt))
 
