@@ -67,20 +67,18 @@ class SelfAttention(nn.Module):
         self.proj_weight, self.proj_bias = _normal(rng, d, d), _zeros(d)
 
     def forward(
-        self, x: mt.Tensor, mask: np.ndarray, last_only: bool = False, need_weights: bool = True
-    ) -> tuple[mt.Tensor, np.ndarray | None]:
-        """x (B, T, D) and key mask (B, 1, 1, T) -> output (B, T, D) and weights (B, H, T, T) or None.
+        self, x: mt.Tensor, mask: np.ndarray, last_only: bool = False
+    ) -> tuple[mt.Tensor, np.ndarray]:
+        """x (B, T, D) and key mask (B, 1, 1, T) -> output (B, T, D) and weights (B, H, T, T).
 
         With last_only only the last position queries (output (B, 1, D)): all the head needs.
-        Without need_weights the kernel keeps no T x T matrix (the backward recomputes it).
         """
         qkv = F.linear(x, self.qkv_weight, self.qkv_bias)
-        y, weights = F.self_attention(qkv, self.n_heads, mask=mask, need_weights=True) if need_weights else (
-            F.self_attention(qkv, self.n_heads, mask=mask), None)
+        y, weights = F.self_attention(qkv, self.n_heads, mask=mask, need_weights=True)
         if last_only:
             y = y[:, -1:]
         y = F.linear(y, self.proj_weight, self.proj_bias)
-        return F.dropout(y, self.p, self.training, self.dropout_rng), None if weights is None else weights.numpy()
+        return F.dropout(y, self.p, self.training, self.dropout_rng), weights.numpy()
 
 
 class MeanPool(nn.Module):
@@ -91,7 +89,7 @@ class MeanPool(nn.Module):
         self.n_heads = n_heads
 
     def forward(
-        self, x: mt.Tensor, mask: np.ndarray, last_only: bool = False, need_weights: bool = True
+        self, x: mt.Tensor, mask: np.ndarray, last_only: bool = False
     ) -> tuple[mt.Tensor, np.ndarray]:
         keys = mask[:, 0, 0, :].astype(np.float32)  # (B, T)
         share = keys / keys.sum(axis=1, keepdims=True)
@@ -148,15 +146,13 @@ class Block(nn.Module):
         return (y if residual is None else residual + y), extra
 
     def forward(
-        self, x: mt.Tensor, mask: np.ndarray, record: list | None = None, last_only: bool = False,
-        need_weights: bool = True,
-    ) -> tuple[mt.Tensor, np.ndarray | None]:
+        self, x: mt.Tensor, mask: np.ndarray, record: list | None = None, last_only: bool = False
+    ) -> tuple[mt.Tensor, np.ndarray]:
         """x (B, T, D) -> (x, attention weights); FFN hidden values are appended to `record` when given.
 
-        last_only computes the output of the last position only, (B, 1, D), for the final block;
-        without need_weights the weights may be None (training never reads them).
+        last_only computes the output of the last position only, (B, 1, D), for the final block.
         """
-        x, weights = self._sublayer(x, lambda h: self.attn(h, mask, last_only, need_weights), self.ln1, last_only)
+        x, weights = self._sublayer(x, lambda h: self.attn(h, mask, last_only), self.ln1, last_only)
         if self.ffn is not None:
             x, _ = self._sublayer(x, lambda h: self.ffn(h, record), self.ln2)
         elif record is not None:
@@ -213,15 +209,14 @@ class Transformer(nn.Module):
     def _run(
         self, ids: Any, mask: Any, record: list | None, full: bool = True
     ) -> tuple[mt.Tensor, list[np.ndarray]]:
-        """Logits and attention weights (None unless `full`); unless `full`, the last block works on the last
-        position only."""
+        """Logits and attention weights; unless `full`, the last block works on the last position only."""
         ids, mask = self._prepare(ids, mask)
         x = self.embed(ids, mask)
         key_mask = mask[:, None, None, :]
         attention = []
         for i, block in enumerate(self.blocks):
             last_only = not full and record is None and i == len(self.blocks) - 1
-            x, weights = block(x, key_mask, record, last_only, need_weights=full)
+            x, weights = block(x, key_mask, record, last_only)
             attention.append(weights)
         last = x[:, -1, :]
         if self.ln_f is not None:
