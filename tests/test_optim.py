@@ -583,3 +583,16 @@ def test_schedulers_follow_each_groups_lr_like_pytorch(torch) -> None:
     for sched_of in (lambda s, o: s.CosineAnnealingLR(o, T_max=5), lambda s, o: s.StepLR(o, 2, gamma=0.5),
                      lambda s, o: s.LinearLR(o, start_factor=0.2, total_iters=3)):
         np.testing.assert_allclose(lrs(mt, sched_of), lrs(torch, sched_of), rtol=1e-12)
+
+
+def test_gradient_buffers_hold_whole_groups_and_name_the_rest():
+    """What data-parallel training reduces: Adam's flat buffer per complete group, the other parameters loose."""
+    a, b, c = (mt.tensor(np.full(n, float(n)), requires_grad=True) for n in (2, 3, 4))
+    (a.sum() * 2 + b.sum() * 3).backward()  # c gets no gradient
+    adam = mt.optim.Adam([{"params": [a, b]}, {"params": [c]}])
+    buffers, loose = adam.gradient_buffers("test")
+    assert len(buffers) == 1 and loose == [c]
+    np.testing.assert_array_equal(buffers[0], [2, 2, 3, 3, 3])
+    buffers[0] *= 10  # the buffer is the gradients' storage: a reduction in place reaches p.grad
+    np.testing.assert_array_equal(b.grad.numpy(), [30, 30, 30])
+    assert mt.optim.SGD([a, b], lr=0.1).gradient_buffers("test") == ([], [a, b])

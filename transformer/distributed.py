@@ -115,13 +115,10 @@ class Group:
             return
         from mpi4py import MPI
 
-        for flat in getattr(optimizer, "_flat", ()):
-            if flat.params and flat.gather_grads("data-parallel"):
-                self.comm.Allreduce(MPI.IN_PLACE, flat.grad, op=MPI.SUM)
-                continue
-            self._allreduce_each(flat.params)
-        if not hasattr(optimizer, "_flat"):  # SGD: no flat buffer; pack the gradients into one
-            self._allreduce_each(optimizer.params())
+        buffers, loose = optimizer.gradient_buffers("data-parallel")
+        for buffer in buffers:
+            self.comm.Allreduce(MPI.IN_PLACE, buffer, op=MPI.SUM)
+        self._allreduce_each(loose)  # SGD, or a group missing a gradient: packed into one buffer
 
     def _allreduce_each(self, params: list[Any]) -> None:
         from mpi4py import MPI

@@ -102,6 +102,19 @@ class Adam(Optimizer):
         for flat in self._flat:
             flat.zero_grads_in_place()
 
+    def gradient_buffers(self, op: str) -> tuple[list[np.ndarray], list[Tensor]]:
+        """Each group's flat gradient buffer once every gradient is in it (p.grad then views it, so a change made
+        in place, such as an Allreduce, is what step() applies); the parameters of the other groups."""
+        buffers, loose = [], []
+        for flat in self._flat:
+            if flat.params and flat.gather_grads(op):
+                for p, grad, view in zip(flat.params, flat.grad_tensors, flat.grad_views):
+                    grad.data, p.grad = view, grad
+                buffers.append(flat.grad)
+            else:
+                loose.extend(flat.params)
+        return buffers, loose
+
     def _step(self) -> None:
         """Update every parameter that has a gradient (one kernel call per group when all of them do)."""
         op = f"{type(self).__name__}.step"

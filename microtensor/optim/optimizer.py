@@ -84,6 +84,10 @@ class Optimizer:
         for p in self.params():
             p.zero_grad(set_to_none)
 
+    def gradient_buffers(self, op: str) -> tuple[list[np.ndarray], list[Tensor]]:
+        """Flat gradient buffers holding whole groups, and the parameters outside them (for one reduction each)."""
+        return [], self.params()
+
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Update the parameters that have gradients; `closure` re-evaluates the loss first (returned)."""
         loss = None
