@@ -10,13 +10,25 @@ import sys
 import numpy as np
 import pytest
 
+import microtensor as mt
+
 try:
     c = importlib.import_module("microtensor._backend.c")
 except ImportError as err:  # the extension is not built: nothing here can run
     pytest.skip(f"C kernels not built ({err})", allow_module_level=True)
 ref = importlib.import_module("microtensor._backend.reference")
+softmax = importlib.import_module("microtensor.ops.softmax")
 
 SIZES = [1, 3, 15, 16, 17, 33, 64]
+
+
+@pytest.fixture(autouse=True)
+def c_backend():
+    """The C backend active, so the ops' kernel entry points run C for float32 whatever MICROTENSOR_BACKEND says."""
+    previous = mt.backend.name()
+    mt.backend.use("c")
+    yield
+    mt.backend.use(previous)
 F32 = np.float32
 
 
@@ -142,30 +154,31 @@ def test_lower_instruction_sets_agree(isa: str) -> None:
 def test_softmax_forward_backward(cols: int) -> None:
     rng = np.random.default_rng(cols)
     x, g = rand(rng, 5, cols, scale=3.0), rand(rng, 5, cols)
-    y = c.softmax_forward(x)
-    close(y, ref.softmax_forward(x.astype(np.float64)))
-    close(c.softmax_backward(y, g), ref.softmax_backward(*f64(y, g)))
-    ly = c.log_softmax_forward(x)
-    close(ly, ref.log_softmax_forward(x.astype(np.float64)), rtol=1e-5, atol=1e-5)
-    close(c.log_softmax_backward(ly, g), ref.log_softmax_backward(*f64(ly, g)), rtol=1e-5, atol=1e-5)
+    y = softmax._softmax_forward(x)
+    close(y, softmax.reference_softmax_forward(x.astype(np.float64)))
+    close(softmax._softmax_backward(y, g), softmax.reference_softmax_backward(*f64(y, g)))
+    ly = softmax._log_softmax_forward(x)
+    close(ly, softmax.reference_log_softmax_forward(x.astype(np.float64)), rtol=1e-5, atol=1e-5)
+    close(softmax._log_softmax_backward(ly, g), softmax.reference_log_softmax_backward(*f64(ly, g)),
+          rtol=1e-5, atol=1e-5)
 
 
 def test_softmax_large_magnitude_stays_finite() -> None:
     x = np.array([[1e4, -1e4, 3e4, 88.0], [-1e30, 1e30, 0.0, 5.0], [1e38, 1e38, -1e38, 0.0]], F32)
-    y = c.softmax_forward(x)
+    y = softmax._softmax_forward(x)
     assert np.isfinite(y).all()
-    close(y, ref.softmax_forward(x.astype(np.float64)))
-    ly = c.log_softmax_forward(x)
+    close(y, softmax.reference_softmax_forward(x.astype(np.float64)))
+    ly = softmax._log_softmax_forward(x)
     assert np.isfinite(ly).all()
-    close(ly, ref.log_softmax_forward(x.astype(np.float64)), rtol=1e-6)
+    close(ly, softmax.reference_log_softmax_forward(x.astype(np.float64)), rtol=1e-6)
 
 
 def test_softmax_many_rows_threads() -> None:
     rng = np.random.default_rng(9)
     x, g = rand(rng, 2000, 37), rand(rng, 2000, 37)
-    y = c.softmax_forward(x)
-    close(y, ref.softmax_forward(x.astype(np.float64)))
-    close(c.softmax_backward(y, g), ref.softmax_backward(*f64(y, g)))
+    y = softmax._softmax_forward(x)
+    close(y, softmax.reference_softmax_forward(x.astype(np.float64)))
+    close(softmax._softmax_backward(y, g), softmax.reference_softmax_backward(*f64(y, g)))
 
 
 # ---------------------------------------------------------------- layernorm
@@ -268,7 +281,7 @@ def test_float64_goes_to_the_reference() -> None:
     out = c.matmul(a, b)
     assert out.dtype == np.float64
     np.testing.assert_array_equal(out, a @ b)
-    assert c.softmax_forward(a).dtype == np.float64
+    assert softmax._softmax_forward(a).dtype == np.float64
 
 
 @pytest.mark.parametrize("call", [
@@ -276,7 +289,6 @@ def test_float64_goes_to_the_reference() -> None:
     lambda: c.matmul(np.zeros((2, 3, 4), F32), np.zeros((3, 4, 5), F32)),
     lambda: c.linear(np.zeros((3, 4), F32), np.zeros((5, 6), F32), None),
     lambda: c.linear(np.zeros((3, 4), F32), np.zeros((5, 4), F32), np.zeros(4, F32)),
-    lambda: c.softmax_backward(np.zeros((3, 4), F32), np.zeros((3, 5), F32)),
     lambda: c.layernorm_forward(np.zeros((3, 4), F32), np.zeros(5, F32), None, 1e-5),
     lambda: c.layernorm_backward(np.zeros((3, 4), F32), np.zeros((3, 4), F32), None, np.zeros(2, F32),
                                  np.zeros(3, F32)),
@@ -311,7 +323,6 @@ def test_bad_types_raise_type_error(call) -> None:
 def test_non_contiguous_inputs_are_copied_once() -> None:
     rng = np.random.default_rng(14)
     x = rand(rng, 8, 40)[:, ::2]
-    close(c.softmax_forward(x), ref.softmax_forward(x.astype(np.float64)))
     close(c.gelu_forward(x), ref.gelu_forward(x.astype(np.float64)), rtol=1e-5, atol=1e-6)
     big = rand(rng, 5000, 3)
     before = big[:, 0].copy()
@@ -357,7 +368,7 @@ def test_thread_count_does_not_change_sgemm_or_row_kernels() -> None:
     bt = np.ascontiguousarray(b.T)
 
     def outputs():
-        return c.matmul(a, b), c.matmul(a, bt, False, True), c.softmax_forward(x), c.gelu_forward(x)
+        return c.matmul(a, b), c.matmul(a, bt, False, True), softmax._softmax_forward(x), c.gelu_forward(x)
 
     before = c.num_threads()
     try:
@@ -380,11 +391,11 @@ NAN, INF = np.nan, np.inf
 def test_softmax_rows_with_nan_or_inf_are_nan(cols: int) -> None:
     x = rand(np.random.default_rng(cols), 6, cols)
     x[0, 1], x[1, 1], x[2], x[3, 1], x[4, 0] = NAN, INF, -INF, -INF, -INF  # row 5 untouched
-    for kernel in ("softmax_forward", "log_softmax_forward"):
-        y = getattr(c, kernel)(x)
+    for kernel in ("_softmax_forward", "_log_softmax_forward"):
+        y = getattr(softmax, kernel)(x)
         assert np.isnan(y[:3]).all() and not np.isnan(y[3:]).any()  # torch: [1, nan, 2] -> all nan
-        close(y, getattr(ref, kernel)(x.astype(np.float64)), rtol=1e-5, atol=1e-5)
-    assert c.softmax_forward(x)[3, 1] == 0.0 and c.log_softmax_forward(x)[3, 1] == -INF
+        close(y, getattr(softmax, "reference" + kernel)(x.astype(np.float64)), rtol=1e-5, atol=1e-5)
+    assert softmax._softmax_forward(x)[3, 1] == 0.0 and softmax._log_softmax_forward(x)[3, 1] == -INF
 
 
 @pytest.mark.parametrize("classes", [3, 5000])
@@ -452,9 +463,9 @@ def test_softmax_log_softmax_cross_entropy_over_2_to_24_values() -> None:
     x = rand(np.random.default_rng(24), 1, 2**24)
     x64 = x.astype(np.float64)
     lse = np.log(np.exp(x64 - x64.max()).sum()) + x64.max()
-    y = c.softmax_forward(x)
+    y = softmax._softmax_forward(x)
     assert abs(y.sum(dtype=np.float64) - 1.0) < 1e-5  # PyTorch: 6.8e-5 short
-    assert np.abs(c.log_softmax_forward(x) - (x64 - lse)).max() < 1e-5  # PyTorch: 6.9e-5
+    assert np.abs(softmax._log_softmax_forward(x) - (x64 - lse)).max() < 1e-5  # PyTorch: 6.9e-5
     assert c.cross_entropy_forward(x, np.array([7]), -100)[0] == pytest.approx(lse - x64[0, 7], abs=1e-5)
     assert c.cross_entropy_rows(x, np.array([7]), -100)[0] == pytest.approx(lse - x64[0, 7], abs=1e-5)
 
@@ -464,6 +475,7 @@ def test_softmax_log_softmax_cross_entropy_over_2_to_24_values() -> None:
 _PARKED_WORKERS = r"""
 import os, numpy as np
 from microtensor._backend import c
+from microtensor.ops import softmax
 x = np.ones((4000, 64), np.float32)
 def ticks():
     out = {}
@@ -474,13 +486,13 @@ def ticks():
     return out
 c.set_num_threads(64)
 for _ in range(20):
-    c.softmax_forward(x)
+    softmax._softmax_forward(x)
 c.set_num_threads(2)
 for _ in range(5):
-    c.softmax_forward(x)
+    softmax._softmax_forward(x)
 before = ticks()
 for _ in range(3000):
-    c.softmax_forward(x)
+    softmax._softmax_forward(x)
 spent = sorted(t - before.get(tid, 0) for tid, t in ticks().items())
 print(len(spent), sum(spent[:-2]), sum(spent[-2:]))
 """

@@ -20,6 +20,7 @@ from . import reference
 
 K: ModuleType = reference
 ENV_THREADS = "MICROTENSOR_NUM_THREADS"
+_F32 = np.dtype(np.float32)
 
 
 def _load_c() -> ModuleType | None:
@@ -32,6 +33,17 @@ def _load_c() -> ModuleType | None:
     if first:
         _threads_from_env(c)
     return c
+
+
+def native(*arrays: np.ndarray | None) -> bool:
+    """Whether the C kernels take these arrays now: the C backend is active and each is float32 (None skipped);
+    otherwise the op runs its numpy reference."""
+    if K is reference:
+        return False
+    for a in arrays:
+        if a is not None and a.dtype is not _F32:
+            return False
+    return True
 
 
 def available_cores() -> int:

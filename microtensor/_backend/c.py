@@ -13,6 +13,7 @@ bounds. Pointers are made with `ffi.from_buffer`, the cheapest way cffi has.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -43,6 +44,21 @@ def num_threads() -> int:
 def set_num_threads(n: int) -> None:
     """Cap the kernels' threads at n (>= 1) from now on."""
     lib.mt_set_num_threads(int(n))
+
+
+_POINTERS = {_F32: "float[]", _I64: "int64_t[]", np.dtype(np.bool_): "uint8_t[]"}
+
+
+def call(kernel: str, *args: Any) -> Any:
+    """lib.mt_<kernel>(*args): the one binding of the ops' homes (microtensor/ops/<op>.py) to their kernels.
+
+    Each ndarray goes as a pointer to its data (float32, int64 or bool; cffi refuses an array that is
+    not C-contiguous, and a pointer of the wrong type), None as NULL, anything else as itself. The op's
+    Function has checked every shape and index before this call: the kernels trust it.
+    """
+    return getattr(lib, "mt_" + kernel)(
+        *[_from_buffer(_POINTERS[a.dtype], a) if type(a) is _ND else _NULL if a is None else a for a in args]
+    )
 
 
 def _fp(a: np.ndarray):
@@ -286,54 +302,6 @@ def linear_backward(
     lib.mt_linear_backward(_fp(g), _fp(x), _fp(w), _NULL if dx is None or into else _fp(dx),
                            _NULL if dw is None else _fp(dw), _NULL if db is None else _fp(db), n, n_in, n_out)
     return dx, dw, db
-
-
-def softmax_forward(x: np.ndarray) -> np.ndarray:
-    """Softmax over the last axis."""
-    if not _is_f32("softmax_forward", x):
-        return reference.softmax_forward(x)
-    _need("softmax_forward", x.ndim >= 1, f"x {x.shape} needs 1+ dimensions")
-    x = _contig(x)
-    y = np.empty_like(x)
-    cols = x.shape[-1]
-    lib.mt_softmax_forward(_fp(x), _fp(y), x.size // max(cols, 1), cols)
-    return y
-
-
-def _rowwise_backward(kernel: str, fn, y: np.ndarray, g: np.ndarray) -> np.ndarray:
-    """dx from a row-wise backward kernel fn(y, g, dx, rows, cols) after shape checks."""
-    _need(kernel, y.shape == g.shape and y.ndim >= 1, f"y {y.shape} and g {g.shape} must have one shape")
-    y, g = _contig(y), _contig(g)
-    dx = np.empty_like(y)
-    cols = y.shape[-1]
-    fn(_fp(y), _fp(g), _fp(dx), y.size // max(cols, 1), cols)
-    return dx
-
-
-def softmax_backward(y: np.ndarray, g: np.ndarray) -> np.ndarray:
-    """Gradient of softmax given its output y and the upstream gradient g."""
-    if not _is_f32("softmax_backward", y, g):
-        return reference.softmax_backward(y, g)
-    return _rowwise_backward("softmax_backward", lib.mt_softmax_backward, y, g)
-
-
-def log_softmax_forward(x: np.ndarray) -> np.ndarray:
-    """Log-softmax over the last axis (log-sum-exp stable)."""
-    if not _is_f32("log_softmax_forward", x):
-        return reference.log_softmax_forward(x)
-    _need("log_softmax_forward", x.ndim >= 1, f"x {x.shape} needs 1+ dimensions")
-    x = _contig(x)
-    y = np.empty_like(x)
-    cols = x.shape[-1]
-    lib.mt_log_softmax_forward(_fp(x), _fp(y), x.size // max(cols, 1), cols)
-    return y
-
-
-def log_softmax_backward(y: np.ndarray, g: np.ndarray) -> np.ndarray:
-    """Gradient of log-softmax given its output y and the upstream gradient g."""
-    if not _is_f32("log_softmax_backward", y, g):
-        return reference.log_softmax_backward(y, g)
-    return _rowwise_backward("log_softmax_backward", lib.mt_log_softmax_backward, y, g)
 
 
 # ---------------------------------------------------------------- layernorm

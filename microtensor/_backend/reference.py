@@ -54,32 +54,6 @@ def linear_backward(
     return dx, dw, db
 
 
-def softmax_forward(x: np.ndarray) -> np.ndarray:
-    """Softmax over the last axis."""
-    with np.errstate(**_QUIET):
-        m = x.max(axis=-1, keepdims=True, initial=-np.inf)
-        e = np.exp(x - m)
-        return e / e.sum(axis=-1, keepdims=True)
-
-
-def softmax_backward(y: np.ndarray, g: np.ndarray) -> np.ndarray:
-    """Gradient of softmax given its output y and the upstream gradient g."""
-    return y * (g - (g * y).sum(axis=-1, keepdims=True))
-
-
-def log_softmax_forward(x: np.ndarray) -> np.ndarray:
-    """Log-softmax over the last axis (log-sum-exp stable)."""
-    with np.errstate(**_QUIET):
-        m = x.max(axis=-1, keepdims=True, initial=-np.inf)
-        shifted = x - m
-        return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
-
-
-def log_softmax_backward(y: np.ndarray, g: np.ndarray) -> np.ndarray:
-    """Gradient of log-softmax given its output y and the upstream gradient g."""
-    return g - np.exp(y) * g.sum(axis=-1, keepdims=True)
-
-
 def layernorm_forward(
     x: np.ndarray, weight: np.ndarray | None, bias: np.ndarray | None, eps: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -135,6 +109,8 @@ def cross_entropy_forward(
     dlogits = softmax(logits) - onehot(targets) for counted rows and 0 for rows
     whose target equals `ignore_index`; the caller scales it by the reduction.
     """
+    from ..ops.softmax import reference_log_softmax_forward as log_softmax_forward
+
     keep = targets != ignore_index
     safe_targets = np.where(keep, targets, 0)
     logp = log_softmax_forward(logits)
@@ -148,6 +124,8 @@ def cross_entropy_forward(
 
 def cross_entropy_rows(logits: np.ndarray, targets: np.ndarray, ignore_index: int) -> np.ndarray:
     """Per-row cross-entropy losses (0 for ignored rows), for reduction='none'."""
+    from ..ops.softmax import reference_log_softmax_forward as log_softmax_forward
+
     keep = targets != ignore_index
     logp = log_softmax_forward(logits)
     return np.where(keep, -logp[np.arange(logits.shape[0]), np.where(keep, targets, 0)], 0.0)

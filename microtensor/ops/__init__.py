@@ -34,11 +34,10 @@ from .nn import (
     GeluErf,
     LayerNorm,
     Linear,
-    LogSoftmax,
-    Softmax,
 )
 from .reduce import CumSum, Max, Mean, Min, Norm, Sum, Var
 from .shape import BroadcastTo, Cat, Gather, GetItem, Permute, Reshape, Stack
+from .softmax import LogSoftmax, Softmax
 
 __all__ = [
     "Abs", "Add", "AddLayerNorm", "BroadcastTo", "Cast", "Cat", "Clamp", "Cos", "CrossEntropy", "CumSum", "Div",

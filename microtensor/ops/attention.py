@@ -20,7 +20,9 @@ from .. import _backend
 from .._backend import reference as _ref
 from ..autograd import Function
 from ..random import resolve
-from .nn import _FLOATS, _check_float
+from .checks import FLOATS as _FLOATS
+from .checks import check_float as _check_float
+from .softmax import _softmax_forward
 
 _SDPA = "scaled_dot_product_attention"
 _QUIET = {"invalid": "ignore", "over": "ignore", "divide": "ignore"}
@@ -206,7 +208,7 @@ def _additive_forward(ctx, q, k, v, mask, scale, dropout_p, generator) -> tuple[
     mask = mask.reshape(len(flat[0]), *mask.shape[-2:])
     K = _backend.K
     scores = K.matmul(flat[0], flat[1], trans_b=True) * scale + mask
-    weights = K.softmax_forward(scores.astype(q.dtype, copy=False))
+    weights = _softmax_forward(scores.astype(q.dtype, copy=False))
     weights[np.isneginf(scores).all(axis=-1)] = 0.0  # a fully masked row attends to nothing, as PyTorch
     ctx.drop, dropped = None, weights
     if dropout_p:

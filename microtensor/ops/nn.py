@@ -10,72 +10,8 @@ import numpy as np
 from .. import _backend
 from ..autograd import Function
 from ..random import resolve
-
-_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
-
-
-def _check_float(op: str, **arrays: Any) -> None:
-    """TypeError naming the op unless the given arrays (None skipped) are float32 or float64, all of one dtype."""
-    first = None
-    for name, a in arrays.items():
-        if a is None:
-            continue
-        dtype = a.dtype if type(a) is np.ndarray else np.asarray(a).dtype
-        if dtype not in _FLOATS:
-            raise TypeError(f"{op}: {name} must be float32 or float64, got dtype {dtype}")
-        if first is None:
-            first = dtype
-        elif dtype != first:
-            given = {k: np.asarray(v).dtype for k, v in arrays.items() if v is not None}
-            raise TypeError(f"{op}: {', '.join(given)} must have one dtype, got {', '.join(map(str, given.values()))}")
-
-
-def _last_axis_view(a: np.ndarray, axis: int, op: str) -> np.ndarray:
-    """a with `axis` moved last, contiguous, for kernels that work on rows."""
-    _check_float(op, input=a)
-    if not -a.ndim <= axis < a.ndim:
-        raise ValueError(f"{op}: axis {axis} is out of range for shape {a.shape}")
-    return np.ascontiguousarray(_move_last(a, axis))
-
-
-def _move_last(a: np.ndarray, axis: int) -> np.ndarray:
-    """a with `axis` moved last; a itself when it is last already (np.moveaxis costs ~4 us of Python)."""
-    return a if axis == -1 or axis == a.ndim - 1 else np.moveaxis(a, axis, -1)
-
-
-def _move_back(a: np.ndarray, axis: int) -> np.ndarray:
-    """The inverse of _move_last: the last axis of a back to position `axis`."""
-    return a if axis == -1 or axis == a.ndim - 1 else np.moveaxis(a, -1, axis)
-
-
-class Softmax(Function):
-    @staticmethod
-    def forward(ctx, a, axis=-1):
-        ctx.axis = axis
-        y = _backend.K.softmax_forward(_last_axis_view(a, axis, "softmax"))
-        ctx.save_for_backward(y)
-        return _move_back(y, axis)
-
-    @staticmethod
-    def backward(ctx, g):
-        (y,) = ctx.saved_tensors
-        g = np.ascontiguousarray(_move_last(g, ctx.axis))
-        return _move_back(_backend.K.softmax_backward(y, g), ctx.axis)
-
-
-class LogSoftmax(Function):
-    @staticmethod
-    def forward(ctx, a, axis=-1):
-        ctx.axis = axis
-        y = _backend.K.log_softmax_forward(_last_axis_view(a, axis, "log_softmax"))
-        ctx.save_for_backward(y)
-        return _move_back(y, axis)
-
-    @staticmethod
-    def backward(ctx, g):
-        (y,) = ctx.saved_tensors
-        g = np.ascontiguousarray(_move_last(g, ctx.axis))
-        return _move_back(_backend.K.log_softmax_backward(y, g), ctx.axis)
+from .checks import check_float as _check_float
+from .softmax import _log_softmax_forward
 
 
 def _class_rows(a: np.ndarray) -> np.ndarray:
@@ -131,7 +67,7 @@ def _dense_cross_entropy(rows: np.ndarray, q: np.ndarray, keep: np.ndarray) -> t
     As in PyTorch, a NaN in a row that is not kept stays out of the loss but
     reaches that row's gradient.
     """
-    logp = _backend.K.log_softmax_forward(rows)
+    logp = _log_softmax_forward(rows)
     dlogits = q.sum(axis=1, keepdims=True) * np.exp(logp) - q
     dlogits *= keep[:, None]
     losses = -(q * np.where(keep[:, None], logp, 0.0)).sum(axis=1)

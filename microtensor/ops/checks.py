@@ -1,0 +1,25 @@
+"""The dtype check every float op shares: a TypeError naming the op unless its arrays are float32 or float64."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def check_float(op: str, **arrays: Any) -> None:
+    """TypeError naming the op unless the given arrays (None skipped) are float32 or float64, all of one dtype."""
+    first = None
+    for name, a in arrays.items():
+        if a is None:
+            continue
+        dtype = a.dtype if type(a) is np.ndarray else np.asarray(a).dtype
+        if dtype not in FLOATS:
+            raise TypeError(f"{op}: {name} must be float32 or float64, got dtype {dtype}")
+        if first is None:
+            first = dtype
+        elif dtype != first:
+            given = {k: np.asarray(v).dtype for k, v in arrays.items() if v is not None}
+            raise TypeError(f"{op}: {', '.join(given)} must have one dtype, got {', '.join(map(str, given.values()))}")
