@@ -272,9 +272,6 @@ def linear(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
     return out
 
 
-# ---------------------------------------------------------------- softmax
-
-
 def linear_backward(
     g: np.ndarray, x: np.ndarray, w: np.ndarray, need_x: bool, need_w: bool, need_b: bool,
     dx_into: np.ndarray | None = None,
@@ -303,75 +300,6 @@ def linear_backward(
                            _NULL if dw is None else _fp(dw), _NULL if db is None else _fp(db), n, n_in, n_out)
     return dx, dw, db
 
-
-# ---------------------------------------------------------------- layernorm
-
-
-def _affine(kernel: str, a: np.ndarray | None, what: str, c: int) -> object:
-    """A float* for an optional per-feature vector of length c, or NULL."""
-    if a is None:
-        return _NULL
-    _need(kernel, a.shape == (c,), f"{what} {a.shape} must be ({c},)")
-    return _fp(_contig(a))
-
-
-def layernorm_forward(
-    x: np.ndarray, weight: np.ndarray | None, bias: np.ndarray | None, eps: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Normalise the last axis of x; returns (y, mean, rstd) with mean/rstd of shape x.shape[:-1]."""
-    extra = tuple(a for a in (weight, bias) if a is not None)
-    if not _is_f32("layernorm_forward", x, *extra) or x.ndim >= 1 and x.shape[-1] == 0:
-        return reference.layernorm_forward(x, weight, bias, eps)
-    _need("layernorm_forward", x.ndim >= 1, f"x {x.shape} needs 1+ dimensions")
-    c = x.shape[-1]
-    w, b = _affine("layernorm_forward", weight, "weight", c), _affine("layernorm_forward", bias, "bias", c)
-    x = _contig(x)
-    y = np.empty_like(x)
-    mean = np.empty(x.shape[:-1], _F32)
-    rstd = np.empty(x.shape[:-1], _F32)
-    lib.mt_layernorm_forward(_fp(x), w, b, _fp(y), _fp(mean), _fp(rstd), x.size // c, c, float(eps))
-    return y, mean, rstd
-
-
-def add_layernorm_forward(
-    x: np.ndarray, residual: np.ndarray, weight: np.ndarray | None, bias: np.ndarray | None, eps: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """layernorm_forward of x + residual in one pass; returns (x + residual, y, mean, rstd)."""
-    extra = tuple(a for a in (weight, bias) if a is not None)
-    if not _is_f32("add_layernorm_forward", x, residual, *extra) or x.ndim >= 1 and x.shape[-1] == 0:
-        return reference.add_layernorm_forward(x, residual, weight, bias, eps)
-    _need("add_layernorm_forward", x.ndim >= 1 and residual.shape == x.shape,
-          f"x {x.shape} and residual {residual.shape} must have one shape with 1+ dimensions")
-    c = x.shape[-1]
-    w, b = _affine("add_layernorm_forward", weight, "weight", c), _affine("add_layernorm_forward", bias, "bias", c)
-    x, residual = _contig(x), _contig(residual)
-    total, y = np.empty_like(x), np.empty_like(x)
-    mean, rstd = np.empty(x.shape[:-1], _F32), np.empty(x.shape[:-1], _F32)
-    lib.mt_add_layernorm_forward(_fp(x), _fp(residual), w, b, _fp(total), _fp(y), _fp(mean), _fp(rstd), x.size // c,
-                                 c, float(eps))
-    return total, y, mean, rstd
-
-
-def layernorm_backward(
-    g: np.ndarray, x: np.ndarray, weight: np.ndarray | None, mean: np.ndarray, rstd: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Gradients (dx, dweight, dbias) of layernorm over the last axis of x."""
-    extra = () if weight is None else (weight,)
-    if not _is_f32("layernorm_backward", g, x, mean, rstd, *extra) or x.ndim >= 1 and x.shape[-1] == 0:
-        return reference.layernorm_backward(g, x, weight, mean, rstd)
-    _need("layernorm_backward", x.ndim >= 1 and g.shape == x.shape,
-          f"g {g.shape} and x {x.shape} must have one shape with 1+ dimensions")
-    c = x.shape[-1]
-    rows = x.size // c
-    _need("layernorm_backward", mean.size == rows and rstd.size == rows,
-          f"mean {mean.shape} and rstd {rstd.shape} must hold one value per row of x {x.shape}")
-    w = _affine("layernorm_backward", weight, "weight", c)
-    g, x, mean, rstd = _contig(g), _contig(x), _contig(mean), _contig(rstd)
-    dx = np.empty_like(x)
-    dw = np.empty(c, _F32)
-    db = np.empty(c, _F32)
-    lib.mt_layernorm_backward(_fp(g), _fp(x), w, _fp(mean), _fp(rstd), _fp(dx), _fp(dw), _fp(db), rows, c)
-    return dx, dw, db
 
 
 # ---------------------------------------------------------------- cross-entropy

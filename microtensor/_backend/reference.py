@@ -54,52 +54,6 @@ def linear_backward(
     return dx, dw, db
 
 
-def layernorm_forward(
-    x: np.ndarray, weight: np.ndarray | None, bias: np.ndarray | None, eps: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Normalise rows of x (R, C); returns (y, mean (R,), rstd (R,)) so backward need not recompute."""
-    if x.shape[-1] == 0:  # nothing to normalise (PyTorch returns the empty input)
-        return x.copy(), np.zeros(x.shape[:-1], x.dtype), np.zeros(x.shape[:-1], x.dtype)
-    with np.errstate(**_QUIET):
-        mean = x.mean(axis=-1)
-        xc = x - mean[:, None]
-        var = (xc * xc).mean(axis=-1)
-        rstd = 1.0 / np.sqrt(var + eps)
-        overflow = ~np.isfinite(var) & np.isfinite(mean)  # finite rows whose squares overflow: in float64
-        if overflow.any():
-            rstd[overflow] = 1.0 / np.sqrt(np.square(xc[overflow].astype(np.float64)).mean(axis=-1) + eps)
-    y = xc * rstd[:, None]
-    if weight is not None:
-        y = y * weight
-    if bias is not None:
-        y = y + bias
-    return y, mean, rstd
-
-
-def add_layernorm_forward(
-    x: np.ndarray, residual: np.ndarray, weight: np.ndarray | None, bias: np.ndarray | None, eps: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """layernorm_forward of x + residual (rows of one shape); returns (x + residual, y, mean, rstd)."""
-    total = x + residual
-    return (total, *layernorm_forward(total, weight, bias, eps))
-
-
-def layernorm_backward(
-    g: np.ndarray, x: np.ndarray, weight: np.ndarray | None, mean: np.ndarray, rstd: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Gradients (dx, dweight, dbias) of layernorm for rows of x (R, C)."""
-    if x.shape[-1] == 0:
-        return np.zeros_like(x), np.zeros(0, g.dtype), np.zeros(0, g.dtype)
-    xhat = (x - mean[:, None]) * rstd[:, None]
-    dweight = (g * xhat).sum(axis=0)
-    dbias = g.sum(axis=0)
-    gx = g * weight if weight is not None else g
-    dx = rstd[:, None] * (
-        gx - gx.mean(axis=-1, keepdims=True) - xhat * (gx * xhat).mean(axis=-1, keepdims=True)
-    )
-    return dx, dweight, dbias
-
-
 def cross_entropy_forward(
     logits: np.ndarray, targets: np.ndarray, ignore_index: int
 ) -> tuple[float, int, np.ndarray]:

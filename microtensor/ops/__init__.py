@@ -1,6 +1,5 @@
 """Every built-in op as one Function: forward and backward on numpy arrays."""
 
-from .add_layernorm import AddLayerNorm
 from .attention import ScaledDotProductAttention, SelfAttention
 from .elementwise import (
     Abs,
@@ -26,13 +25,13 @@ from .elementwise import (
     Tanh,
     Where,
 )
+from .layernorm import AddLayerNorm, LayerNorm
 from .matmul import MatMul
 from .nn import (
     CrossEntropy,
     Dropout,
     Embedding,
     GeluErf,
-    LayerNorm,
     Linear,
 )
 from .reduce import CumSum, Max, Mean, Min, Norm, Sum, Var

@@ -148,40 +148,6 @@ class CrossEntropy(Function):
         return _unrows(ctx.dlogits * g, ctx.shape), dtarget
 
 
-def layer_norm_rows(op: str, x: np.ndarray, weight: Any, bias: Any, normalized_shape: tuple) -> tuple:
-    """(rows, cols) of x and the flat weight and bias (None stays None) after checking them against the shape."""
-    n = len(normalized_shape)
-    if tuple(x.shape[x.ndim - n :]) != tuple(normalized_shape) or n == 0:
-        raise ValueError(f"{op}: input of shape {x.shape} does not end in normalized_shape {normalized_shape}")
-    for label, p in (("weight", weight), ("bias", bias)):
-        if p is not None and p.shape != tuple(normalized_shape):
-            raise ValueError(f"{op}: {label} of shape {p.shape}, expected {tuple(normalized_shape)}")
-    cols = math.prod(normalized_shape)
-    flat = (None if p is None else p.reshape(cols) for p in (weight, bias))
-    return (math.prod(x.shape[: x.ndim - n]), cols), *flat
-
-
-class LayerNorm(Function):
-    """Normalise over the trailing `normalized_shape` axes; mean and 1/std are kept for backward."""
-
-    @staticmethod
-    def forward(ctx, x, weight, bias, normalized_shape=(), eps=1e-5):
-        _check_float("layer_norm", input=x, weight=weight, bias=bias)
-        shape, w, b = layer_norm_rows("layer_norm", x, weight, bias, normalized_shape)
-        rows = np.ascontiguousarray(x.reshape(shape))
-        y, mean, rstd = _backend.K.layernorm_forward(rows, w, b, eps)
-        ctx.save_for_backward(rows, w, mean, rstd)
-        ctx.shape, ctx.param_shape = x.shape, tuple(normalized_shape)
-        return y.reshape(x.shape)
-
-    @staticmethod
-    def backward(ctx, g):
-        rows, w, mean, rstd = ctx.saved_tensors
-        g = np.ascontiguousarray(g.reshape(rows.shape))
-        dx, dw, db = _backend.K.layernorm_backward(g, rows, w, mean, rstd)
-        return dx.reshape(ctx.shape), dw.reshape(ctx.param_shape), db.reshape(ctx.param_shape)
-
-
 class Dropout(Function):
     """Zero each element with probability p and scale the rest by 1/(1-p) (inverted dropout).
 
