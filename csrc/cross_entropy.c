@@ -69,10 +69,8 @@ static int64_t ce_tasks(int64_t N, int64_t C) {
     return N < n ? N : n;
 }
 
-int64_t mt_cross_entropy_forward(const float *logits, const int64_t *targets, int64_t ignore_index,
-                                 float *dlogits, double *loss_sum, int64_t *count, int64_t N, int64_t C) {
-    int64_t bad = mt_first_bad_index(targets, N, C, 1, ignore_index);
-    if (bad >= 0) return bad;
+void mt_cross_entropy_forward(const float *logits, const int64_t *targets, int64_t ignore_index, float *dlogits,
+                              double *loss_sum, int64_t *count, int64_t N, int64_t C) {
     ce_job s = {.logits = logits, .targets = targets, .ignore_index = ignore_index, .N = N, .C = C,
                 .dlogits = dlogits};
     int64_t ntasks = ce_tasks(N, C);
@@ -90,7 +88,6 @@ int64_t mt_cross_entropy_forward(const float *logits, const int64_t *targets, in
     }
     *loss_sum = total;
     *count = n;
-    return -1;
 }
 
 static MT_CLONES void ce_rows(void *ctx, int64_t r0, int64_t r1) {
@@ -124,12 +121,9 @@ static MT_CLONES void ce_rows(void *ctx, int64_t r0, int64_t r1) {
     }
 }
 
-int64_t mt_cross_entropy_rows(const float *logits, const int64_t *targets, int64_t ignore_index,
-                              float *losses, int64_t N, int64_t C) {
-    int64_t bad = mt_first_bad_index(targets, N, C, 1, ignore_index);
-    if (bad >= 0) return bad;
+void mt_cross_entropy_rows(const float *logits, const int64_t *targets, int64_t ignore_index, float *losses,
+                           int64_t N, int64_t C) {
     ce_job s = {.logits = logits, .targets = targets, .ignore_index = ignore_index, .N = N, .C = C,
                 .losses = losses};
     mt_parallel_rows(N, 8 * C, ce_rows, &s);
-    return -1;
 }

@@ -89,16 +89,13 @@ typedef struct {
 int mt_attention_forward(const mt_attention *a);
 int mt_attention_backward(const mt_attention *a);
 
-/* Ids and targets: the kernels below check every index before using any, and return -1
- * when all are in range, else the position of the first bad one (writing nothing else). */
-
 /* Cross-entropy of logits (N, C) against targets (N) in [0, C) or == ignore_index.
  * Writes dlogits = softmax - onehot (0 for ignored rows), the loss sum and the count. */
-int64_t mt_cross_entropy_forward(const float *logits, const int64_t *targets, int64_t ignore_index,
-                              float *dlogits, double *loss_sum, int64_t *count, int64_t N, int64_t C);
+void mt_cross_entropy_forward(const float *logits, const int64_t *targets, int64_t ignore_index, float *dlogits,
+                              double *loss_sum, int64_t *count, int64_t N, int64_t C);
 /* Per-row losses (0 for ignored rows). */
-int64_t mt_cross_entropy_rows(const float *logits, const int64_t *targets, int64_t ignore_index,
-                           float *losses, int64_t N, int64_t C);
+void mt_cross_entropy_rows(const float *logits, const int64_t *targets, int64_t ignore_index, float *losses,
+                           int64_t N, int64_t C);
 
 /* GELU, tanh approximation, elementwise over n values. */
 void mt_gelu_forward(const float *x, float *y, int64_t n);

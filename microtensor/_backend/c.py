@@ -46,13 +46,13 @@ def set_num_threads(n: int) -> None:
     lib.mt_set_num_threads(int(n))
 
 
-_POINTERS = {_F32: "float[]", _I64: "int64_t[]", np.dtype(np.bool_): "uint8_t[]"}
+_POINTERS = {_F32: "float[]", np.dtype(np.float64): "double[]", _I64: "int64_t[]", np.dtype(np.bool_): "uint8_t[]"}
 
 
 def call(kernel: str, *args: Any) -> Any:
     """lib.mt_<kernel>(*args): the one binding of the ops' homes (microtensor/ops/<op>.py) to their kernels.
 
-    Each ndarray goes as a pointer to its data (float32, int64 or bool; cffi refuses an array that is
+    Each ndarray goes as a pointer to its data (float32, float64, int64 or bool; cffi refuses an array that is
     not C-contiguous, and a pointer of the wrong type), None as NULL, anything else as itself. The op's
     Function has checked every shape and index before this call: the kernels trust it.
     """
@@ -300,48 +300,6 @@ def linear_backward(
                            _NULL if dw is None else _fp(dw), _NULL if db is None else _fp(db), n, n_in, n_out)
     return dx, dw, db
 
-
-
-# ---------------------------------------------------------------- cross-entropy
-
-
-def _ce_args(kernel: str, logits: np.ndarray, targets: np.ndarray, ignore_index: int) -> tuple:
-    """(logits, int64 targets) checked: logits (N, C), targets (N,) in [0, C) or == ignore_index."""
-    _need(kernel, logits.ndim == 2, f"logits {logits.shape} must be (N, C)")
-    n, c = logits.shape
-    targets = _ids(kernel, "targets", targets)
-    _need(kernel, targets.shape == (n,), f"targets {targets.shape} must be ({n},) for logits {logits.shape}")
-    return _contig(logits), targets
-
-
-def cross_entropy_forward(
-    logits: np.ndarray, targets: np.ndarray, ignore_index: int
-) -> tuple[float, int, np.ndarray]:
-    """(loss sum, rows counted, dlogits = softmax - onehot) in one pass; ignored rows count 0."""
-    if not _is_f32("cross_entropy_forward", logits):
-        return reference.cross_entropy_forward(logits, targets, ignore_index)
-    logits, targets = _ce_args("cross_entropy_forward", logits, targets, ignore_index)
-    dlogits = np.empty_like(logits)
-    loss = ffi.new("double *")
-    count = ffi.new("int64_t *")
-    bad = lib.mt_cross_entropy_forward(_fp(logits), ffi.from_buffer("int64_t[]", targets), int(ignore_index),
-                                       _fp(dlogits), loss, count, logits.shape[0], logits.shape[1])
-    if bad >= 0:
-        raise _range_error("cross_entropy_forward", "targets", targets, bad, logits.shape[1], ignore_index)
-    return float(loss[0]), int(count[0]), dlogits
-
-
-def cross_entropy_rows(logits: np.ndarray, targets: np.ndarray, ignore_index: int) -> np.ndarray:
-    """Per-row cross-entropy losses (0 for ignored rows), for reduction='none'."""
-    if not _is_f32("cross_entropy_rows", logits):
-        return reference.cross_entropy_rows(logits, targets, ignore_index)
-    logits, targets = _ce_args("cross_entropy_rows", logits, targets, ignore_index)
-    losses = np.empty(logits.shape[0], _F32)
-    bad = lib.mt_cross_entropy_rows(_fp(logits), ffi.from_buffer("int64_t[]", targets), int(ignore_index),
-                                    _fp(losses), logits.shape[0], logits.shape[1])
-    if bad >= 0:
-        raise _range_error("cross_entropy_rows", "targets", targets, bad, logits.shape[1], ignore_index)
-    return losses
 
 
 # ---------------------------------------------------------------- gelu

@@ -54,37 +54,6 @@ def linear_backward(
     return dx, dw, db
 
 
-def cross_entropy_forward(
-    logits: np.ndarray, targets: np.ndarray, ignore_index: int
-) -> tuple[float, int, np.ndarray]:
-    """Cross-entropy of logits (N, C) against int64 targets (N,), in one pass with its gradient.
-
-    Returns (sum of the per-row losses, number of rows counted, dlogits) where
-    dlogits = softmax(logits) - onehot(targets) for counted rows and 0 for rows
-    whose target equals `ignore_index`; the caller scales it by the reduction.
-    """
-    from ..ops.softmax import reference_log_softmax_forward as log_softmax_forward
-
-    keep = targets != ignore_index
-    safe_targets = np.where(keep, targets, 0)
-    logp = log_softmax_forward(logits)
-    rows = np.arange(logits.shape[0])
-    losses = np.where(keep, -logp[rows, safe_targets], 0.0)  # a NaN in an ignored row stays out
-    dlogits = np.exp(logp)  # an ignored row's gradient is 0 * this: NaN for a NaN row, as PyTorch's
-    dlogits[rows, safe_targets] -= 1.0
-    dlogits *= keep[:, None]
-    return float(losses.sum()), int(keep.sum()), dlogits.astype(logits.dtype, copy=False)
-
-
-def cross_entropy_rows(logits: np.ndarray, targets: np.ndarray, ignore_index: int) -> np.ndarray:
-    """Per-row cross-entropy losses (0 for ignored rows), for reduction='none'."""
-    from ..ops.softmax import reference_log_softmax_forward as log_softmax_forward
-
-    keep = targets != ignore_index
-    logp = log_softmax_forward(logits)
-    return np.where(keep, -logp[np.arange(logits.shape[0]), np.where(keep, targets, 0)], 0.0)
-
-
 def gelu_forward(x: np.ndarray) -> np.ndarray:
     """GELU, tanh approximation: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
     with np.errstate(**_QUIET):
