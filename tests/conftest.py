@@ -45,3 +45,15 @@ def _on_each_backend(request):
 
 kernels = pytest.fixture(params=["numpy", "c"], name="kernels")(_on_each_backend)
 backend = pytest.fixture(params=["numpy", "c"], name="backend")(_on_each_backend)
+
+
+@pytest.fixture
+def c_kernels():
+    """The C backend active (skipped when not built), so the ops' kernel entry points run C for float32."""
+    previous = mt.backend.name()
+    try:
+        mt.backend.use("c")
+    except ValueError as err:
+        pytest.skip(f"backend c unavailable: {err}")
+    yield
+    mt.backend.use(previous)

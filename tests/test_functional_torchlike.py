@@ -14,7 +14,7 @@ import pytest
 import microtensor as mt
 import microtensor.nn as nn
 import microtensor.nn.functional as F
-from microtensor._backend.reference import _normal_cdf
+from microtensor.ops.gelu import _normal_cdf
 
 TOL = {np.float32: 1e-5, np.float64: 1e-10}
 DTYPES = [pytest.param(np.float32, id="float32"), pytest.param(np.float64, id="float64")]

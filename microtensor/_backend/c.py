@@ -302,52 +302,6 @@ def linear_backward(
 
 
 
-# ---------------------------------------------------------------- gelu
-
-
-def gelu_forward(x: np.ndarray) -> np.ndarray:
-    """GELU, tanh approximation, elementwise."""
-    if not _is_f32("gelu_forward", x):
-        return reference.gelu_forward(x)
-    x = _contig(x)
-    y = np.empty_like(x)
-    lib.mt_gelu_forward(_fp(x), _fp(y), x.size)
-    return y
-
-
-def gelu_backward(x: np.ndarray, g: np.ndarray) -> np.ndarray:
-    """Gradient of the tanh-approximated GELU."""
-    if not _is_f32("gelu_backward", x, g):
-        return reference.gelu_backward(x, g)
-    _need("gelu_backward", x.shape == g.shape, f"x {x.shape} and g {g.shape} must have one shape")
-    x, g = _contig(x), _contig(g)
-    dx = np.empty_like(x)
-    lib.mt_gelu_backward(_fp(x), _fp(g), _fp(dx), x.size)
-    return dx
-
-
-def gelu_erf_forward(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(x * Phi(x), Phi(x)): the exact GELU, elementwise, and the normal CDF its backward reuses."""
-    if not _is_f32("gelu_erf_forward", x):
-        return reference.gelu_erf_forward(x)
-    x = _contig(x)
-    y, cdf = np.empty_like(x), np.empty_like(x)
-    lib.mt_gelu_erf_forward(_fp(x), _fp(y), _fp(cdf), x.size)
-    return y, cdf
-
-
-def gelu_erf_backward(x: np.ndarray, cdf: np.ndarray, g: np.ndarray) -> np.ndarray:
-    """Gradient of the exact GELU from x and the forward's Phi(x)."""
-    if not _is_f32("gelu_erf_backward", x, cdf, g):
-        return reference.gelu_erf_backward(x, cdf, g)
-    _need("gelu_erf_backward", x.shape == cdf.shape == g.shape,
-          f"x {x.shape}, cdf {cdf.shape} and g {g.shape} must have one shape")
-    x, cdf, g = _contig(x), _contig(cdf), _contig(g)
-    dx = np.empty_like(x)
-    lib.mt_gelu_erf_backward(_fp(x), _fp(cdf), _fp(g), _fp(dx), x.size)
-    return dx
-
-
 # ---------------------------------------------------------------- dropout
 
 

@@ -11,13 +11,10 @@ them are switched off where they arise.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 NAME = "numpy"
 _QUIET = {"invalid": "ignore", "over": "ignore", "divide": "ignore"}  # np.errstate for inf - inf, log(0), ...
-GELU_C = math.sqrt(2.0 / math.pi)  # a Python float, so float32 inputs stay float32
 
 
 def matmul(a: np.ndarray, b: np.ndarray, trans_a: bool = False, trans_b: bool = False) -> np.ndarray:
@@ -52,58 +49,6 @@ def linear_backward(
     dw = g.T @ x if need_w else None
     db = g.sum(axis=0) if need_b else None
     return dx, dw, db
-
-
-def gelu_forward(x: np.ndarray) -> np.ndarray:
-    """GELU, tanh approximation: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
-    with np.errstate(**_QUIET):
-        return 0.5 * x * (1.0 + np.tanh(GELU_C * (x + 0.044715 * x * x * x)))
-
-
-def gelu_backward(x: np.ndarray, g: np.ndarray) -> np.ndarray:
-    """Gradient of the tanh-approximated GELU."""
-    with np.errstate(**_QUIET):
-        inner = GELU_C * (x + 0.044715 * x * x * x)
-        t = np.tanh(inner)
-        dinner = GELU_C * (1.0 + 3 * 0.044715 * x * x)
-        return g * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * dinner)
-
-
-# For float32: Phi(x) = h for x < 0 and 1 - h for x >= 0, with h = erfc(|x|/sqrt(2)) / 2 = t exp(P(t) - x^2/2),
-# t = 1 / (1 + |x| / (2 sqrt(2))) (the form of Numerical Recipes' erfcc); P of degree 9 (ln 1/2 folded into
-# its constant) fitted to math.erfc weighted by erfc: |error| < 3e-11 in float64, so float32 rounding dominates.
-_HALF_ERFC_P = (
-    -1.953146260403301, 0.9213504607990458, 0.8711789773628149, -1.725996157065723, 4.08238148122582,
-    -6.332348126307255, 5.628066316530774, -2.913890820294834, 0.8312215785734227, -0.10196463093235698,
-)
-_erfc64 = np.frompyfunc(math.erfc, 1, 1)  # exact but ~0.3 us per element: float64 only (tests, gradcheck)
-
-
-def _normal_cdf(x: np.ndarray) -> np.ndarray:
-    """Phi(x) = erfc(-x / sqrt(2)) / 2 (numpy has no erf): exact in float64, the fit above in float32."""
-    if x.dtype == np.float64:
-        return 0.5 * _erfc64(x * -(1.0 / math.sqrt(2.0))).astype(np.float64)
-    t = 1.0 / (1.0 + np.abs(x) * (0.5 / math.sqrt(2.0)))
-    p = _HALF_ERFC_P[-1] * t + _HALF_ERFC_P[-2]
-    for c in _HALF_ERFC_P[-3::-1]:
-        p *= t
-        p += c
-    p -= 0.5 * x * x
-    h = t * np.exp(p)  # p may be a numpy scalar (0-d input): no out=
-    return np.where(x < 0, h, 1.0 - h)
-
-
-def gelu_erf_forward(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(x * Phi(x), Phi(x)): the exact GELU (PyTorch's default, approximate='none') and the CDF for backward."""
-    with np.errstate(**_QUIET):
-        cdf = _normal_cdf(x)
-        return x * cdf, cdf
-
-
-def gelu_erf_backward(x: np.ndarray, cdf: np.ndarray, g: np.ndarray) -> np.ndarray:
-    """Gradient of the exact GELU from the forward's Phi(x): g (Phi(x) + x phi(x))."""
-    with np.errstate(**_QUIET):
-        return g * (cdf + x * np.exp(-0.5 * x * x) * (1.0 / math.sqrt(2.0 * math.pi)))
 
 
 def masked_fill(x: np.ndarray, mask: np.ndarray, value: float) -> np.ndarray:

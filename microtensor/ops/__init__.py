@@ -10,7 +10,6 @@ from .elementwise import (
     Cos,
     Div,
     Exp,
-    Gelu,
     Log,
     MaskedFill,
     Maximum,
@@ -26,12 +25,12 @@ from .elementwise import (
     Tanh,
     Where,
 )
+from .gelu import Gelu, GeluErf
 from .layernorm import AddLayerNorm, LayerNorm
 from .matmul import MatMul
 from .nn import (
     Dropout,
     Embedding,
-    GeluErf,
     Linear,
 )
 from .reduce import CumSum, Max, Mean, Min, Norm, Sum, Var

@@ -1,4 +1,5 @@
-"""The dtype check every float op shares: a TypeError naming the op unless its arrays are float32 or float64."""
+"""What the ops share to check and prepare their arrays: the float dtype check (a TypeError naming the op)
+and C-contiguity before a kernel reads them."""
 
 from __future__ import annotations
 
@@ -23,3 +24,8 @@ def check_float(op: str, **arrays: Any) -> None:
         elif dtype != first:
             given = {k: np.asarray(v).dtype for k, v in arrays.items() if v is not None}
             raise TypeError(f"{op}: {', '.join(given)} must have one dtype, got {', '.join(map(str, given.values()))}")
+
+
+def contiguous(a: np.ndarray) -> np.ndarray:
+    """a itself when C-contiguous, else a contiguous copy (np.ascontiguousarray would make a 0-d array 1-d)."""
+    return a if a.flags.c_contiguous else np.ascontiguousarray(a)

@@ -319,21 +319,6 @@ class Relu(Function):
         return g * (ctx.saved_tensors[0] > 0)
 
 
-class Gelu(Function):
-    """GELU with the tanh approximation (PyTorch's approximate='tanh'), through the kernel backend."""
-
-    @staticmethod
-    def forward(ctx, a):
-        if a.dtype.kind != "f":
-            raise TypeError(f"gelu: expected a float32 or float64 tensor, got dtype {a.dtype}")
-        ctx.save_for_backward(a)
-        return _backend.K.gelu_forward(a)
-
-    @staticmethod
-    def backward(ctx, g):
-        return _backend.K.gelu_backward(ctx.saved_tensors[0], g)
-
-
 class Abs(Function):
     @staticmethod
     def forward(ctx, a):

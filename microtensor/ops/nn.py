@@ -31,22 +31,6 @@ class Dropout(Function):
         return g * ctx.mask
 
 
-class GeluErf(Function):
-    """GELU x * Phi(x) with the exact normal CDF (PyTorch's default, approximate='none')."""
-
-    @staticmethod
-    def forward(ctx, x):
-        _check_float("gelu", input=x)
-        y, cdf = _backend.K.gelu_erf_forward(x)
-        ctx.save_for_backward(x, cdf)
-        return y
-
-    @staticmethod
-    def backward(ctx, g):
-        x, cdf = ctx.saved_tensors
-        return _backend.K.gelu_erf_backward(x, cdf, g)
-
-
 class Embedding(Function):
     """Rows of a (V, D) table picked by integer ids; backward scatter-adds into the rows."""
 
