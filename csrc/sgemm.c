@@ -276,6 +276,23 @@ static void pack_bt_panel_avx2(const float *B, int64_t ldb, int64_t kc, int64_t 
         for (int64_t p = jj < w8 ? k8 : 0; p < kc; p++) d[p * nr + jj] = B[jj * ldb + p];
 }
 
+/* n full panels (w = 6, 8, 16 or 32 wide, kc deep, `panel` floats apart) from rows of the source:
+ * d[q*panel + p*w + 0:w] = src[p*lds + q*w + 0:w]. Row by row, so the source streams in order;
+ * a memcpy call per 24-64 bytes, panel by panel, cost a quarter of the K = 2048 weight gradients. */
+static void pack_rows_avx2(const float *src, int64_t lds, int64_t kc, int w, int64_t n, int64_t panel, float *d) {
+    for (int64_t p = 0; p < kc; p++, src += lds, d += w) {
+        if (w == 6) {
+            for (int64_t q = 0; q < n; q++) {
+                _mm_storeu_ps(d + q * panel, _mm_loadu_ps(src + q * 6));
+                _mm_store_sd((double *)(d + q * panel + 4), _mm_load_sd((const double *)(src + q * 6 + 4)));
+            }
+        } else {
+            for (int64_t q = 0; q < n; q++)
+                for (int j = 0; j < w; j += 8) _mm256_storeu_ps(d + q * panel + j, _mm256_loadu_ps(src + q * w + j));
+        }
+    }
+}
+
 /* One full panel of A (mr = 6 or 8 rows, kc deep): d[p*mr + i] = A[i*lda + p], 8 x 8 transposes. */
 static void pack_a_panel_avx2(const float *A, int64_t lda, int64_t kc, int mr, float *d) {
     int64_t k8 = kc / 8 * 8;
@@ -389,7 +406,11 @@ static void pack_b(int trans_b, const float *B, int64_t ldb, int64_t p0, int64_t
         int64_t w = min64(nr, nc - q * nr);
         float *d = dst + q * kc * nr;
         int64_t j = j0 + q * nr;
-        if (trans_b && nr % 8 == 0 && has_avx2()) {
+        if (!trans_b && w == nr && nr % 8 == 0 && has_avx2()) { /* all full panels at once */
+            int64_t n = (nc - q * nr) / nr;
+            pack_rows_avx2(B + p0 * ldb + j, ldb, kc, nr, n, kc * nr, d);
+            q += n - 1;
+        } else if (trans_b && nr % 8 == 0 && has_avx2()) {
             pack_bt_panel_avx2(B + j * ldb + p0, ldb, kc, w, nr, d);
         } else if (trans_b) {
             for (int64_t jj = 0; jj < w; jj++) {
@@ -410,7 +431,11 @@ static void pack_a(int trans_a, const float *A, int64_t lda, int64_t i0, int64_t
         int64_t h = min64(mr, mc - q * mr);
         float *d = dst + q * kc * mr;
         int64_t i = i0 + q * mr;
-        if (trans_a) {
+        if (trans_a && h == mr && (mr == 6 || mr == 8) && has_avx2()) { /* all full panels at once */
+            int64_t n = (mc - q * mr) / mr;
+            pack_rows_avx2(A + p0 * lda + i, lda, kc, mr, n, kc * mr, d);
+            q += n - 1;
+        } else if (trans_a) {
             for (int64_t p = 0; p < kc; p++) memcpy(d + p * mr, A + (p0 + p) * lda + i, sizeof(float) * (size_t)h);
         } else if (h == mr && (mr == 6 || mr == 8) && has_avx2()) {
             pack_a_panel_avx2(A + i * lda + p0, lda, kc, mr, d);
