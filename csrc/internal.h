@@ -122,18 +122,6 @@ static inline __attribute__((always_inline)) float mt_sum(const float *x, int64_
     return mt_sum_shifted(x, n, 0.0f, 0);
 }
 
-/* -1 when every ids[i] (i < n) lies in [0, limit) (or equals skip, if use_skip); else the
- * first i that does not. */
-static inline __attribute__((always_inline)) int64_t mt_first_bad_index(const int64_t *ids, int64_t n, int64_t limit, int use_skip,
-                                         int64_t skip) {
-    int bad = 0;
-    for (int64_t i = 0; i < n; i++) bad |= (uint64_t)ids[i] >= (uint64_t)limit && !(use_skip && ids[i] == skip);
-    if (!bad) return -1;
-    for (int64_t i = 0; i < n; i++)
-        if ((uint64_t)ids[i] >= (uint64_t)limit && !(use_skip && ids[i] == skip)) return i;
-    return -1;
-}
-
 /* The counter-based generator of dropout: splitmix64's output for seed + (i + 1) * MT_GOLDEN is
  * element i's random bits, so a mask is a pure function of (seed, position). */
 #define MT_GOLDEN 0x9E3779B97F4A7C15ull

@@ -1,8 +1,8 @@
 /* microtensor C kernels: every kernel the Python backend can call.
  *
  * Conventions: float32, contiguous row-major buffers, sizes as int64_t.
- * The kernels trust their caller: microtensor/_backend/c.py checks dtypes,
- * shapes, contiguity and index ranges before a pointer reaches this code.
+ * The kernels trust their caller: each op's Function (microtensor/ops/<op>.py) checks
+ * dtypes, shapes, contiguity and index ranges before a pointer reaches this code.
  * Nullable pointers are marked "or NULL".
  */
 #ifndef MICROTENSOR_H
@@ -117,11 +117,9 @@ void mt_dropout_forward(const float *x, float *y, float *mask, int64_t n, uint64
 void mt_adam_update(float *param, const float *grad, float *m, float *v, int64_t n, int64_t step,
                     float lr, float beta1, float beta2, float eps, float weight_decay, int decoupled);
 
-/* out (n, D) = weight[ids]; ids in [0, V). */
-int64_t mt_embedding_forward(const float *weight, const int64_t *ids, float *out, int64_t n, int64_t D,
-                             int64_t V);
-/* dweight (V, D) = 0, then dweight[ids[i]] += g[i] for i < n. */
-int64_t mt_embedding_backward(const int64_t *ids, const float *g, float *dweight, int64_t n, int64_t D,
-                           int64_t V);
+/* out (n, D) = weight[ids]; ids in [0, V) for the table weight (V, D). */
+void mt_embedding_forward(const float *weight, const int64_t *ids, float *out, int64_t n, int64_t D);
+/* dweight (V, D) = 0, then dweight[ids[i]] += g[i] for i < n; ids in [0, V). */
+void mt_embedding_backward(const int64_t *ids, const float *g, float *dweight, int64_t n, int64_t D, int64_t V);
 
 #endif

@@ -88,24 +88,6 @@ def _need(kernel: str, ok: bool, message: str) -> None:
         raise ValueError(f"{kernel}: {message}")
 
 
-def _ids(kernel: str, what: str, ids: np.ndarray) -> np.ndarray:
-    """ids as contiguous int64 (the kernels check the range of every id before using any)."""
-    if not isinstance(ids, np.ndarray):
-        ids = np.asarray(ids)
-    if ids.dtype.kind not in "iu":
-        raise TypeError(f"{kernel}: {what} must be integers, got dtype {ids.dtype}")
-    if ids.dtype is not _I64 or not ids.flags.c_contiguous:
-        ids = np.ascontiguousarray(ids, dtype=np.int64)
-    return ids
-
-
-def _range_error(kernel: str, what: str, ids: np.ndarray, bad: int, limit: int, ignore: int | None = None):
-    """The ValueError for an id the kernel found outside [0, limit)."""
-    also = f" or equal ignore_index={ignore}" if ignore is not None else ""
-    return ValueError(f"{kernel}: {what} must lie in [0, {limit}){also}; found {ids.reshape(-1)[bad]} "
-                      f"at flat position {bad}")
-
-
 # ---------------------------------------------------------------- matmul
 
 
@@ -360,39 +342,3 @@ def adam_update(
     _need("adam_update", int(step) >= 1, f"step must be >= 1, got {step}")
     lib.mt_adam_update(_fp(param), _fp(grad), _fp(m), _fp(v), param.size, int(step), float(lr), float(beta1),
                        float(beta2), float(eps), float(weight_decay), bool(decoupled))
-
-
-# ---------------------------------------------------------------- embedding
-
-
-def embedding_forward(weight: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """Rows of weight (V, D) picked by integer ids of any shape; result (*ids.shape, D)."""
-    if not _is_f32("embedding_forward", weight):
-        return reference.embedding_forward(weight, ids)
-    _need("embedding_forward", weight.ndim == 2, f"weight {weight.shape} must be (V, D)")
-    ids = _ids("embedding_forward", "ids", ids)
-    weight = _contig(weight)
-    out = np.empty(ids.shape + (weight.shape[1],), _F32)
-    bad = lib.mt_embedding_forward(_fp(weight), ffi.from_buffer("int64_t[]", ids), _fp(out), ids.size,
-                                   weight.shape[1], weight.shape[0])
-    if bad >= 0:
-        raise _range_error("embedding_forward", "ids", ids, bad, weight.shape[0])
-    return out
-
-
-def embedding_backward(ids: np.ndarray, g: np.ndarray, num_embeddings: int) -> np.ndarray:
-    """Scatter-add rows of g (*ids.shape, D) into a (num_embeddings, D) gradient."""
-    if not _is_f32("embedding_backward", g):
-        return reference.embedding_backward(ids, g, num_embeddings)
-    num_embeddings = int(num_embeddings)
-    _need("embedding_backward", num_embeddings >= 0, f"num_embeddings must be >= 0, got {num_embeddings}")
-    ids = _ids("embedding_backward", "ids", ids)
-    _need("embedding_backward", g.ndim >= 1 and g.shape[:-1] == ids.shape,
-          f"g {g.shape} must be ids.shape {ids.shape} + (D,)")
-    g = _contig(g)
-    dweight = np.empty((num_embeddings, g.shape[-1]), _F32)
-    bad = lib.mt_embedding_backward(ffi.from_buffer("int64_t[]", ids), _fp(g), _fp(dweight), ids.size,
-                                    g.shape[-1], num_embeddings)
-    if bad >= 0:
-        raise _range_error("embedding_backward", "ids", ids, bad, num_embeddings)
-    return dweight

@@ -109,16 +109,3 @@ def adam_update(
     bias2 = 1.0 - beta2**step
     denom = np.sqrt(v) / np.sqrt(bias2) + eps
     param -= (lr / bias1) * m / denom
-
-
-def embedding_forward(weight: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """Rows of weight (V, D) picked by int64 ids of any shape; result (*ids.shape, D)."""
-    return weight[ids]
-
-
-def embedding_backward(ids: np.ndarray, g: np.ndarray, num_embeddings: int) -> np.ndarray:
-    """Scatter-add rows of g (N, D) into a (num_embeddings, D) gradient at int64 ids (N,)."""
-    dweight = np.zeros((num_embeddings, g.shape[-1]), dtype=g.dtype)
-    np.add.at(dweight, ids, g)
-    return dweight
-

@@ -25,12 +25,12 @@ from .elementwise import (
     Tanh,
     Where,
 )
+from .embedding import Embedding
 from .gelu import Gelu, GeluErf
 from .layernorm import AddLayerNorm, LayerNorm
 from .matmul import MatMul
 from .nn import (
     Dropout,
-    Embedding,
     Linear,
 )
 from .reduce import CumSum, Max, Mean, Min, Norm, Sum, Var

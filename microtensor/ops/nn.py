@@ -31,30 +31,6 @@ class Dropout(Function):
         return g * ctx.mask
 
 
-class Embedding(Function):
-    """Rows of a (V, D) table picked by integer ids; backward scatter-adds into the rows."""
-
-    @staticmethod
-    def forward(ctx, weight, ids):
-        _check_float("embedding", weight=weight)
-        ids = np.asarray(ids)
-        if ids.dtype.kind not in "iu":
-            raise TypeError(f"embedding: ids must be integers, got dtype {ids.dtype}")
-        if weight.ndim != 2:
-            raise ValueError(f"embedding: weight must be 2-D (num_embeddings, dim), got shape {weight.shape}")
-        ids = ids.astype(np.int64, copy=False)
-        if ids.size and (ids.min() < 0 or ids.max() >= weight.shape[0]):
-            bad = ids[(ids < 0) | (ids >= weight.shape[0])][0]
-            raise ValueError(f"embedding: id {int(bad)} is out of range for {weight.shape[0]} embeddings")
-        ctx.ids, ctx.vocab = np.ascontiguousarray(ids.reshape(-1)), weight.shape[0]
-        return _backend.K.embedding_forward(weight, ids)
-
-    @staticmethod
-    def backward(ctx, g):
-        g = np.ascontiguousarray(g.reshape(len(ctx.ids), g.shape[-1]))
-        return _backend.K.embedding_backward(ctx.ids, g, ctx.vocab), None
-
-
 class Linear(Function):
     """y = x @ weight.T + bias over the last axis of x, as one matrix product on (N, in) rows.
 
