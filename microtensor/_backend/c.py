@@ -284,19 +284,7 @@ def linear_backward(
 
 
 
-# ---------------------------------------------------------------- dropout
-
-
-def dropout_forward(x: np.ndarray, p: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Inverted dropout with the reference's counter-based mask; returns (y, mask)."""
-    if not _is_f32("dropout_forward", x):
-        return reference.dropout_forward(x, p, seed)
-    _need("dropout_forward", 0.0 <= p < 1.0, f"p must be in [0, 1), got {p}")
-    _need("dropout_forward", 0 <= seed < 2**64, f"seed must fit in 64 bits, got {seed}")
-    x = _contig(x)
-    y, mask = np.empty_like(x), np.empty_like(x)
-    lib.mt_dropout_forward(_fp(x), _fp(y), _fp(mask), x.size, reference.dropout_threshold(p), 1.0 / (1.0 - p), seed)
-    return y, mask
+# ---------------------------------------------------------------- masked_fill
 
 
 def masked_fill(x: np.ndarray, mask: np.ndarray, value: float) -> np.ndarray:

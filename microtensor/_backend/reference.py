@@ -56,30 +56,6 @@ def masked_fill(x: np.ndarray, mask: np.ndarray, value: float) -> np.ndarray:
     return np.where(mask, np.asarray(value, dtype=x.dtype), x)
 
 
-DROPOUT_BITS = 24  # the mask compares 24 random bits per element with p * 2**24
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-
-
-def dropout_threshold(p: float) -> int:
-    """The integer the 24 random bits of an element must reach for it to be kept."""
-    return int(p * (1 << DROPOUT_BITS))
-
-
-def dropout_forward(x: np.ndarray, p: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Inverted dropout; returns (x * mask, mask) with mask 1/(1-p) where kept, 0 elsewhere.
-
-    The random bits are splitmix64(seed + (i + 1) * golden) for element i: a
-    counter-based generator, so the C kernel draws exactly the same mask.
-    """
-    z = np.uint64(seed) + np.arange(1, x.size + 1, dtype=np.uint64) * _GOLDEN
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    z ^= z >> np.uint64(31)
-    keep = (z >> np.uint64(64 - DROPOUT_BITS)) >= np.uint64(dropout_threshold(p))
-    mask = keep.reshape(x.shape) * np.asarray(1.0 / (1.0 - p), dtype=x.dtype)
-    return x * mask, mask
-
-
 def adam_update(
     param: np.ndarray,
     grad: np.ndarray,

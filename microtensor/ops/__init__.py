@@ -2,6 +2,7 @@
 
 from .attention import ScaledDotProductAttention, SelfAttention
 from .cross_entropy import CrossEntropy
+from .dropout import Dropout
 from .elementwise import (
     Abs,
     Add,
@@ -30,7 +31,6 @@ from .gelu import Gelu, GeluErf
 from .layernorm import AddLayerNorm, LayerNorm
 from .matmul import MatMul
 from .nn import (
-    Dropout,
     Linear,
 )
 from .reduce import CumSum, Max, Mean, Min, Norm, Sum, Var

@@ -17,11 +17,11 @@ from typing import Any
 import numpy as np
 
 from .. import _backend
-from .._backend import reference as _ref
 from ..autograd import Function
 from ..random import resolve
 from .checks import FLOATS as _FLOATS
 from .checks import check_float as _check_float
+from .dropout import _dropout_forward, dropout_threshold, reference_dropout_forward
 from .softmax import _softmax_forward
 
 _SDPA = "scaled_dot_product_attention"
@@ -85,7 +85,7 @@ class _Call:
         if not self.p:
             return None
         shape = (*self.q.shape[:-1], self.k.shape[-2])
-        return _ref.dropout_forward(np.ones(shape, self.q.dtype), self.p, self.seed)[1]
+        return reference_dropout_forward(np.ones(shape, self.q.dtype), self.p, self.seed)[1]
 
     def forward(self, out: np.ndarray, need_weights: bool) -> None:
         """Write the output into `out` (B, H, Tq, Dv); keep lse and, if asked, the weights."""
@@ -123,7 +123,7 @@ class _Call:
             a["mask"] = _address(ffi, self.mask, "uint8_t *")
             a["mask_batch"], a["mask_head"], a["mask_row"] = self.mask.strides[:3]
         if self.p:
-            a["drop_threshold"], a["drop_seed"] = _ref.dropout_threshold(self.p), self.seed
+            a["drop_threshold"], a["drop_seed"] = dropout_threshold(self.p), self.seed
             a["drop_scale"] = 1.0 / (1.0 - self.p)
         return ffi.new("mt_attention *", a)
 
@@ -212,7 +212,7 @@ def _additive_forward(ctx, q, k, v, mask, scale, dropout_p, generator) -> tuple[
     weights[np.isneginf(scores).all(axis=-1)] = 0.0  # a fully masked row attends to nothing, as PyTorch
     ctx.drop, dropped = None, weights
     if dropout_p:
-        dropped, ctx.drop = K.dropout_forward(weights, dropout_p, int(resolve(generator).integers(1 << 63)))
+        dropped, ctx.drop = _dropout_forward(weights, dropout_p, int(resolve(generator).integers(1 << 63)))
     ctx.save_for_backward(*flat, weights)
     ctx.scale = scale
     return K.matmul(dropped, flat[2]), weights

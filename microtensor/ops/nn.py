@@ -8,27 +8,7 @@ import numpy as np
 
 from .. import _backend
 from ..autograd import Function
-from ..random import resolve
 from .checks import check_float as _check_float
-
-
-class Dropout(Function):
-    """Zero each element with probability p and scale the rest by 1/(1-p) (inverted dropout).
-
-    One 63-bit seed is drawn from the generator per call; the mask is a
-    function of that seed alone, so both backends draw the same mask.
-    """
-
-    @staticmethod
-    def forward(ctx, x, p=0.5, generator=None):
-        _check_float("dropout", input=x)
-        seed = int(resolve(generator).integers(1 << 63))
-        y, ctx.mask = _backend.K.dropout_forward(x, p, seed)
-        return y
-
-    @staticmethod
-    def backward(ctx, g):
-        return g * ctx.mask
 
 
 class Linear(Function):
