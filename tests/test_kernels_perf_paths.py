@@ -16,6 +16,7 @@ except ImportError as err:  # the extension is not built: nothing here can run
     pytest.skip(f"C kernels not built ({err})", allow_module_level=True)
 ref = importlib.import_module("microtensor._backend.reference")
 gelu = importlib.import_module("microtensor.ops.gelu")
+masked_fill = importlib.import_module("microtensor.ops.masked_fill")
 
 F32 = np.float32
 
@@ -174,39 +175,40 @@ def test_attention_products_match_torch_gradients(torch, kernels: str) -> None:
                                                 ((2, 3, 5), (2, 3, 5)), ((2, 3, 5), (3, 1)), ((4, 5), (1, 1)),
                                                 ((0, 5), (5,))])
 @pytest.mark.parametrize("value", [float("-inf"), 0.0, float("nan"), 1e40])
-def test_masked_fill_matches_the_reference(x_shape: tuple, mask_shape: tuple, value: float) -> None:
+def test_masked_fill_matches_the_reference(c_kernels, x_shape: tuple, mask_shape: tuple, value: float) -> None:
     rng = np.random.default_rng(len(x_shape) + len(mask_shape))
     x = rng.standard_normal(x_shape).astype(F32)
     x.reshape(-1)[::7] = np.nan
     mask = rng.random(mask_shape) < 0.5
     with np.errstate(over="ignore"):  # 1e40 overflows to inf in float32 on both backends
-        want, got = ref.masked_fill(x, mask, value), c.masked_fill(x, mask, value)
+        want, got = masked_fill.reference_masked_fill(x, mask, value), masked_fill._masked_fill(x, mask, value)
     assert got.dtype == F32 and got.shape == x.shape
     np.testing.assert_array_equal(got, want)
 
 
-def test_masked_fill_reads_odd_layouts_and_other_dtypes() -> None:
+def test_masked_fill_reads_odd_layouts_and_other_dtypes(c_kernels) -> None:
     x = np.arange(60, dtype=F32).reshape(3, 4, 5)
     mask = np.eye(5, dtype=bool)[:4]
-    np.testing.assert_array_equal(c.masked_fill(x[:, :, ::-1], mask, -1.0), ref.masked_fill(x[:, :, ::-1], mask, -1.0))
-    np.testing.assert_array_equal(c.masked_fill(x, mask[:, ::-1], -1.0), ref.masked_fill(x, mask[:, ::-1], -1.0))
+    for a, m in ((x[:, :, ::-1], mask), (x, mask[:, ::-1])):
+        want = masked_fill.reference_masked_fill(a, m, -1.0)
+        np.testing.assert_array_equal(masked_fill._masked_fill(a, m, -1.0), want)
     ints = np.arange(20).reshape(4, 5)
-    np.testing.assert_array_equal(c.masked_fill(ints, mask, 7), np.where(mask, 7, ints))
+    np.testing.assert_array_equal(masked_fill._masked_fill(ints, mask, 7), np.where(mask, 7, ints))
 
 
-def test_masked_fill_does_not_depend_on_the_thread_count() -> None:
+def test_masked_fill_does_not_depend_on_the_thread_count(c_kernels) -> None:
     x = np.random.default_rng(8).standard_normal((64, 64, 65)).astype(F32)
     mask = np.tril(np.ones((64, 65), bool))
     before = c.num_threads()
     try:
         c.set_num_threads(1)
-        one = c.masked_fill(x, mask, float("-inf"))
+        one = masked_fill._masked_fill(x, mask, float("-inf"))
         c.set_num_threads(2)
-        two = c.masked_fill(x, mask, float("-inf"))
+        two = masked_fill._masked_fill(x, mask, float("-inf"))
     finally:
         c.set_num_threads(before)
     np.testing.assert_array_equal(one, two)
-    np.testing.assert_array_equal(one, ref.masked_fill(x, mask, float("-inf")))
+    np.testing.assert_array_equal(one, masked_fill.reference_masked_fill(x, mask, float("-inf")))
 
 
 # ---------------------------------------------------------------- blocked sgemm (packed panels, M x N task grid)

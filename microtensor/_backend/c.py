@@ -284,24 +284,6 @@ def linear_backward(
 
 
 
-# ---------------------------------------------------------------- masked_fill
-
-
-def masked_fill(x: np.ndarray, mask: np.ndarray, value: float) -> np.ndarray:
-    """x with `value` where the bool mask is True; a mask over x's trailing axes repeats in C, others go to numpy."""
-    if not _is_f32("masked_fill", x) or type(mask) is not _ND or mask.dtype != np.bool_:
-        return reference.masked_fill(x, mask, value)
-    lead = next((i for i, n in enumerate(mask.shape) if n != 1), mask.ndim)
-    inner = mask.shape[lead:]
-    if not inner or len(inner) > x.ndim or x.shape[x.ndim - len(inner):] != inner or not x.size:
-        return reference.masked_fill(x, mask, value)
-    x, mask = _contig(x), _contig(mask)
-    out = np.empty_like(x)
-    lib.mt_masked_fill(_fp(x), _from_buffer("uint8_t[]", mask), float(np.float32(value)), _fp(out), x.size // mask.size,
-                       mask.size)
-    return out
-
-
 # ---------------------------------------------------------------- adam
 
 

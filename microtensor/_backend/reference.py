@@ -51,11 +51,6 @@ def linear_backward(
     return dx, dw, db
 
 
-def masked_fill(x: np.ndarray, mask: np.ndarray, value: float) -> np.ndarray:
-    """x with `value` where the bool mask (which broadcasts to x's shape) is True."""
-    return np.where(mask, np.asarray(value, dtype=x.dtype), x)
-
-
 def adam_update(
     param: np.ndarray,
     grad: np.ndarray,

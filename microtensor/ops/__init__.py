@@ -12,7 +12,6 @@ from .elementwise import (
     Div,
     Exp,
     Log,
-    MaskedFill,
     Maximum,
     Minimum,
     Mul,
@@ -29,6 +28,7 @@ from .elementwise import (
 from .embedding import Embedding
 from .gelu import Gelu, GeluErf
 from .layernorm import AddLayerNorm, LayerNorm
+from .masked_fill import MaskedFill
 from .matmul import MatMul
 from .nn import (
     Linear,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import _backend
 from ..autograd import Function
 
 _F32 = np.dtype(np.float32)
@@ -420,28 +419,6 @@ class Where(Function):
         ga = np.where(ctx.cond, g, zero) if need_a else None
         gb = np.where(ctx.cond, zero, g) if need_b else None
         return None, ga, gb
-
-
-class MaskedFill(Function):
-    """Put `value` where mask is True; the gradient flows only where it is False."""
-
-    @staticmethod
-    def forward(ctx, a, mask, value=0.0):
-        mask = np.asarray(mask)
-        if mask.dtype != np.bool_:
-            raise TypeError(f"masked_fill: mask must be a bool array, got dtype {mask.dtype}")
-        try:
-            shape = np.broadcast_shapes(mask.shape, a.shape)
-        except ValueError:
-            raise ValueError(f"masked_fill: mask of shape {mask.shape} does not broadcast to {a.shape}") from None
-        if shape != a.shape:
-            raise ValueError(f"masked_fill: mask of shape {mask.shape} would enlarge input of shape {a.shape}")
-        ctx.mask = mask
-        return _backend.K.masked_fill(a, mask, value)
-
-    @staticmethod
-    def backward(ctx, g):
-        return _backend.K.masked_fill(g, ctx.mask, 0.0), None
 
 
 class Cast(Function):
