@@ -15,12 +15,10 @@ in extra_info; the per-library tests give pytest-benchmark's own table.
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-from test_train_step import _set_microtensor_threads
+from test_train_step import _set_microtensor_threads, interleaved
 
 from transformer.config import read_config_file, text_from_layers
 from transformer.text import TextError, demo_text, load_corpus
@@ -95,21 +93,9 @@ def test_lm_tokens_per_second_vs_pytorch(benchmark, corpus_path, tmp_path, threa
     torch.set_num_threads(threads)
     _set_microtensor_threads(threads)
     ours, theirs = make_trainer(corpus_path, tmp_path / "a"), make_trainer(corpus_path, tmp_path / "b")
-    steps = {"microtensor": microtensor_step(ours), "torch": torch_step(theirs)}
-    clocks = {"wall": time.perf_counter, "cpu": time.process_time}
-    times: dict[str, dict[str, list[float]]] = {clock: {name: [] for name in steps} for clock in clocks}
-
-    def pair() -> None:
-        for name, step in steps.items():
-            started = {clock: read() for clock, read in clocks.items()}
-            step()
-            for clock, read in clocks.items():
-                times[clock][name].append(read() - started[clock])
-
-    benchmark.pedantic(pair, rounds=PAIRS, warmup_rounds=2)
+    medians = interleaved(benchmark, {"microtensor": microtensor_step(ours), "torch": torch_step(theirs)}, PAIRS)
     tokens = tokens_per_step(ours)
-    rate = {clock: {name: tokens / float(np.median(t[-PAIRS:])) for name, t in by_name.items()}
-            for clock, by_name in times.items()}
+    rate = {clock: {name: tokens / seconds for name, seconds in by_name.items()} for clock, by_name in medians.items()}
     speedup = {clock: r["microtensor"] / r["torch"] for clock, r in rate.items()}
     benchmark.extra_info.update(threads=threads, tokens_per_step=tokens, tokens_per_s=rate["wall"],
                                 speedup=speedup["wall"], cpu_tokens_per_s=rate["cpu"], cpu_speedup=speedup["cpu"])

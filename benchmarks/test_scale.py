@@ -8,14 +8,21 @@ medians is read from one run:
     python -m pytest benchmarks/test_scale.py --benchmark-only --benchmark-columns=median,iqr,rounds \
         --benchmark-group-by=group
 
+`test_scale_vs_pytorch` runs the two steps in alternation instead (pairs in one run, so
+the machine's load hits both) and prints microtensor / PyTorch in wall and CPU time:
+
+    python -m pytest benchmarks/test_scale.py --benchmark-only -k vs_pytorch -s
+
 `-k d256` picks one config. The models and the steps are benchmarks/test_train_step.py's.
 """
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
-from test_train_step import _set_microtensor_threads, microtensor_step, torch_step
+from test_train_step import _set_microtensor_threads, interleaved, microtensor_step, torch_step
 
 import microtensor as mt
 from transformer.data import make_splits
@@ -70,3 +77,24 @@ def test_scale_torch(benchmark, name, threads):
     benchmark.group = group(name, threads)
     benchmark.extra_info.update(threads=threads)
     benchmark.pedantic(step, rounds=rounds, warmup_rounds=2)
+
+
+@pytest.mark.parametrize("name, threads", CASES)
+def test_scale_vs_pytorch(benchmark, name, threads):
+    """Interleaved pairs of steps; extra_info holds both medians (ms) and microtensor / PyTorch, wall and CPU."""
+    torch = pytest.importorskip("torch")
+    torch.set_num_threads(threads)
+    _set_microtensor_threads(threads)
+    config, batch, rounds = config_and_batch(name)
+    model = Transformer(config, np.random.default_rng(0))
+    steps = {"microtensor": microtensor_step(model, mt.optim.Adam(model.parameters(), lr=1e-3), *batch),
+             "torch": torch_step(config, *batch)}
+    medians = interleaved(benchmark, steps, rounds)
+    ratio = {clock: m["microtensor"] / m["torch"] for clock, m in medians.items()}
+    ms = {clock: {lib: round(s * 1e3, 2) for lib, s in m.items()} for clock, m in medians.items()}
+    benchmark.group = f"{group(name, threads)}, interleaved"
+    benchmark.extra_info.update(threads=threads, ms=ms["wall"], ratio=ratio["wall"], cpu_ms=ms["cpu"],
+                                cpu_ratio=ratio["cpu"])
+    for clock in medians:
+        print(f"\n{name}, {threads} thread(s), {clock} time: {json.dumps(ms[clock])} ms, "
+              f"microtensor / PyTorch = {ratio[clock]:.2f}", end="")

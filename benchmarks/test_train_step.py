@@ -13,6 +13,8 @@ run the file once per value to cross-check).
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -23,6 +25,7 @@ from transformer.model import ModelConfig, Transformer
 
 BATCH = 32
 THREADS = [1, 2]
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 
 
 def _set_microtensor_threads(n: int) -> None:
@@ -34,6 +37,24 @@ def _set_microtensor_threads(n: int) -> None:
         setter = getattr(_backend.K, "set_num_threads", None)
     if setter is not None:
         setter(n)
+
+
+def interleaved(benchmark, steps: dict, pairs: int) -> dict[str, dict[str, float]]:
+    """Median seconds of each step, run in alternation (so the machine's load hits all), in wall and CPU time.
+
+    CPU time is the process's: a step's own cost on a shared machine (at 2 threads it also counts waiting)."""
+    times: dict[str, dict[str, list[float]]] = {clock: {name: [] for name in steps} for clock in CLOCKS}
+
+    def pair() -> None:
+        for name, step in steps.items():
+            started = {clock: read() for clock, read in CLOCKS.items()}
+            step()
+            for clock, read in CLOCKS.items():
+                times[clock][name].append(read() - started[clock])
+
+    benchmark.pedantic(pair, rounds=pairs, warmup_rounds=2)
+    return {clock: {name: float(np.median(t[-pairs:])) for name, t in by_name.items()}
+            for clock, by_name in times.items()}
 
 
 @pytest.fixture(scope="module")
