@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import microtensor as mt
-from microtensor.ops import cross_entropy, dropout, embedding, gelu, layernorm, softmax
+from microtensor.ops import adam, cross_entropy, dropout, embedding, gelu, layernorm, softmax
 
 IMPLS = ["microtensor", "numpy", "torch"]
 ROWS, D, FFN, HEADS, T, VOCAB = 256, 64, 256, 4, 8, 20
@@ -188,7 +188,7 @@ def _adam_case(k):
     p, grad, m, v = rand(n, seed=17), rand(n, seed=18), np.zeros(n, np.float32), np.zeros(n, np.float32)
 
     def run():
-        k.adam_update(p, grad, m, v, 10, 1e-3, 0.9, 0.999, 1e-8, 0.01, True)
+        adam.adam_update(p, grad, m, v, 10, 1e-3, 0.9, 0.999, 1e-8, 0.01, True)
 
     return run, None
 

@@ -21,6 +21,7 @@ cross_entropy = importlib.import_module("microtensor.ops.cross_entropy")
 gelu = importlib.import_module("microtensor.ops.gelu")
 embedding = importlib.import_module("microtensor.ops.embedding")
 dropout = importlib.import_module("microtensor.ops.dropout")
+adam = importlib.import_module("microtensor.ops.adam")
 
 SIZES = [1, 3, 15, 16, 17, 33, 64]
 F32 = np.float32
@@ -248,9 +249,9 @@ def test_adam_update(decoupled: bool, weight_decay: float) -> None:
     pr, mr, vr = p.astype(np.float64), m.astype(np.float64), v.astype(np.float64)
     for step in range(1, 4):
         grad = rand(rng, n)
-        c.adam_update(p, grad, m, v, step, 1e-2, 0.9, 0.999, 1e-8, weight_decay, decoupled)
-        ref.adam_update(pr, grad.astype(np.float64), mr, vr, step, 1e-2, 0.9, 0.999, 1e-8, weight_decay,
-                        decoupled)
+        adam.adam_update(p, grad, m, v, step, 1e-2, 0.9, 0.999, 1e-8, weight_decay, decoupled)
+        adam.reference_adam_update(pr, grad.astype(np.float64), mr, vr, step, 1e-2, 0.9, 0.999, 1e-8, weight_decay,
+                                   decoupled)
     close(p, pr, rtol=1e-5, atol=1e-6)
     close(m, mr, rtol=1e-5, atol=1e-6)
     close(v, vr, rtol=1e-5, atol=1e-7)
@@ -283,7 +284,7 @@ def test_float64_goes_to_the_reference() -> None:
     lambda: c.matmul(np.zeros((2, 3, 4), F32), np.zeros((3, 4, 5), F32)),
     lambda: c.linear(np.zeros((3, 4), F32), np.zeros((5, 6), F32), None),
     lambda: c.linear(np.zeros((3, 4), F32), np.zeros((5, 4), F32), np.zeros(4, F32)),
-    lambda: c.adam_update(np.zeros(3, F32), np.zeros(4, F32), np.zeros(3, F32), np.zeros(3, F32), 1, 0.1, 0.9,
+    lambda: adam.adam_update(np.zeros(3, F32), np.zeros(4, F32), np.zeros(3, F32), np.zeros(3, F32), 1, 0.1, 0.9,
                           0.99, 1e-8, 0.0, False),
 ])
 def test_bad_shapes_and_ids_raise_value_error(call) -> None:
@@ -307,7 +308,7 @@ def test_non_contiguous_inputs_are_copied_once() -> None:
     big = rand(rng, 5000, 3)
     before = big[:, 0].copy()
     m, v = np.zeros(5000, F32), np.zeros(5000, F32)
-    c.adam_update(big[:, 0], np.ones(5000, F32), m, v, 1, 0.1, 0.9, 0.99, 1e-8, 0.0, False)  # strided: numpy
+    adam.adam_update(big[:, 0], np.ones(5000, F32), m, v, 1, 0.1, 0.9, 0.99, 1e-8, 0.0, False)  # strided: numpy
     close(big[:, 0], before - 0.1, atol=1e-5)
 
 

@@ -1,7 +1,8 @@
 """How a kernel is reached: the C backend when its extension is built, numpy otherwise.
 
-Op code calls `_backend.K.<kernel>(...)`; `K` is the active backend module
-(`reference` or `c`), both with the signatures documented in `reference.py`.
+`K` is the active backend module (`reference` or `c`): matmul and linear are `K.matmul(...)` and
+`K.linear(...)`; each fused op's home (microtensor/ops/<op>.py) runs its numpy reference unless
+`native(...)` says the C kernels take its arrays, and then `K.call("<kernel>", ...)`.
 `MICROTENSOR_BACKEND=numpy|c` forces one at import; `use()` switches later.
 The C kernels' threads: `MICROTENSOR_NUM_THREADS` when they load, `set_num_threads()`
 later; both capped at the cores this process may use, with a warning.

@@ -1,13 +1,11 @@
-"""The C backend: every kernel of `reference.py`, same signatures, run by the cffi extension.
+"""The C backend: the cffi extension's kernels, matmul and linear with the signatures of `reference.py`,
+and `call`, the one binding through which each fused op's home (microtensor/ops/<op>.py) reaches its kernel.
 
-float32 arrays go to C; any other float dtype (float64 for gradcheck, float16, ...)
-goes to the numpy reference. The C code trusts its caller for shapes, so this module
-checks them first: arrays are ndarrays, float32 in native byte order, C-contiguous
-(copied once with np.ascontiguousarray when not), and shapes agree. Index ranges
-(targets, embedding ids) are checked by the kernels themselves in one pass before they
-touch memory, and reported here as ValueError. A bad argument raises ValueError or
-TypeError naming the kernel; no Python input can make a kernel read or write out of
-bounds. Pointers are made with `ffi.from_buffer`, the cheapest way cffi has.
+matmul and linear send float32 to C and any other float dtype (float64 for gradcheck, float16, ...) to
+the numpy reference, after checking shapes here: arrays are ndarrays, float32 in native byte order,
+C-contiguous (copied once with np.ascontiguousarray when not), and shapes agree. The fused ops' Functions
+check their own inputs before `call`. No Python input can make a kernel read or write out of bounds.
+Pointers are made with `ffi.from_buffer`, the cheapest way cffi has.
 """
 
 from __future__ import annotations
@@ -281,34 +279,3 @@ def linear_backward(
     lib.mt_linear_backward(_fp(g), _fp(x), _fp(w), _NULL if dx is None or into else _fp(dx),
                            _NULL if dw is None else _fp(dw), _NULL if db is None else _fp(db), n, n_in, n_out)
     return dx, dw, db
-
-
-
-# ---------------------------------------------------------------- adam
-
-
-def adam_update(
-    param: np.ndarray,
-    grad: np.ndarray,
-    m: np.ndarray,
-    v: np.ndarray,
-    step: int,
-    lr: float,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    weight_decay: float,
-    decoupled: bool,
-) -> None:
-    """One Adam/AdamW step over flat buffers, in place (non-contiguous buffers go to numpy)."""
-    arrays = (param, grad, m, v)
-    if not _is_f32("adam_update", *arrays) or not all(a.flags.c_contiguous for a in arrays):
-        reference.adam_update(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled)
-        return
-    _need("adam_update", param.size == grad.size == m.size == v.size,
-          f"param {param.shape}, grad {grad.shape}, m {m.shape}, v {v.shape} must have one size")
-    _need("adam_update", param.flags.writeable and m.flags.writeable and v.flags.writeable,
-          "param, m and v must be writeable")
-    _need("adam_update", int(step) >= 1, f"step must be >= 1, got {step}")
-    lib.mt_adam_update(_fp(param), _fp(grad), _fp(m), _fp(v), param.size, int(step), float(lr), float(beta1),
-                       float(beta2), float(eps), float(weight_decay), bool(decoupled))

@@ -1,12 +1,8 @@
-"""The numpy reference implementation of every kernel.
+"""The numpy backend: matmul and linear, as the C backend has them (`microtensor._backend.c`, tested against
+this module). Any float dtype works here; the C backend takes float32 and routes the rest to this module.
 
-Every backend exposes exactly these functions with these signatures; the C
-backend (`microtensor._backend.c`) is tested against this module. Arrays in,
-new arrays out (except `adam_update`, which updates its buffers in place).
-Any float dtype works here; the C backend takes float32 and routes the rest
-to this module. NaN and +-inf give PyTorch's results (a NaN or +inf in a
-softmax row makes the row NaN), silently as PyTorch: numpy's warnings for
-them are switched off where they arise.
+Each fused op keeps its own numpy reference in its home, microtensor/ops/<op>.py, and runs it when
+`_backend.native` says the C kernels do not take its arrays (this backend active, or not float32).
 """
 
 from __future__ import annotations
@@ -14,7 +10,6 @@ from __future__ import annotations
 import numpy as np
 
 NAME = "numpy"
-_QUIET = {"invalid": "ignore", "over": "ignore", "divide": "ignore"}  # np.errstate for inf - inf, log(0), ...
 
 
 def matmul(a: np.ndarray, b: np.ndarray, trans_a: bool = False, trans_b: bool = False) -> np.ndarray:
@@ -49,34 +44,3 @@ def linear_backward(
     dw = g.T @ x if need_w else None
     db = g.sum(axis=0) if need_b else None
     return dx, dw, db
-
-
-def adam_update(
-    param: np.ndarray,
-    grad: np.ndarray,
-    m: np.ndarray,
-    v: np.ndarray,
-    step: int,
-    lr: float,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    weight_decay: float,
-    decoupled: bool,
-) -> None:
-    """One Adam (decoupled=False, L2 weight decay) or AdamW step over flat buffers, in place.
-
-    Follows PyTorch: bias-corrected moments, eps added after the square root.
-    """
-    if weight_decay and decoupled:
-        param *= 1.0 - lr * weight_decay
-    elif weight_decay:
-        grad = grad + weight_decay * param
-    m *= beta1
-    m += (1.0 - beta1) * grad
-    v *= beta2
-    v += (1.0 - beta2) * grad * grad
-    bias1 = 1.0 - beta1**step
-    bias2 = 1.0 - beta2**step
-    denom = np.sqrt(v) / np.sqrt(bias2) + eps
-    param -= (lr / bias1) * m / denom

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import _backend
+from ..ops.adam import adam_update
 from ..tensor import Tensor
 from .optimizer import Optimizer, check_array, check_entries, check_real, grad_of
 
@@ -140,8 +140,8 @@ class Adam(Optimizer):
 
     def _update(self, group: dict, data, grad, m, v, step: int) -> None:
         beta1, beta2 = group["betas"]
-        _backend.K.adam_update(data, grad, m, v, step, float(group["lr"]), float(beta1), float(beta2),
-                               float(group["eps"]), float(group["weight_decay"]), self.decoupled)
+        adam_update(data, grad, m, v, step, float(group["lr"]), float(beta1), float(beta2), float(group["eps"]),
+                    float(group["weight_decay"]), self.decoupled)
 
     def _slots(self) -> list[tuple[_FlatGroup, int]]:
         return [(flat, i) for flat in self._flat for i in range(len(flat.params))]
