@@ -14,19 +14,8 @@ from .. import _backend
 # ---------------------------------------------------------------- the numpy reference
 
 
-def reference_adam_update(
-    param: np.ndarray,
-    grad: np.ndarray,
-    m: np.ndarray,
-    v: np.ndarray,
-    step: int,
-    lr: float,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    weight_decay: float,
-    decoupled: bool,
-) -> None:
+def reference_adam_update(param: np.ndarray, grad: np.ndarray, m: np.ndarray, v: np.ndarray, step: int, lr: float,
+                          beta1: float, beta2: float, eps: float, weight_decay: float, decoupled: bool) -> None:
     """One Adam (decoupled=False, L2 weight decay) or AdamW step over flat buffers, in place.
 
     Follows PyTorch: bias-corrected moments, eps added after the square root.
@@ -48,19 +37,8 @@ def reference_adam_update(
 # ---------------------------------------------------------------- the checked step
 
 
-def adam_update(
-    param: np.ndarray,
-    grad: np.ndarray,
-    m: np.ndarray,
-    v: np.ndarray,
-    step: int,
-    lr: float,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    weight_decay: float,
-    decoupled: bool,
-) -> None:
+def adam_update(param: np.ndarray, grad: np.ndarray, m: np.ndarray, v: np.ndarray, step: int, lr: float,
+                beta1: float, beta2: float, eps: float, weight_decay: float, decoupled: bool) -> None:
     """One Adam (decoupled=False) or AdamW step over flat buffers of one size, in place (the C kernel for
     float32 contiguous buffers on the C backend, the reference otherwise)."""
     if not param.size == grad.size == m.size == v.size:
