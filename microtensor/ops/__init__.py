@@ -28,11 +28,9 @@ from .elementwise import (
 from .embedding import Embedding
 from .gelu import Gelu, GeluErf
 from .layernorm import AddLayerNorm, LayerNorm
+from .linear import Linear
 from .masked_fill import MaskedFill
 from .matmul import MatMul
-from .nn import (
-    Linear,
-)
 from .reduce import CumSum, Max, Mean, Min, Norm, Sum, Var
 from .shape import BroadcastTo, Cat, Gather, GetItem, Permute, Reshape, Stack
 from .softmax import LogSoftmax, Softmax

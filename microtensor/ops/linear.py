@@ -1,4 +1,4 @@
-"""Fused neural-network ops, each one kernel call forward and one backward through the backend."""
+"""linear: y = x @ weight.T + bias as one matrix product (the backend's linear kernels, GEMM's in csrc/sgemm.c)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 
 from .. import _backend
 from ..autograd import Function
-from .checks import check_float as _check_float
+from .checks import check_float
 
 
 class Linear(Function):
@@ -22,7 +22,7 @@ class Linear(Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias=None):
-        _check_float("linear", input=x, weight=weight, bias=bias)
+        check_float("linear", input=x, weight=weight, bias=bias)
         if weight.ndim != 2 or x.ndim == 0 or x.shape[-1] != weight.shape[1]:
             raise ValueError(
                 f"linear: input of shape {x.shape} does not match weight of shape {weight.shape} "
