@@ -34,14 +34,15 @@ static inline __attribute__((always_inline)) float gelu_tanh(float x) {
 }
 
 typedef struct {
-    const float *x, *g;
-    float *y;
+    const float *x;
+    const float *g; /* backward: the gradient of y */
+    float *out;     /* forward: y; backward: dx */
 } gelu_job;
 
 static MT_CLONES void gelu_forward_range(void *ctx, int64_t i0, int64_t i1) {
     const gelu_job *s = ctx;
     const float *x = s->x;
-    float *y = s->y;
+    float *y = s->out;
 #pragma omp simd
     for (int64_t i = i0; i < i1; i++) {
         float v = x[i];
@@ -50,14 +51,14 @@ static MT_CLONES void gelu_forward_range(void *ctx, int64_t i0, int64_t i1) {
 }
 
 void mt_gelu_forward(const float *x, float *y, int64_t n) {
-    gelu_job s = {x, NULL, y};
+    gelu_job s = {.x = x, .out = y};
     mt_parallel_rows(n, 16, gelu_forward_range, &s);
 }
 
 static MT_CLONES void gelu_backward_range(void *ctx, int64_t i0, int64_t i1) {
     const gelu_job *s = ctx;
     const float *x = s->x, *g = s->g;
-    float *dx = s->y;
+    float *dx = s->out;
 #pragma omp simd
     for (int64_t i = i0; i < i1; i++) {
         float v = x[i];
@@ -68,7 +69,7 @@ static MT_CLONES void gelu_backward_range(void *ctx, int64_t i0, int64_t i1) {
 }
 
 void mt_gelu_backward(const float *x, const float *g, float *dx, int64_t n) {
-    gelu_job s = {x, g, dx};
+    gelu_job s = {.x = x, .g = g, .out = dx};
     mt_parallel_rows(n, 20, gelu_backward_range, &s);
 }
 
@@ -98,8 +99,10 @@ static inline __attribute__((always_inline)) float normal_cdf(float x) {
 }
 
 typedef struct {
-    const float *x, *cdf, *g;
-    float *out, *cdf_out;
+    const float *x;
+    const float *cdf, *g; /* backward: Phi(x) from the forward, and the gradient of y */
+    float *out;           /* forward: y; backward: dx */
+    float *cdf_out;       /* forward: Phi(x) */
 } gelu_erf_job;
 
 static MT_CLONES void gelu_erf_forward_range(void *ctx, int64_t i0, int64_t i1) {
@@ -115,7 +118,7 @@ static MT_CLONES void gelu_erf_forward_range(void *ctx, int64_t i0, int64_t i1) 
 }
 
 void mt_gelu_erf_forward(const float *x, float *y, float *cdf, int64_t n) {
-    gelu_erf_job s = {x, NULL, NULL, y, cdf};
+    gelu_erf_job s = {.x = x, .out = y, .cdf_out = cdf};
     mt_parallel_rows(n, 24, gelu_erf_forward_range, &s);
 }
 
@@ -131,6 +134,6 @@ static MT_CLONES void gelu_erf_backward_range(void *ctx, int64_t i0, int64_t i1)
 }
 
 void mt_gelu_erf_backward(const float *x, const float *cdf, const float *g, float *dx, int64_t n) {
-    gelu_erf_job s = {x, cdf, g, dx, NULL};
+    gelu_erf_job s = {.x = x, .cdf = cdf, .g = g, .out = dx};
     mt_parallel_rows(n, 12, gelu_erf_backward_range, &s);
 }

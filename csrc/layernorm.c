@@ -7,12 +7,18 @@
 #include "microtensor.h"
 
 typedef struct {
-    const float *x, *weight, *bias, *g, *mean, *rstd;
-    float *y, *mean_out, *rstd_out, *dx, *dweight, *dbias;
-    int64_t R, C, chunk;
+    int64_t R, C;
+    const float *x, *weight; /* forward: the input; backward: the input the forward normalised */
+    /* forward: x (or x + residual, written to sum_out, when residual is set) is normalised into y; each
+     * row's mean and 1/std go to mean_out and rstd_out */
+    const float *residual, *bias;
+    float *sum_out, *y, *mean_out, *rstd_out;
     float eps;
-    const float *residual; /* forward of add + layernorm: x + residual, written to sum_out, is normalised */
-    float *sum_out;
+    /* backward: dx, dweight and dbias from g and the forward's mean and rstd; with threads, task t sums
+     * its rows' dweight and dbias into partials[t * 2C ...] and [t * 2C + C ...], rows per task: chunk */
+    const float *g, *mean, *rstd;
+    float *dx, *dweight, *dbias, *partials;
+    int64_t chunk;
 } ln_job;
 
 /* 1/sqrt(var + eps) of a finite row whose squares overflow float (|x - mean| above ~1e19): in double. */
@@ -58,14 +64,16 @@ static MT_CLONES void ln_forward_rows(void *ctx, int64_t r0, int64_t r1) {
 
 void mt_layernorm_forward(const float *x, const float *weight, const float *bias, float *y, float *mean,
                           float *rstd, int64_t R, int64_t C, float eps) {
-    ln_job s = {x, weight, bias, NULL, NULL, NULL, y, mean, rstd, NULL, NULL, NULL, R, C, 0, eps, NULL, NULL};
+    ln_job s = {.R = R, .C = C, .x = x, .weight = weight, .bias = bias, .y = y, .mean_out = mean, .rstd_out = rstd,
+                .eps = eps};
     mt_parallel_rows(R, 4 * C, ln_forward_rows, &s);
 }
 
 /* layernorm(x + residual) in one pass over each row; the sum is kept (in sum) for backward. */
 void mt_add_layernorm_forward(const float *x, const float *residual, const float *weight, const float *bias,
                               float *sum, float *y, float *mean, float *rstd, int64_t R, int64_t C, float eps) {
-    ln_job s = {x, weight, bias, NULL, NULL, NULL, y, mean, rstd, NULL, NULL, NULL, R, C, 0, eps, residual, sum};
+    ln_job s = {.R = R, .C = C, .x = x, .weight = weight, .residual = residual, .bias = bias, .sum_out = sum, .y = y,
+                .mean_out = mean, .rstd_out = rstd, .eps = eps};
     mt_parallel_rows(R, 5 * C, ln_forward_rows, &s);
 }
 
@@ -100,13 +108,14 @@ static MT_CLONES void ln_backward_range(const ln_job *s, int64_t r0, int64_t r1,
 static void ln_backward_task(void *ctx, int64_t t) {
     const ln_job *s = ctx;
     int64_t r0 = t * s->chunk, r1 = r0 + s->chunk < s->R ? r0 + s->chunk : s->R;
-    float *partial = s->dweight + t * 2 * s->C; /* scratch: 2*C per task */
+    float *partial = s->partials + t * 2 * s->C;
     if (r0 < r1) ln_backward_range(s, r0, r1, partial, partial + s->C);
 }
 
 void mt_layernorm_backward(const float *g, const float *x, const float *weight, const float *mean,
                            const float *rstd, float *dx, float *dweight, float *dbias, int64_t R, int64_t C) {
-    ln_job s = {x, weight, NULL, g, mean, rstd, NULL, NULL, NULL, dx, dweight, dbias, R, C, R, 0.0f, NULL, NULL};
+    ln_job s = {.R = R, .C = C, .x = x, .weight = weight, .g = g, .mean = mean, .rstd = rstd, .dx = dx,
+                .dweight = dweight, .dbias = dbias, .chunk = R};
     for (int64_t j = 0; j < C; j++) dweight[j] = dbias[j] = 0.0f;
     int threads = mt_num_threads();
     float *scratch = NULL;
@@ -119,7 +128,7 @@ void mt_layernorm_backward(const float *g, const float *x, const float *weight, 
     /* Each task sums into its own scratch row; adding them in task order keeps results
      * the same from run to run for a given thread count. */
     s.chunk = (R + threads - 1) / threads;
-    s.dweight = scratch;
+    s.partials = scratch;
     int64_t ntasks = (R + s.chunk - 1) / s.chunk;
     mt_parallel_for(ntasks, ln_backward_task, &s);
     for (int64_t t = 0; t < ntasks; t++)

@@ -7,8 +7,9 @@
 #include "microtensor.h"
 
 typedef struct {
-    const float *x, *g;
-    float *y;
+    const float *in; /* forward: x; backward: y, the forward's output */
+    const float *g;  /* backward: the gradient of y */
+    float *out;      /* forward: y; backward: dx */
     int64_t cols;
 } softmax_job;
 
@@ -48,21 +49,21 @@ static MT_CLONES void softmax_rows(void *ctx, int64_t r0, int64_t r1) {
     int64_t cols = s->cols, step = mt_block_rows(cols);
     if (cols <= SHORT_COLS) {
         for (int64_t b0 = r0; b0 < r1; b0 += SHORT_ROWS)
-            softmax_short(s->x + b0 * cols, s->y + b0 * cols, r1 - b0 < SHORT_ROWS ? r1 - b0 : SHORT_ROWS, cols);
+            softmax_short(s->in + b0 * cols, s->out + b0 * cols, r1 - b0 < SHORT_ROWS ? r1 - b0 : SHORT_ROWS, cols);
         return;
     }
     for (int64_t b0 = r0; b0 < r1; b0 += step) {
         int64_t b1 = b0 + step < r1 ? b0 + step : r1;
         for (int64_t r = b0; r < b1; r++) {
-            const float *x = s->x + r * cols;
-            float *y = s->y + r * cols;
+            const float *x = s->in + r * cols;
+            float *y = s->out + r * cols;
             float m = mt_max(x, cols);
 #pragma omp simd
             for (int64_t j = 0; j < cols; j++) y[j] = x[j] - m;
         }
-        mt_exp_inplace(s->y + b0 * cols, (b1 - b0) * cols);
+        mt_exp_inplace(s->out + b0 * cols, (b1 - b0) * cols);
         for (int64_t r = b0; r < b1; r++) {
-            float *y = s->y + r * cols;
+            float *y = s->out + r * cols;
             float inv = 1.0f / mt_sum(y, cols);
 #pragma omp simd
             for (int64_t j = 0; j < cols; j++) y[j] *= inv;
@@ -71,7 +72,7 @@ static MT_CLONES void softmax_rows(void *ctx, int64_t r0, int64_t r1) {
 }
 
 void mt_softmax_forward(const float *x, float *y, int64_t rows, int64_t cols) {
-    softmax_job s = {x, NULL, y, cols};
+    softmax_job s = {.in = x, .out = y, .cols = cols};
     mt_parallel_rows(rows, 8 * cols, softmax_rows, &s);
 }
 
@@ -80,8 +81,8 @@ static MT_CLONES void softmax_backward_rows(void *ctx, int64_t r0, int64_t r1) {
     const softmax_job *s = ctx;
     int64_t n = s->cols;
     for (int64_t r = r0; r < r1; r++) {
-        const float *y = s->x + r * n, *g = s->g + r * n;
-        float *dx = s->y + r * n;
+        const float *y = s->in + r * n, *g = s->g + r * n;
+        float *dx = s->out + r * n;
         float dot = 0.0f;
 #pragma omp simd reduction(+ : dot)
         for (int64_t j = 0; j < n; j++) dot += g[j] * y[j];
@@ -91,7 +92,7 @@ static MT_CLONES void softmax_backward_rows(void *ctx, int64_t r0, int64_t r1) {
 }
 
 void mt_softmax_backward(const float *y, const float *g, float *dx, int64_t rows, int64_t cols) {
-    softmax_job s = {y, g, dx, cols};
+    softmax_job s = {.in = y, .g = g, .out = dx, .cols = cols};
     mt_parallel_rows(rows, 2 * cols, softmax_backward_rows, &s);
 }
 
@@ -103,16 +104,16 @@ static MT_CLONES void log_softmax_rows(void *ctx, int64_t r0, int64_t r1) {
     for (int64_t b0 = r0; b0 < r1; b0 += step) {
         int64_t b1 = b0 + step < r1 ? b0 + step : r1;
         for (int64_t r = b0; r < b1; r++) {
-            const float *x = s->x + r * cols;
-            float *y = s->y + r * cols;
+            const float *x = s->in + r * cols;
+            float *y = s->out + r * cols;
             float m = mt_max(x, cols);
 #pragma omp simd
             for (int64_t j = 0; j < cols; j++) y[j] = x[j] - m;
         }
-        mt_exp_inplace(s->y + b0 * cols, (b1 - b0) * cols);
+        mt_exp_inplace(s->out + b0 * cols, (b1 - b0) * cols);
         for (int64_t r = b0; r < b1; r++) {
-            const float *x = s->x + r * cols;
-            float *y = s->y + r * cols;
+            const float *x = s->in + r * cols;
+            float *y = s->out + r * cols;
             float m = mt_max(x, cols), log_sum = logf(mt_sum(y, cols));
 #pragma omp simd
             for (int64_t j = 0; j < cols; j++) y[j] = (x[j] - m) - log_sum;
@@ -121,7 +122,7 @@ static MT_CLONES void log_softmax_rows(void *ctx, int64_t r0, int64_t r1) {
 }
 
 void mt_log_softmax_forward(const float *x, float *y, int64_t rows, int64_t cols) {
-    softmax_job s = {x, NULL, y, cols};
+    softmax_job s = {.in = x, .out = y, .cols = cols};
     mt_parallel_rows(rows, 8 * cols, log_softmax_rows, &s);
 }
 
@@ -129,13 +130,13 @@ void mt_log_softmax_forward(const float *x, float *y, int64_t rows, int64_t cols
 static MT_CLONES void log_softmax_backward_rows(void *ctx, int64_t r0, int64_t r1) {
     const softmax_job *s = ctx;
     int64_t n = s->cols;
-    float *dx = s->y + r0 * n;
-    const float *y = s->x + r0 * n;
+    float *dx = s->out + r0 * n;
+    const float *y = s->in + r0 * n;
 #pragma omp simd
     for (int64_t i = 0; i < (r1 - r0) * n; i++) dx[i] = mt_expf(y[i]);
     for (int64_t r = r0; r < r1; r++) {
         const float *g = s->g + r * n;
-        float *d = s->y + r * n;
+        float *d = s->out + r * n;
         float sum = mt_sum(g, n);
 #pragma omp simd
         for (int64_t j = 0; j < n; j++) d[j] = g[j] - d[j] * sum;
@@ -143,6 +144,6 @@ static MT_CLONES void log_softmax_backward_rows(void *ctx, int64_t r0, int64_t r
 }
 
 void mt_log_softmax_backward(const float *y, const float *g, float *dx, int64_t rows, int64_t cols) {
-    softmax_job s = {y, g, dx, cols};
+    softmax_job s = {.in = y, .g = g, .out = dx, .cols = cols};
     mt_parallel_rows(rows, 8 * cols, log_softmax_backward_rows, &s);
 }
