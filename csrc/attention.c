@@ -132,52 +132,113 @@ INLINE void pack_columns(const float *src, int64_t ld, int64_t n, int64_t w, int
     }
 }
 
-/* One head's operands packed: Q (Tq x dp), K (Tk x dp), V (Tk x dvp) row-major, and the transposes
- * Kt (dp x tkp) and Vt (dvp x tkp) in panels of 16 keys. */
+/* One head's operands: Q (Tq x D), K (Tk x D), V (Tk x Dv) row-major, rows lq, lk, lv apart (the
+ * caller's rows when the head widths are multiples of 8, else copies padded to dp / dvp), and the
+ * transposes Kt (dp x tkp) and Vt (dvp x tkp) in panels of 16 keys. */
 typedef struct {
-    float *q, *k, *v, *kt, *vt;
+    const float *q, *k, *v;
+    int64_t lq, lk, lv;
+    float *kt, *vt;
 } packed;
 
-/* Sizes of one call: head widths padded to 8, keys padded to 16; and the micro-kernel's rows. */
+/* Sizes of one call: head widths padded to 8, keys padded to 16, the forward's key block (all keys up
+ * to FWD_BK, so short sequences need no online rescaling); and the micro-kernel's rows. */
 typedef struct {
-    int64_t dp, dvp, tkp;
+    int64_t dp, dvp, tkp, bk;
     int mr;
 } pads;
 
+#define FWD_BK 128
+
 INLINE pads pads_of(const mt_attention *a, int mr) {
-    pads p = {round8(a->D), round8(a->Dv), (a->Tk + 15) & ~(int64_t)15, mr};
+    int64_t tkp = (a->Tk + 15) & ~(int64_t)15;
+    pads p = {round8(a->D), round8(a->Dv), tkp, tkp < FWD_BK ? tkp : FWD_BK, mr};
     return p;
 }
 
-/* Float counts of the per-thread workspace: packed operands, block tiles and row vectors. */
-static int64_t workspace_floats(const mt_attention *a, pads p) {
-    int64_t operands = a->Tq * p.dp + a->Tk * (p.dp + p.dvp) + (p.dp + p.dvp) * p.tkp;
-    int64_t tiles = 3 * BQ * BK + BQ * p.dvp + BK * (p.dp + p.dvp) + a->Tq * (p.dp + p.dvp + 1);
-    return operands + tiles + BQ * ((a->Tk + BK - 1) / BK + 2);
-}
+/* Whether the heads are read in place: widths whole vectors, so no padded copy is needed. */
+INLINE int in_place(const mt_attention *a) { return a->D % 8 == 0 && a->Dv % 8 == 0; }
 
 INLINE const float *head_of(mt_heads x, int64_t b, int64_t h) { return x.data + b * x.batch + h * x.head; }
 INLINE float *out_head(mt_heads x, int64_t b, int64_t h) { return x.data + b * x.batch + h * x.head; }
 
+/* Floats of one head's gathered rows: q, k, v and, for the backward, g and dot = rowsum(g * out). */
+INLINE int64_t head_floats(const mt_attention *a, int backward) {
+    return a->Tq * a->D + a->Tk * (a->D + a->Dv) + (backward ? a->Tq * (a->Dv + 1) : 0);
+}
+
+#define GATHER_MAX (1 << 18) /* floats of one batch row's gathered heads (1 MiB) */
+
+/* Whether a pass gathers the heads of a batch row at once: when they lie side by side in each row (a
+ * packed projection), whole vectors wide, and fit in GATHER_MAX floats. Reading whole rows lets the
+ * hardware prefetcher stream them; one head's rows (short, far apart, and all in a few cache sets) it
+ * does not follow. */
+INLINE int gathered(const mt_attention *a, int backward) {
+    int side_by_side = a->q.head == a->D && a->k.head == a->D && a->v.head == a->Dv &&
+                       (!backward || (a->g.head == a->Dv && a->out.head == a->Dv));
+    return in_place(a) && a->H > 1 && side_by_side && a->H * head_floats(a, backward) <= GATHER_MAX;
+}
+
+/* Heads [h0, h1) of batch row b into buf, one head's rows after another's (head_floats each): q, k, v
+ * and, for the backward, g and dot; row t of every array read at once, as it lies in memory. */
+INLINE void gather_heads(const mt_attention *a, int64_t b, int64_t h0, int64_t h1, float *buf, int backward) {
+    int64_t hf = head_floats(a, backward), D = a->D, Dv = a->Dv, T = a->Tq > a->Tk ? a->Tq : a->Tk;
+    int64_t k_at = a->Tq * D, v_at = k_at + a->Tk * D, g_at = v_at + a->Tk * Dv, dot_at = g_at + a->Tq * Dv;
+    const float *q = head_of(a->q, b, h0), *k = head_of(a->k, b, h0), *v = head_of(a->v, b, h0);
+    const float *g = backward ? head_of(a->g, b, h0) : NULL, *out = backward ? head_of(a->out, b, h0) : NULL;
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t h = 0; h < h1 - h0; h++) {
+            float *dst = buf + h * hf;
+            if (t < a->Tq) memcpy(dst + t * D, q + t * a->q.row + h * D, (size_t)D * sizeof(float));
+            if (t < a->Tk) {
+                memcpy(dst + k_at + t * D, k + t * a->k.row + h * D, (size_t)D * sizeof(float));
+                memcpy(dst + v_at + t * Dv, v + t * a->v.row + h * Dv, (size_t)Dv * sizeof(float));
+            }
+            if (!backward || t >= a->Tq) continue;
+            const float *gr = g + t * a->g.row + h * Dv, *orow = out + t * a->out.row + h * Dv;
+            float d = 0.0f;
+#pragma omp simd reduction(+ : d)
+            for (int64_t c = 0; c < Dv; c++) d += gr[c] * orow[c];
+            memcpy(dst + g_at + t * Dv, gr, (size_t)Dv * sizeof(float));
+            dst[dot_at + t] = d;
+        }
+}
+
+/* Float counts of the per-thread workspace: packed operands, block tiles and row vectors. */
+static int64_t workspace_floats(const mt_attention *a, pads p, int backward) {
+    int64_t operands = a->Tq * (p.dp + p.dvp) + a->Tk * (p.dp + p.dvp) + (p.dp + p.dvp) * p.tkp;
+    int64_t fwd = BQ * p.bk + BQ * p.dvp + BQ * ((a->Tk + p.bk - 1) / p.bk + 2);
+    int64_t bwd = 3 * BQ * BK + BK * (p.dp + p.dvp) + a->Tq * (p.dp + 1);
+    return operands + (fwd > bwd ? fwd : bwd) + (gathered(a, backward) ? a->H * head_floats(a, backward) : 0);
+}
+
+/* Largest |x| over n rows of width w (a multiple of 8; ld apart); probe[] gets NaN when any value is
+ * NaN or inf. Lanes of 8 across all rows, so the reduction happens once. */
+INLINE float abs_max(const float *x, int64_t ld, int64_t n, int64_t w, float probe[8]) {
+    float m[8] = {0};
+    for (int64_t t = 0; t < n; t++)
+        for (int64_t c = 0; c < w; c += 8) {
+            const float *v = x + t * ld + c;
+#pragma GCC unroll 8
+            for (int l = 0; l < 8; l++) {
+                float y = fabsf(v[l]);
+                m[l] = y > m[l] ? y : m[l];
+                probe[l] += v[l] * 0.0f;
+            }
+        }
+    float most = 0.0f;
+    for (int l = 0; l < 8; l++) most = m[l] > most ? m[l] : most;
+    return most;
+}
+
 /* Whether skipping what a mask hides gives PyTorch's numbers: every q, k, v finite and every score
- * scale * q . k finite (|q . k| <= D max|q| max|k|). */
+ * scale * q . k finite (|q . k| <= D max|q| max|k|). Padded copies are scanned with their zeros. */
 INLINE int all_finite(const mt_attention *a, pads p, packed x) {
-    float qmax = 0.0f, kmax = 0.0f, probe = 0.0f; /* probe: NaN when any value is NaN or inf */
-#pragma omp simd reduction(max : qmax) reduction(+ : probe)
-    for (int64_t i = 0; i < a->Tq * p.dp; i++) {
-        float q = fabsf(x.q[i]);
-        qmax = q > qmax ? q : qmax;
-        probe += x.q[i] * 0.0f;
-    }
-#pragma omp simd reduction(max : kmax) reduction(+ : probe)
-    for (int64_t i = 0; i < a->Tk * p.dp; i++) {
-        float k = fabsf(x.k[i]);
-        kmax = k > kmax ? k : kmax;
-        probe += x.k[i] * 0.0f;
-    }
-#pragma omp simd reduction(+ : probe)
-    for (int64_t i = 0; i < a->Tk * p.dvp; i++) probe += x.v[i] * 0.0f;
-    return probe == 0.0f && qmax * kmax * (float)a->D * fabsf(a->scale) < 1e37f;
+    float probe[8] = {0}, sum = 0.0f;
+    float qmax = abs_max(x.q, x.lq, a->Tq, p.dp, probe), kmax = abs_max(x.k, x.lk, a->Tk, p.dp, probe);
+    abs_max(x.v, x.lv, a->Tk, p.dvp, probe);
+    for (int l = 0; l < 8; l++) sum += probe[l];
+    return sum == 0.0f && qmax * kmax * (float)a->D * fabsf(a->scale) < 1e37f;
 }
 
 /* Dropout's factor for element n of the flat (B, H, Tq, Tk) weights: drop_scale when kept, else 0. */
@@ -185,23 +246,42 @@ INLINE float keep_factor(const mt_attention *a, uint64_t n) {
     return (mt_splitmix64(a->drop_seed + (n + 1) * MT_GOLDEN) >> 40) >= a->drop_threshold ? a->drop_scale : 0.0f;
 }
 
-/* Scores of queries [i0, i0+nq) against keys [j0, j0+nk) into s (ld BK): scale q . k, with -inf added
- * where the causal or the given mask hides a key. */
-INLINE void scores(const mt_attention *a, pads p, packed x, const uint8_t *mask, int64_t i0, int64_t nq,
-                             int64_t j0, int64_t nk, float *s) {
-    gemm(p.mr, nq, round8(nk), p.dp, x.q + i0 * p.dp, p.dp, 1, x.kt + j0 * p.dp, 16, 16 * p.dp, s, BK, 0);
+/* Keys of the block [j0, j0 + nk) that the tile of query rows [i0 + r0, i0 + r0 + rows) needs: all of
+ * them, or under a causal mask whose hidden keys are skipped (`trim`), those up to its last query. */
+INLINE int64_t tile_keys(int trim, int64_t i0, int64_t r0, int64_t rows, int64_t j0, int64_t nk) {
+    int64_t n = trim ? i0 + r0 + rows - j0 : nk;
+    return n < 0 ? 0 : n > nk ? nk : n;
+}
+
+/* Keys of the block that query row r (of the block at i0) needs, as tile_keys for its micro-tile. */
+INLINE int64_t row_keys(pads p, int trim, int64_t i0, int64_t nq, int64_t r, int64_t j0, int64_t nk) {
+    int64_t r0 = r / p.mr * p.mr, rows = nq - r0 < p.mr ? nq - r0 : p.mr;
+    return tile_keys(trim, i0, r0, rows, j0, nk);
+}
+
+/* Scores of queries [i0, i0+nq) against keys [j0, j0+nk) into s (rows ld apart): scale q . k, with
+ * -inf added where the causal or the given mask hides a key; -inf past a tile's keys when trimmed. */
+INLINE void scores(const mt_attention *a, pads p, packed x, const uint8_t *mask, int trim, int64_t i0, int64_t nq,
+                   int64_t j0, int64_t nk, float *s, int64_t ld) {
     float scale = a->scale;
-    for (int64_t r = 0; r < nq; r++) {
-        float *row = s + r * BK;
-        int64_t seen = a->causal ? i0 + r + 1 - j0 : nk; /* keys of the block this query may see */
-        seen = seen < 0 ? 0 : seen > nk ? nk : seen;
-        if (mask) {
-            const uint8_t *m = mask + (i0 + r) * a->mask_row + j0;
+    for (int64_t r0 = 0; r0 < nq; r0 += p.mr) {
+        int64_t rows = nq - r0 < p.mr ? nq - r0 : p.mr, lim = tile_keys(trim, i0, r0, rows, j0, nk);
+        if (lim)
+            gemm(p.mr, rows, round8(lim), a->D, x.q + (i0 + r0) * x.lq, x.lq, 1, x.kt + j0 * p.dp, 16, 16 * p.dp,
+                 s + r0 * ld, ld, 0);
+        for (int64_t r = r0; r < r0 + rows; r++) {
+            float *row = s + r * ld;
+            int64_t seen = a->causal ? i0 + r + 1 - j0 : nk; /* keys of the block this query may see */
+            seen = seen < 0 ? 0 : seen > lim ? lim : seen;
+            if (mask) {
+                const uint8_t *m = mask + (i0 + r) * a->mask_row + j0;
 #pragma omp simd
-            for (int64_t c = 0; c < nk; c++) row[c] = scale * row[c] - (c < seen && m[c] ? 0.0f : INFINITY);
-        } else {
+                for (int64_t c = 0; c < lim; c++) row[c] = scale * row[c] - (c < seen && m[c] ? 0.0f : INFINITY);
+            } else {
 #pragma omp simd
-            for (int64_t c = 0; c < nk; c++) row[c] = scale * row[c] - (c < seen ? 0.0f : INFINITY);
+                for (int64_t c = 0; c < lim; c++) row[c] = scale * row[c] - (c < seen ? 0.0f : INFINITY);
+            }
+            for (int64_t c = lim; c < nk; c++) row[c] = -INFINITY;
         }
     }
 }
@@ -212,30 +292,37 @@ typedef struct {
     float *s, *o, *m, *l, *block_max;
 } fwd_buf;
 
-/* Online softmax of one block: fold rows of s (nk scores each) into the running max m and sum l,
- * rescale the output rows o, turn s into the (dropped-out) weights relative to the new max. */
-INLINE void online_softmax(const mt_attention *a, pads p, fwd_buf w, int64_t flat_row0, int64_t nq, int64_t nk,
-                                     int64_t j0, int64_t block) {
-    int64_t nblocks = (a->Tk + BK - 1) / BK;
+/* Online softmax of one block: fold rows of s (their tile's keys each) into the running max m and sum
+ * l, rescale the output rows o, turn s into the (dropped-out) weights relative to the new max. */
+INLINE void online_softmax(const mt_attention *a, pads p, fwd_buf w, int trim, int64_t i0, int64_t flat_row0,
+                           int64_t nq, int64_t nk, int64_t j0, int64_t block) {
+    int64_t nblocks = (a->Tk + p.bk - 1) / p.bk;
     for (int64_t r = 0; r < nq; r++) {
-        float *row = w.s + r * BK;
-        float bm = mt_max(row, nk), m_new = w.m[r] > bm ? w.m[r] : bm;
+        float *row = w.s + r * p.bk;
+        int64_t n = row_keys(p, trim, i0, nq, r, j0, nk);
+        float bm = mt_max(row, n), m_new = w.m[r] > bm ? w.m[r] : bm;
         float shift = m_new == -INFINITY ? 0.0f : m_new, alpha = mt_expf(w.m[r] - shift), sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
-        for (int64_t c = 0; c < nk; c++) {
+        for (int64_t c = 0; c < n; c++) {
             row[c] = mt_expf(row[c] - shift);
             sum += row[c];
         }
         w.l[r] = w.l[r] * alpha + sum;
         w.m[r] = m_new;
         w.block_max[r * nblocks + block] = m_new;
-        float *o = w.o + r * p.dvp;
+        if (alpha != 1.0f) {
+            float *o = w.o + r * p.dvp;
 #pragma omp simd
-        for (int64_t c = 0; c < p.dvp; c++) o[c] *= alpha;
-        if (a->weights) memcpy(a->weights + (flat_row0 + r) * a->Tk + j0, row, (size_t)nk * sizeof(float));
+            for (int64_t c = 0; c < p.dvp; c++) o[c] *= alpha;
+        }
+        if (a->weights) {
+            float *wr = a->weights + (flat_row0 + r) * a->Tk + j0;
+            memcpy(wr, row, (size_t)n * sizeof(float));
+            memset(wr + n, 0, (size_t)(nk - n) * sizeof(float));
+        }
         if (a->drop_threshold) {
             uint64_t n0 = (uint64_t)((flat_row0 + r) * a->Tk + j0);
-            for (int64_t c = 0; c < nk; c++) row[c] *= keep_factor(a, n0 + (uint64_t)c);
+            for (int64_t c = 0; c < n; c++) row[c] *= keep_factor(a, n0 + (uint64_t)c);
         }
     }
 }
@@ -244,15 +331,16 @@ INLINE void online_softmax(const mt_attention *a, pads p, fwd_buf w, int64_t fla
  * and the stored weights brought to the final max and divided by l (zero for the skipped blocks). */
 INLINE void finish_rows(const mt_attention *a, pads p, fwd_buf w, float *out, float *lse, int64_t flat_row0,
                         int64_t nq, int64_t blocks_done) {
-    int64_t nblocks = (a->Tk + BK - 1) / BK;
+    int64_t nblocks = (a->Tk + p.bk - 1) / p.bk;
     for (int64_t r = 0; r < nq; r++) {
         float inv = inv_sum(w.l[r]), shift = w.m[r] == -INFINITY ? 0.0f : w.m[r];
+#pragma omp simd
         for (int64_t c = 0; c < a->Dv; c++) out[r * a->out.row + c] = w.o[r * p.dvp + c] * inv;
         lse[r] = w.l[r] == 0.0f ? INFINITY : shift + logf(w.l[r]);
         if (!a->weights) continue;
         float *wr = a->weights + (flat_row0 + r) * a->Tk;
         for (int64_t blk = 0; blk < nblocks; blk++) {
-            int64_t j0 = blk * BK, nk = a->Tk - j0 < BK ? a->Tk - j0 : BK;
+            int64_t j0 = blk * p.bk, nk = a->Tk - j0 < p.bk ? a->Tk - j0 : p.bk;
             float f = blk < blocks_done ? mt_expf(w.block_max[r * nblocks + blk] - shift) * inv : 0.0f;
 #pragma omp simd
             for (int64_t c = 0; c < nk; c++) wr[j0 + c] = blk < blocks_done ? wr[j0 + c] * f : 0.0f;
@@ -267,26 +355,34 @@ typedef struct {
 } job;
 
 /* This thread's workspace, or NULL (the job marked as failed) when memory runs out. */
-static float *workspace(job *j, pads p) {
-    float *buf = malloc((size_t)workspace_floats(j->a, p) * sizeof(float));
+static float *workspace(job *j, pads p, int backward) {
+    float *buf = malloc((size_t)workspace_floats(j->a, p, backward) * sizeof(float));
     if (buf == NULL) __atomic_store_n(&j->failed, 1, __ATOMIC_RELAXED);
     return buf;
 }
 
-/* Pack head (b, h): Q, K and V rows, and the transposes this pass needs (Kt always, Vt for backward). */
-INLINE packed pack_head(const mt_attention *a, pads p, float *buf, int64_t b, int64_t h, int need_vt) {
-    packed x;
-    x.q = buf;
-    x.k = x.q + a->Tq * p.dp;
-    x.v = x.k + a->Tk * p.dp;
-    x.kt = x.v + a->Tk * p.dvp;
-    x.vt = x.kt + p.dp * p.tkp;
-    pack_rows(head_of(a->q, b, h), a->q.row, a->Tq, a->D, x.q, p.dp);
-    pack_rows(head_of(a->k, b, h), a->k.row, a->Tk, a->D, x.k, p.dp);
-    pack_rows(head_of(a->v, b, h), a->v.row, a->Tk, a->Dv, x.v, p.dvp);
-    pack_columns(x.k, p.dp, a->Tk, a->D, p.dp, x.kt, p.tkp);
-    if (need_vt) pack_columns(x.v, p.dvp, a->Tk, a->Dv, p.dvp, x.vt, p.tkp);
-    return x;
+/* Head (b, h)'s operands: Q, K and V gathered (`rows`, or NULL), in place, or as padded copies, and the transposes this pass needs
+ * (Kt always, Vt for backward). Returns the first float of buf left free. */
+INLINE float *pack_head(const mt_attention *a, pads p, float *buf, int64_t b, int64_t h, int need_vt,
+                        const float *rows, packed *x) {
+    const float *q = head_of(a->q, b, h), *k = head_of(a->k, b, h), *v = head_of(a->v, b, h);
+    if (rows) {
+        const float *k_at = rows + a->Tq * a->D;
+        *x = (packed){rows, k_at, k_at + a->Tk * a->D, a->D, a->D, a->Dv, buf, buf};
+    } else if (in_place(a)) {
+        *x = (packed){q, k, v, a->q.row, a->k.row, a->v.row, buf, buf};
+    } else {
+        float *pq = buf, *pk = pq + a->Tq * p.dp, *pv = pk + a->Tk * p.dp;
+        pack_rows(q, a->q.row, a->Tq, a->D, pq, p.dp);
+        pack_rows(k, a->k.row, a->Tk, a->D, pk, p.dp);
+        pack_rows(v, a->v.row, a->Tk, a->Dv, pv, p.dvp);
+        *x = (packed){pq, pk, pv, p.dp, p.dp, p.dvp, pv + a->Tk * p.dvp, NULL};
+    }
+    x->vt = x->kt + p.dp * p.tkp;
+    pack_columns(x->k, x->lk, a->Tk, a->D, p.dp, x->kt, p.tkp);
+    if (!need_vt) return x->vt;
+    pack_columns(x->v, x->lv, a->Tk, a->Dv, p.dvp, x->vt, p.tkp);
+    return x->vt + p.dvp * p.tkp;
 }
 
 INLINE const uint8_t *mask_of(const mt_attention *a, int64_t b, int64_t h) {
@@ -298,55 +394,65 @@ INLINE void forward_heads(void *ctx, int64_t p0, int64_t p1, int mr) {
     job *j = ctx;
     const mt_attention *a = j->a;
     pads p = pads_of(a, mr);
-    float *buf = workspace(j, p);
-    if (buf == NULL) return;
+    float *group = workspace(j, p, 0), *buf = group + (gathered(a, 0) ? a->H * head_floats(a, 0) : 0);
+    if (group == NULL) return;
+    int64_t first_head = 0;
     for (int64_t pair = p0; pair < p1; pair++) {
         int64_t b = pair / a->H, h = pair % a->H;
+        if (buf != group && (pair == p0 || h == 0)) {
+            first_head = h;
+            gather_heads(a, b, h, h + p1 - pair < a->H ? h + p1 - pair : a->H, group, 0);
+        }
         fwd_buf w;
-        w.x = pack_head(a, p, buf, b, h, 0);
-        w.s = w.x.vt;
-        w.o = w.s + BQ * BK;
+        w.s = pack_head(a, p, buf, b, h, 0, buf != group ? group + (h - first_head) * head_floats(a, 0) : NULL, &w.x);
+        w.o = w.s + BQ * p.bk;
         w.m = w.o + BQ * p.dvp;
         w.l = w.m + BQ;
         w.block_max = w.l + BQ;
-        int finite = a->causal && all_finite(a, p, w.x); /* only a causal mask skips blocks */
+        int trim = a->causal && all_finite(a, p, w.x); /* only a causal mask skips keys */
         const uint8_t *mask = mask_of(a, b, h);
         for (int64_t i0 = 0; i0 < a->Tq; i0 += BQ) {
             int64_t nq = a->Tq - i0 < BQ ? a->Tq - i0 : BQ, flat_row0 = pair * a->Tq + i0;
-            int64_t key_end = a->causal && finite && i0 + nq < a->Tk ? i0 + nq : a->Tk, blocks = 0;
+            int64_t key_end = trim && i0 + nq < a->Tk ? i0 + nq : a->Tk, blocks = 0;
             for (int64_t r = 0; r < nq; r++) w.m[r] = -INFINITY, w.l[r] = 0.0f;
             memset(w.o, 0, (size_t)(nq * p.dvp) * sizeof(float));
-            for (int64_t j0 = 0; j0 < key_end; j0 += BK, blocks++) {
-                int64_t nk = a->Tk - j0 < BK ? a->Tk - j0 : BK;
-                scores(a, p, w.x, mask, i0, nq, j0, nk, w.s);
-                online_softmax(a, p, w, flat_row0, nq, nk, j0, blocks);
-                gemm(p.mr, nq, p.dvp, nk, w.s, BK, 1, w.x.v + j0 * p.dvp, p.dvp, 16, w.o, p.dvp, 1);
+            for (int64_t j0 = 0; j0 < key_end; j0 += p.bk, blocks++) {
+                int64_t nk = a->Tk - j0 < p.bk ? a->Tk - j0 : p.bk;
+                scores(a, p, w.x, mask, trim, i0, nq, j0, nk, w.s, p.bk);
+                online_softmax(a, p, w, trim, i0, flat_row0, nq, nk, j0, blocks);
+                for (int64_t r0 = 0; r0 < nq; r0 += p.mr) {
+                    int64_t rows = nq - r0 < p.mr ? nq - r0 : p.mr, lim = tile_keys(trim, i0, r0, rows, j0, nk);
+                    gemm(p.mr, rows, p.dvp, lim, w.s + r0 * p.bk, p.bk, 1, w.x.v + j0 * w.x.lv, w.x.lv, 16,
+                         w.o + r0 * p.dvp, p.dvp, 1);
+                }
             }
             finish_rows(a, p, w, out_head(a->out, b, h) + i0 * a->out.row, a->lse + flat_row0, flat_row0, nq, blocks);
         }
     }
-    free(buf);
+    free(group);
 }
 
 /* Multiply-adds of one (batch, head) pair, for the threading threshold. */
 static int64_t pair_cost(const mt_attention *a) { return a->Tq * a->Tk * (a->D + a->Dv) + 1; }
 
 
-/* Per-thread buffers of the backward pass. */
+/* Per-thread buffers of the backward pass: g (dO) in place or padded, rows lg apart. */
 typedef struct {
     packed x;
-    float *g, *dq, *dot, *pw, *pd, *ds, *dk, *dv;
+    const float *g;
+    int64_t lg;
+    float *dq, *dot, *pw, *pd, *ds, *dk, *dv;
 } bwd_buf;
 
 /* Weights of queries [i0, i0+nq) on keys [j0, j0+nk) into w.pw: the saved ones, or recomputed from
  * the log-sum-exp; w.pd gets them after dropout (w.pd == w.pw without dropout). */
-INLINE void block_weights(const mt_attention *a, pads p, bwd_buf w, const uint8_t *mask, const float *lse,
-                                    int64_t flat_row0, int64_t i0, int64_t nq, int64_t j0, int64_t nk) {
+INLINE void block_weights(const mt_attention *a, pads p, bwd_buf w, const uint8_t *mask, int trim, const float *lse,
+                          int64_t flat_row0, int64_t i0, int64_t nq, int64_t j0, int64_t nk) {
     if (a->weights) {
         for (int64_t r = 0; r < nq; r++)
             memcpy(w.pw + r * BK, a->weights + (flat_row0 + r) * a->Tk + j0, (size_t)nk * sizeof(float));
     } else {
-        scores(a, p, w.x, mask, i0, nq, j0, nk, w.pw);
+        scores(a, p, w.x, mask, trim, i0, nq, j0, nk, w.pw, BK);
         for (int64_t r = 0; r < nq; r++) {
             float *row = w.pw + r * BK, l = lse[r];
 #pragma omp simd
@@ -359,49 +465,73 @@ INLINE void block_weights(const mt_attention *a, pads p, bwd_buf w, const uint8_
     }
 }
 
-/* dS = P * (dP * dropout - rowsum(dO * O)) for one block, dP = dO V^T being in ds on entry. */
-INLINE void score_grads(const mt_attention *a, bwd_buf w, int64_t flat_row0, int64_t i0, int64_t nq,
-                                  int64_t j0, int64_t nk) {
+/* dS = P * (dP * dropout - rowsum(dO * O)) for one block, dP = dO V^T being in ds on entry up to each
+ * row's tile keys (zero past them). */
+INLINE void score_grads(const mt_attention *a, pads p, bwd_buf w, int trim, int64_t flat_row0, int64_t i0, int64_t nq,
+                        int64_t j0, int64_t nk) {
     for (int64_t r = 0; r < nq; r++) {
         float *ds = w.ds + r * BK, d = w.dot[i0 + r];
         const float *pw = w.pw + r * BK;
+        int64_t n = row_keys(p, trim, i0, nq, r, j0, nk);
         if (a->drop_threshold) {
             uint64_t n0 = (uint64_t)((flat_row0 + r) * a->Tk + j0);
-            for (int64_t c = 0; c < nk; c++) ds[c] *= keep_factor(a, n0 + (uint64_t)c);
+            for (int64_t c = 0; c < n; c++) ds[c] *= keep_factor(a, n0 + (uint64_t)c);
         }
 #pragma omp simd
-        for (int64_t c = 0; c < nk; c++) ds[c] = pw[c] * (ds[c] - d);
+        for (int64_t c = 0; c < n; c++) ds[c] = pw[c] * (ds[c] - d);
+        for (int64_t c = n; c < nk; c++) ds[c] = 0.0f;
+    }
+}
+
+/* C (rows x N) += A^T B over the block's queries, for each tile of mr keys of [j0, j0 + nk) only from
+ * its first query that may see it (A = P or dS, nq x nk in rows BK apart; B rows ldb apart). */
+INLINE void key_tiles(pads p, int trim, int64_t i0, int64_t nq, int64_t j0, int64_t nk, int64_t N, const float *A,
+                      const float *B, int64_t ldb, float *C, int64_t ldc) {
+    for (int64_t k0 = 0; k0 < nk; k0 += p.mr) {
+        int64_t rows = nk - k0 < p.mr ? nk - k0 : p.mr, first = trim ? j0 + k0 - i0 : 0;
+        first = first < 0 ? 0 : first > nq ? nq : first;
+        gemm(p.mr, rows, N, nq - first, A + first * BK + k0, 1, BK, B + first * ldb, ldb, 16, C + k0 * ldc, ldc, 1);
     }
 }
 
 /* Backward of one head, key block by key block: dV_j = sum_i P'^T dO_i, dK_j = sum_i dS^T Q_i * scale,
  * dQ_i += dS K_j (scaled at the end). */
-INLINE void head_backward(const mt_attention *a, pads p, bwd_buf w, int64_t b, int64_t h, int64_t pair, int finite) {
+INLINE void head_backward(const mt_attention *a, pads p, bwd_buf w, int64_t b, int64_t h, int64_t pair, int trim) {
     const uint8_t *mask = mask_of(a, b, h);
     const float *lse = a->lse + pair * a->Tq;
     for (int64_t j0 = 0; j0 < a->Tk; j0 += BK) {
         int64_t nk = a->Tk - j0 < BK ? a->Tk - j0 : BK;
         memset(w.dk, 0, (size_t)(nk * p.dp) * sizeof(float));
         memset(w.dv, 0, (size_t)(nk * p.dvp) * sizeof(float));
-        int64_t first = a->causal && finite ? j0 / BQ * BQ : 0; /* query blocks before see none of these keys */
+        int64_t first = trim ? j0 / BQ * BQ : 0; /* query blocks before see none of these keys */
         for (int64_t i0 = first; i0 < a->Tq; i0 += BQ) {
             int64_t nq = a->Tq - i0 < BQ ? a->Tq - i0 : BQ, flat_row0 = pair * a->Tq + i0;
-            block_weights(a, p, w, mask, lse + i0, flat_row0, i0, nq, j0, nk);
-            gemm(p.mr, nk, p.dvp, nq, w.pd, 1, BK, w.g + i0 * p.dvp, p.dvp, 16, w.dv, p.dvp, 1);
-            gemm(p.mr, nq, round8(nk), p.dvp, w.g + i0 * p.dvp, p.dvp, 1, w.x.vt + j0 * p.dvp, 16, 16 * p.dvp, w.ds, BK,
-                 0);
-            score_grads(a, w, flat_row0, i0, nq, j0, nk);
-            gemm(p.mr, nk, p.dp, nq, w.ds, 1, BK, w.x.q + i0 * p.dp, p.dp, 16, w.dk, p.dp, 1);
-            gemm(p.mr, nq, p.dp, nk, w.ds, BK, 1, w.x.k + j0 * p.dp, p.dp, 16, w.dq + i0 * p.dp, p.dp, 1);
+            block_weights(a, p, w, mask, trim, lse + i0, flat_row0, i0, nq, j0, nk);
+            key_tiles(p, trim, i0, nq, j0, nk, p.dvp, w.pd, w.g + i0 * w.lg, w.lg, w.dv, p.dvp);
+            for (int64_t r0 = 0; r0 < nq; r0 += p.mr) {
+                int64_t rows = nq - r0 < p.mr ? nq - r0 : p.mr, lim = tile_keys(trim, i0, r0, rows, j0, nk);
+                if (lim)
+                    gemm(p.mr, rows, round8(lim), a->Dv, w.g + (i0 + r0) * w.lg, w.lg, 1, w.x.vt + j0 * p.dvp, 16,
+                         16 * p.dvp, w.ds + r0 * BK, BK, 0);
+            }
+            score_grads(a, p, w, trim, flat_row0, i0, nq, j0, nk);
+            key_tiles(p, trim, i0, nq, j0, nk, p.dp, w.ds, w.x.q + i0 * w.x.lq, w.x.lq, w.dk, p.dp);
+            for (int64_t r0 = 0; r0 < nq; r0 += p.mr) {
+                int64_t rows = nq - r0 < p.mr ? nq - r0 : p.mr, lim = tile_keys(trim, i0, r0, rows, j0, nk);
+                gemm(p.mr, rows, p.dp, lim, w.ds + r0 * BK, BK, 1, w.x.k + j0 * w.x.lk, w.x.lk, 16,
+                     w.dq + (i0 + r0) * p.dp, p.dp, 1);
+            }
         }
         float *dk = out_head(a->dk, b, h) + j0 * a->dk.row, *dv = out_head(a->dv, b, h) + j0 * a->dv.row;
         for (int64_t r = 0; r < nk; r++) {
+#pragma omp simd
             for (int64_t c = 0; c < a->D; c++) dk[r * a->dk.row + c] = w.dk[r * p.dp + c] * a->scale;
             memcpy(dv + r * a->dv.row, w.dv + r * p.dvp, (size_t)a->Dv * sizeof(float));
         }
     }
     float *dq = out_head(a->dq, b, h);
     for (int64_t r = 0; r < a->Tq; r++)
+#pragma omp simd
         for (int64_t c = 0; c < a->D; c++) dq[r * a->dq.row + c] = w.dq[r * p.dp + c] * a->scale;
 }
 
@@ -410,31 +540,46 @@ INLINE void backward_heads(void *ctx, int64_t p0, int64_t p1, int mr) {
     job *j = ctx;
     const mt_attention *a = j->a;
     pads p = pads_of(a, mr);
-    float *buf = workspace(j, p);
-    if (buf == NULL) return;
+    float *group = workspace(j, p, 1), *buf = group + (gathered(a, 1) ? a->H * head_floats(a, 1) : 0);
+    if (group == NULL) return;
+    int64_t first_head = 0, hf = head_floats(a, 1);
     for (int64_t pair = p0; pair < p1; pair++) {
         int64_t b = pair / a->H, h = pair % a->H;
+        if (buf != group && (pair == p0 || h == 0)) {
+            first_head = h;
+            gather_heads(a, b, h, h + p1 - pair < a->H ? h + p1 - pair : a->H, group, 1);
+        }
+        const float *rows = buf != group ? group + (h - first_head) * hf : NULL;
         bwd_buf w;
-        w.x = pack_head(a, p, buf, b, h, 1);
-        w.g = w.x.vt + p.dvp * p.tkp;
-        w.dq = w.g + a->Tq * p.dvp;
+        float *free_at = pack_head(a, p, buf, b, h, 1, rows, &w.x);
+        w.g = rows ? rows + a->Tq * a->D + a->Tk * (a->D + a->Dv) : head_of(a->g, b, h);
+        w.lg = rows ? a->Dv : a->g.row;
+        if (!in_place(a)) {
+            pack_rows(w.g, a->g.row, a->Tq, a->Dv, free_at, p.dvp);
+            w.g = free_at;
+            w.lg = p.dvp;
+            free_at += a->Tq * p.dvp;
+        }
+        w.dq = free_at;
         w.dot = w.dq + a->Tq * p.dp;
         w.pw = w.dot + a->Tq;
         w.pd = a->drop_threshold ? w.pw + BQ * BK : w.pw;
         w.ds = w.pw + 2 * BQ * BK;
         w.dk = w.ds + BQ * BK;
         w.dv = w.dk + BK * p.dp;
-        pack_rows(head_of(a->g, b, h), a->g.row, a->Tq, a->Dv, w.g, p.dvp);
         memset(w.dq, 0, (size_t)(a->Tq * p.dp) * sizeof(float));
         const float *out = head_of(a->out, b, h);
-        for (int64_t r = 0; r < a->Tq; r++) {
+        for (int64_t r = 0; r < a->Tq && rows; r++) w.dot[r] = rows[hf - a->Tq + r];
+        for (int64_t r = 0; r < a->Tq && !rows; r++) {
             float d = 0.0f;
-            for (int64_t c = 0; c < a->Dv; c++) d += w.g[r * p.dvp + c] * out[r * a->out.row + c];
+            const float *gr = w.g + r * w.lg, *orow = out + r * a->out.row;
+#pragma omp simd reduction(+ : d)
+            for (int64_t c = 0; c < a->Dv; c++) d += gr[c] * orow[c];
             w.dot[r] = d;
         }
         head_backward(a, p, w, b, h, pair, a->causal && all_finite(a, p, w.x));
     }
-    free(buf);
+    free(group);
 }
 
 /* Both passes compiled twice: for AVX2+FMA, and for the baseline that other CPUs run and

@@ -98,7 +98,9 @@ def test_the_portable_build_matches_the_reference_too() -> None:
             "assert c.ISA == 'generic', c.ISA\n"
             "for shape in t.SHAPES:\n"
             "    for mode in t.MODES:\n"
-            "        t.test_kernel_matches_the_float64_reference(shape, True, mode)\n")
+            "        t.test_kernel_matches_the_float64_reference(shape, True, mode)\n"
+            "for n in (7, 130):\n"
+            "    t.test_heads_of_a_packed_projection_match_the_float64_reference(n, True, 'dropout+weights')\n")
     env = dict(os.environ, MICROTENSOR_ISA="generic")
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -129,6 +131,59 @@ def test_thread_count_does_not_change_a_bit() -> None:
             _backend.K.set_num_threads(before)
     for name in runs[0]:
         np.testing.assert_array_equal(runs[0][name], runs[1][name], err_msg=name)
+
+
+def _packed(B: int, H: int, t: int, d: int, seed: int) -> tuple[np.ndarray, ...]:
+    """q, k, v and g as F.self_attention passes them: (B, H, T, d) views of a packed (B, T, 3, H, d)
+    projection and of a (B, T, H, d) gradient, heads side by side in every row."""
+    rng = np.random.default_rng(seed)
+    qkv = rng.standard_normal((B, t, 3, H, d)).astype(np.float32)
+    g = rng.standard_normal((B, t, H, d)).astype(np.float32)
+    return (*qkv.transpose(2, 0, 3, 1, 4), g.transpose(0, 2, 1, 3))
+
+
+def _attend_packed(q, k, v, g, **kw) -> dict:
+    """_attend with the output and gradients in F.self_attention's layouts (split views of (B, T, ...))."""
+    B, H, t, d = q.shape
+    call = _Call(q, k, v, kw.get("mask"), kw.get("causal", False), 0.3, kw.get("p", 0.0), np.random.default_rng(5))
+    out = np.empty((B, t, H, d), q.dtype).transpose(0, 2, 1, 3)
+    call.forward(out, kw.get("need_weights", False))
+    dq, dk, dv = np.empty((B, t, 3, H, d), q.dtype).transpose(2, 0, 3, 1, 4)
+    call.backward(g, out, dq, dk, dv)
+    return {"out": out, "lse": call.lse, "weights": call.weights, "dq": dq, "dk": dk, "dv": dv}
+
+
+@needs_c
+@pytest.mark.parametrize("t", [7, 49, 130, 200])  # below / above the forward's key block (128)
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("mode", ["plain", "padding", "dropout+weights"])
+def test_heads_of_a_packed_projection_match_the_float64_reference(t: int, causal: bool, mode: str) -> None:
+    """The path that gathers a batch row's heads at once (F.self_attention's layout), tiles cut at the diagonal."""
+    q, k, v, g = _packed(2, 3, t, 16, t)
+    kind, p, need_weights = MODES[mode]
+    kw = {"mask": _mask((2, 3, t, t), kind, np.random.default_rng(1)), "causal": causal, "p": p,
+          "need_weights": need_weights}
+    with _on("c"):
+        got = _attend_packed(q, k, v, g, **kw)
+    _close(got, _attend(*(np.ascontiguousarray(x, np.float64) for x in (q, k, v, g)), **kw))
+
+
+@needs_c
+def test_thread_count_does_not_change_a_bit_for_packed_heads() -> None:
+    """9 (batch, head) pairs on 2 threads: a thread starts inside a batch row, gathering part of its heads."""
+    q, k, v, g = _packed(3, 3, 75, 8, 11)
+    before = _backend.get_num_threads()
+    runs = []
+    with _on("c"):
+        try:
+            for n in (1, 2):
+                _backend.K.set_num_threads(n)
+                runs.append(_attend_packed(q, k, v, g, causal=True))
+        finally:
+            _backend.K.set_num_threads(before)
+    for name in runs[0]:
+        if runs[0][name] is not None:
+            np.testing.assert_array_equal(runs[0][name], runs[1][name], err_msg=name)
 
 
 def test_dropout_mask_is_the_dropout_kernels_and_fixed_by_the_generator(backend: str) -> None:
