@@ -120,15 +120,41 @@ INLINE void pack_rows(const float *src, int64_t ld, int64_t n, int64_t w, float 
     }
 }
 
+typedef int32_t v8i __attribute__((vector_size(32)));
+
+/* Columns c0..c0+7 of rows t0..t0+7 (ld apart), each as one vector across the 8 rows, stored
+ * `stride` floats apart from dst: an 8 x 8 transpose in three rounds of shuffles. */
+INLINE void transpose8(const float *src, int64_t ld, float *dst, int64_t stride) {
+    v8 r[8], t[8], u[8];
+    for (int i = 0; i < 8; i++) r[i] = V8(src + i * ld);
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = __builtin_shuffle(r[i], r[i + 1], (v8i){0, 8, 1, 9, 4, 12, 5, 13});
+        t[i + 1] = __builtin_shuffle(r[i], r[i + 1], (v8i){2, 10, 3, 11, 6, 14, 7, 15});
+    }
+    for (int i = 0; i < 8; i += 4)
+        for (int j = 0; j < 2; j++) {
+            u[i + 2 * j] = __builtin_shuffle(t[i + j], t[i + j + 2], (v8i){0, 1, 8, 9, 4, 5, 12, 13});
+            u[i + 2 * j + 1] = __builtin_shuffle(t[i + j], t[i + j + 2], (v8i){2, 3, 10, 11, 6, 7, 14, 15});
+        }
+    for (int c = 0; c < 4; c++) {
+        V8(dst + c * stride) = __builtin_shuffle(u[c], u[c + 4], (v8i){0, 1, 2, 3, 8, 9, 10, 11});
+        V8(dst + (c + 4) * stride) = __builtin_shuffle(u[c], u[c + 4], (v8i){4, 5, 6, 7, 12, 13, 14, 15});
+    }
+}
+
 /* The transpose of rows [0, n) of width w (ld apart), packed as panels of 16 rows: row t, column c
  * goes to dst[(t / 16) * 16 * pitch + c * 16 + t % 16]; zero-padded to pitch columns and `padded` rows.
- * A block of keys starting at j0 (a multiple of 16) is then the packed B at dst + j0 * pitch. */
+ * A block of keys starting at j0 (a multiple of 16) is then the packed B at dst + j0 * pitch. Whole
+ * 8 x 8 squares go by vector transposes, the rest one float at a time. */
 INLINE void pack_columns(const float *src, int64_t ld, int64_t n, int64_t w, int64_t pitch, float *dst,
                          int64_t padded) {
     memset(dst, 0, (size_t)(pitch * padded) * sizeof(float));
+    int64_t n8 = n & ~(int64_t)7, w8 = w & ~(int64_t)7;
+    for (int64_t t = 0; t < n8; t += 8)
+        for (int64_t c = 0; c < w8; c += 8) transpose8(src + t * ld + c, ld, dst + t / 16 * 16 * pitch + c * 16 + t % 16, 16);
     for (int64_t t = 0; t < n; t++) {
         float *panel = dst + t / 16 * 16 * pitch + t % 16;
-        for (int64_t c = 0; c < w; c++) panel[c * 16] = src[t * ld + c];
+        for (int64_t c = t < n8 ? w8 : 0; c < w; c++) panel[c * 16] = src[t * ld + c];
     }
 }
 
@@ -212,33 +238,26 @@ static int64_t workspace_floats(const mt_attention *a, pads p, int backward) {
     return operands + (fwd > bwd ? fwd : bwd) + (gathered(a, backward) ? a->H * head_floats(a, backward) : 0);
 }
 
-/* Largest |x| over n rows of width w (a multiple of 8; ld apart); probe[] gets NaN when any value is
- * NaN or inf. Lanes of 8 across all rows, so the reduction happens once. */
-INLINE float abs_max(const float *x, int64_t ld, int64_t n, int64_t w, float probe[8]) {
-    float m[8] = {0};
+/* Sum of squares of n rows of width w (a multiple of 8; ld apart): NaN or inf when any value is. */
+INLINE float sum_squares(const float *x, int64_t ld, int64_t n, int64_t w) {
+    v8 acc = {0};
     for (int64_t t = 0; t < n; t++)
         for (int64_t c = 0; c < w; c += 8) {
-            const float *v = x + t * ld + c;
-#pragma GCC unroll 8
-            for (int l = 0; l < 8; l++) {
-                float y = fabsf(v[l]);
-                m[l] = y > m[l] ? y : m[l];
-                probe[l] += v[l] * 0.0f;
-            }
+            v8 y = V8(x + t * ld + c);
+            acc += y * y;
         }
-    float most = 0.0f;
-    for (int l = 0; l < 8; l++) most = m[l] > most ? m[l] : most;
-    return most;
+    float sum = 0.0f;
+    for (int l = 0; l < 8; l++) sum += acc[l];
+    return sum;
 }
 
 /* Whether skipping what a mask hides gives PyTorch's numbers: every q, k, v finite and every score
- * scale * q . k finite (|q . k| <= D max|q| max|k|). Padded copies are scanned with their zeros. */
+ * finite, as |scale q . k| <= |scale| |q| |k| (Cauchy-Schwarz) bounds them. Padded copies are summed
+ * with their zeros. */
 INLINE int all_finite(const mt_attention *a, pads p, packed x) {
-    float probe[8] = {0}, sum = 0.0f;
-    float qmax = abs_max(x.q, x.lq, a->Tq, p.dp, probe), kmax = abs_max(x.k, x.lk, a->Tk, p.dp, probe);
-    abs_max(x.v, x.lv, a->Tk, p.dvp, probe);
-    for (int l = 0; l < 8; l++) sum += probe[l];
-    return sum == 0.0f && qmax * kmax * (float)a->D * fabsf(a->scale) < 1e37f;
+    float q = sum_squares(x.q, x.lq, a->Tq, p.dp), k = sum_squares(x.k, x.lk, a->Tk, p.dp);
+    float v = sum_squares(x.v, x.lv, a->Tk, p.dvp);
+    return isfinite(v) && fabsf(a->scale) * sqrtf(q) * sqrtf(k) < 1e37f; /* false for NaN, inf */
 }
 
 /* Dropout's factor for element n of the flat (B, H, Tq, Tk) weights: drop_scale when kept, else 0. */
