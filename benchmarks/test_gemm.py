@@ -14,7 +14,7 @@ The peak is measured, not read from a data sheet: a C loop of 12 independent 8-w
 fastest round); the table gives every GEMM's median share of it (1 thread: one core's peak; 2
 threads: twice that). Shapes:
 the issue's large products, then the char GPT's and seed model's small-K and skinny ones (inner
-dimension 16 of one head, 16 output columns, weight gradients with K = 2048 rows) and the
+dimension 16 of one head, 16 output columns, weight gradients with K = 2048 rows, make lm's among them) and the
 per-head batched products of attention. Every time includes the Python call and output allocation.
 """
 
@@ -50,6 +50,8 @@ SMALL = [
     ("ffn 2048x256 @ (64x256)^T", 2048, 256, 64, False, True),
     ("ffn dW (2048x64)^T @ 2048x256", 64, 2048, 256, True, False),
     ("seed qkv 256x64 @ (192x64)^T", 256, 64, 192, False, True),
+    ("lm dW (2048x384)^T @ 2048x128", 384, 2048, 128, True, False),
+    ("lm dW (2048x128)^T @ 2048x512", 128, 2048, 512, True, False),
 ]
 # (label, batch, M, K, N, trans_b): the per-head products of one attention module, batch 32, T 64, head 16
 BATCHED = [

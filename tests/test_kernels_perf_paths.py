@@ -262,6 +262,24 @@ def test_blocked_sgemm_does_not_depend_on_the_thread_count(m: int, k: int, n: in
         np.testing.assert_array_equal(out, outs[0])
 
 
+@pytest.mark.parametrize("trans_b", [False, True])
+def test_weight_gradient_sgemm_does_not_depend_on_the_thread_count(trans_b: bool) -> None:
+    """op(A) = A^T packed row by row, B's few panels packed by row parts per thread, a ragged last K slice."""
+    m, k, n = 390, 2100, 130
+    a, b = operands(np.random.default_rng(13), m, k, n, True, trans_b)
+    before = c.num_threads()
+    try:
+        outs = []
+        for threads in (1, 2, 3, 8):
+            c.set_num_threads(threads)
+            outs.append(c.matmul(a, b, True, trans_b))
+    finally:
+        c.set_num_threads(before)
+    for out in outs[1:]:
+        np.testing.assert_array_equal(out, outs[0])
+    close(outs[0], ref.matmul(a.astype(np.float64), b.astype(np.float64), True, trans_b), rtol=1e-4, atol=5e-4)
+
+
 SMALL_K = [(2048, 16, 64), (64, 16, 64), (2048, 64, 16), (16, 2048, 64), (37, 16, 29), (6, 1, 17)]
 
 
