@@ -79,16 +79,6 @@ class set_grad_enabled(no_grad):
         pass
 
 
-class _Events:
-    """How many graph edits (in-place rebases, detach_, retain_grad) happened so far.
-
-    Each recorded node keeps the count at its creation; a node recorded since the
-    last edit takes the engine's fast path, older ones look up what changed.
-    """
-
-    count = 0
-
-
 class Function:
     """An op with a forward and a backward on numpy arrays; the instance is its own ctx.
 
@@ -110,12 +100,16 @@ class Function:
     engine sums them back to each input's shape.
     """
 
+    # Per forward input: the node that made it (a Function), the tensor itself when it is a leaf or does not
+    # require grad, None for a non-tensor. Nodes, not their output tensors: an intermediate result that no op
+    # saved is freed as soon as the program drops it, as in PyTorch.
     parents: tuple
+    _shape: tuple = ()  # the shape of the node's output (what its gradient must have)
+    _dtype: Any = None  # the dtype of the node's output
     needs_input_grad: Any = ()  # one bool per forward argument when the graph is recorded (set before forward)
     saved_tensors: tuple = ()
     _saved_versions: list | tuple = ()
     _retain: Any = None  # the non-leaf tensor whose .grad keeps this node's output gradient (retain_grad)
-    _stamp = 0  # _Events.count when the node was recorded
     is_view = False  # True for ops whose output may share the first input's memory (then it shares its version)
     # Ops whose backward can add an input's gradient into an array the engine offers (set True to opt in): before
     # backward, grad_into holds per input the engine's running sum of that input's gradient, or None; an op that
@@ -155,9 +149,8 @@ class Function:
         if cls.is_view:
             _share_version(out, args[0])
         if record:
-            if _Events.count:
-                ctx._stamp = _Events.count
-            ctx.parents = args
+            ctx.parents = tuple([_edge(a) for a in args])
+            ctx._shape, ctx._dtype = out.data.shape, out.data.dtype
             if ctx.saved_tensors:
                 ctx._saved_versions = _versions_of_saved(ctx.saved_tensors, args, out)
             out.requires_grad = True
@@ -174,14 +167,12 @@ class Function:
                 )
 
 
-def _node_at(parent: Any, stamp: int) -> Function | None:
-    """The node that made `parent` when a node stamped `stamp` used it (before later in-place rebases)."""
-    node = getattr(parent, "_ctx", None)
-    for event, old in reversed(getattr(parent, "_rebases", ())):
-        if event <= stamp:
-            break
-        node = old
-    return node
+def _edge(arg: Any) -> Any:
+    """What a node keeps of one forward input: the node that made it now (later in-place rebases of the
+    tensor do not change it), else the tensor (a leaf or a constant), None for a non-tensor."""
+    if not isinstance(arg, Tensor):
+        return None
+    return arg if arg._ctx is None else arg._ctx
 
 
 def _share_version(out: Tensor, base: Tensor) -> None:
@@ -227,7 +218,7 @@ def sum_to_shape(grad: np.ndarray, shape: tuple) -> np.ndarray:
     return grad.sum(axis=axes, keepdims=True).reshape(shape)
 
 
-def _topological_order(root: Function, events: int) -> list:
+def _topological_order(root: Function) -> list:
     """Nodes reachable from root, each after every node that consumes it (iterative, no recursion)."""
     order: list = []
     visited: set = set()
@@ -241,11 +232,9 @@ def _topological_order(root: Function, events: int) -> list:
             continue
         visited.add(node)
         stack.append((node, True))
-        stale = events and node._stamp != events
         for parent in getattr(node, "parents", ()):
-            ctx = _node_at(parent, node._stamp) if stale else getattr(parent, "_ctx", None)
-            if ctx is not None and ctx not in visited:
-                stack.append((ctx, False))
+            if isinstance(parent, Function) and parent not in visited:
+                stack.append((parent, False))
     order.reverse()
     return order
 
@@ -274,16 +263,15 @@ def backward(root: Tensor, grad: np.ndarray | None = None, retain_graph: bool = 
         return
     grads = {root._ctx: grad}
     owned: dict = {}
-    events = _Events.count
-    for node in _topological_order(root._ctx, events):
+    for node in _topological_order(root._ctx):
         g = grads.pop(node, None)
         if g is None:
             continue
         owned.pop(node, None)
-        _run_node(node, g, grads, retain_graph, events, owned)
+        _run_node(node, g, grads, retain_graph, owned)
 
 
-def _run_node(node: Function, g: np.ndarray, grads: dict, retain_graph: bool, events: int, owned: dict) -> None:
+def _run_node(node: Function, g: np.ndarray, grads: dict, retain_graph: bool, owned: dict) -> None:
     """Call one node's backward and hand each input gradient to its parent.
 
     A node's gradients from several consumers are summed into one array the
@@ -298,11 +286,10 @@ def _run_node(node: Function, g: np.ndarray, grads: dict, retain_graph: bool, ev
         )
     if node._saved_versions:
         node._check_versions()
-    stale = events and node._stamp != events  # the graph was edited since this node was recorded
-    if stale and node._retain is not None:
+    if node._retain is not None:
         _accumulate_leaf(node._retain, g)
-    if node.sums_into and not stale:
-        node.grad_into = [owned.get(getattr(p, "_ctx", None)) for p in node.parents]
+    if node.sums_into:
+        node.grad_into = [owned.get(p) for p in node.parents]
     in_grads = type(node).backward(node, g)
     if not isinstance(in_grads, tuple):
         in_grads = (in_grads,)
@@ -314,22 +301,22 @@ def _run_node(node: Function, g: np.ndarray, grads: dict, retain_graph: bool, ev
     for parent, needed, gi in zip(parents, node.needs_input_grad, in_grads):
         if not needed or gi is None:
             continue
-        if gi.shape != parent.data.shape:
-            gi = sum_to_shape(gi, parent.data.shape)
-        ctx = _node_at(parent, node._stamp) if stale else parent._ctx
-        if ctx is None:
-            _accumulate_leaf(parent, gi)
-        elif ctx in grads:
-            acc = grads[ctx]
-            if owned.get(ctx) is not acc:
-                _sum_into_new(grads, owned, ctx, acc + gi)
+        if not isinstance(parent, Function):
+            _accumulate_leaf(parent, gi if gi.shape == parent.data.shape else sum_to_shape(gi, parent.data.shape))
+            continue
+        if gi.shape != parent._shape:
+            gi = sum_to_shape(gi, parent._shape)
+        if parent in grads:
+            acc = grads[parent]
+            if owned.get(parent) is not acc:
+                _sum_into_new(grads, owned, parent, acc + gi)
             elif gi is not acc:  # (gi is acc: the node added its gradient into the sum it was offered)
                 if acc.dtype == gi.dtype:
                     acc += gi
                 else:
-                    _sum_into_new(grads, owned, ctx, acc + gi)
+                    _sum_into_new(grads, owned, parent, acc + gi)
         else:
-            grads[ctx] = gi
+            grads[parent] = gi
     if not retain_graph:
         node.__dict__.clear()  # frees saved arrays and parents; a second backward finds no `parents`
 

@@ -68,7 +68,7 @@ class Tensor:
     broadcasting.
     """
 
-    __slots__ = ("data", "_grad", "requires_grad", "_ctx", "_version", "_rebases", "__weakref__")
+    __slots__ = ("data", "_grad", "requires_grad", "_ctx", "_version", "__weakref__")
     __array_ufunc__ = None  # numpy defers to Tensor's reflected operators
 
     def __init__(self, data: Any, dtype: Any = None, requires_grad: bool = False) -> None:
@@ -192,8 +192,7 @@ class Tensor:
 
     def detach_(self) -> Tensor:
         """Take this tensor out of the graph (it becomes a leaf that does not require grad)."""
-        if self._ctx is not None:
-            self._rebase(None)
+        self._ctx = None  # nodes recorded before keep the old one (they hold nodes, not tensors)
         self.requires_grad = False
         return self
 
@@ -213,7 +212,6 @@ class Tensor:
             raise AutogradError("retain_grad: the tensor does not require grad")
         if self._ctx is not None:
             self._ctx._retain = self
-            autograd._Events.count += 1
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Drop the gradient (or zero it in place with set_to_none=False)."""
@@ -531,17 +529,9 @@ class Tensor:
         self._store(op, np.copyto, new.data)
         if self._ctx is not None and self._ctx._retain is self:
             self._ctx._retain, new._ctx._retain = None, self
-        self._rebase(new._ctx)
+        self._ctx = new._ctx  # nodes recorded before keep the old one (they hold nodes, not tensors)
         self.requires_grad = True
         return self
-
-    def _rebase(self, ctx: Any) -> None:
-        """Make ctx this tensor's node; nodes recorded before keep its old one (the engine looks it up)."""
-        if not hasattr(self, "_rebases"):
-            self._rebases = []
-        autograd._Events.count += 1
-        self._rebases.append((autograd._Events.count, self._ctx))
-        self._ctx = ctx
 
     def _store(self, op: str, ufunc: Any, *args: Any) -> Tensor:
         """Write ufunc(self, *args) into self's memory and bump its version; numpy's errors name the op."""

@@ -112,9 +112,7 @@ class ModuleTrace:
                 self._nodes.append(node)
             elif not _is_within(tag, path):
                 continue
-            for parent in getattr(node, "parents", ()):
-                if isinstance(parent, Tensor) and parent._ctx is not None:
-                    stack.append(parent._ctx)
+            stack.extend(p for p in getattr(node, "parents", ()) if isinstance(p, Function))
 
 
 def trace_modules(model: Module) -> ModuleTrace:
@@ -127,7 +125,6 @@ class GraphSummary:
     """The graph behind a tensor: op nodes, leaf tensors, and data-flow edges between them."""
 
     ops: list[Function] = field(default_factory=list)
-    op_output: dict[int, Tensor] = field(default_factory=dict)
     leaves: list[Tensor] = field(default_factory=list)
     edges: list[tuple[int, int, tuple]] = field(default_factory=list)
 
@@ -144,26 +141,23 @@ def summarize_graph(tensor: Tensor) -> GraphSummary:
             "draw_graph: the graph behind this tensor was freed by backward(); draw it before calling "
             "backward, or call backward(retain_graph=True)"
         )
-    summary.op_output[id(root)] = tensor
     seen: set[int] = {id(root)}
     leaf_ids: set[int] = set()
     stack = [root]
     while stack:
         node = stack.pop()
         summary.ops.append(node)
-        for parent in getattr(node, "parents", ()):
-            if not isinstance(parent, Tensor):
-                continue
-            source = parent._ctx if parent._ctx is not None else parent
-            summary.edges.append((id(source), id(node), parent.shape))
-            if parent._ctx is None:
+        for parent in getattr(node, "parents", ()):  # a node, a leaf or constant tensor, or None
+            if isinstance(parent, Function):
+                summary.edges.append((id(parent), id(node), parent._shape))
+                if id(parent) not in seen:
+                    seen.add(id(parent))
+                    stack.append(parent)
+            elif isinstance(parent, Tensor):
+                summary.edges.append((id(parent), id(node), parent.shape))
                 if id(parent) not in leaf_ids:
                     leaf_ids.add(id(parent))
                     summary.leaves.append(parent)
-            elif id(parent._ctx) not in seen:
-                seen.add(id(parent._ctx))
-                summary.op_output[id(parent._ctx)] = parent
-                stack.append(parent._ctx)
     summary.edges.reverse()
     return summary
 
@@ -247,10 +241,7 @@ class _Builder:
         return _truncate(name.rsplit(".", 1)[0], self.max_depth)
 
     def op_label(self, node: Function) -> str:
-        out = self.summary.op_output.get(id(node))
-        shape = _shape_str(out.shape) if out is not None else "?"
-        dtype = str(out.dtype) if out is not None else ""
-        return f"{type(node).__name__}\n{shape} {dtype}".strip()
+        return f"{type(node).__name__}\n{_shape_str(node._shape)} {node._dtype}"
 
     def leaf_label(self, leaf: Tensor) -> str:
         name = self.names.get(id(leaf))

@@ -426,3 +426,19 @@ def test_linears_sharing_an_input_add_dx_into_the_engines_sum(backend, rng, dtyp
         np.testing.assert_allclose(w.grad.numpy(), c.reshape(-1, 3).T @ x.numpy().reshape(-1, 8), rtol=tol, atol=tol)
     np.testing.assert_allclose(b.grad.numpy(), sum(c.reshape(-1, 3).sum(0) for c in coef), rtol=tol, atol=tol)
     assert x.grad.dtype == dtype
+
+
+def test_an_intermediate_no_op_saved_is_freed_when_dropped() -> None:
+    """Nodes keep their parents' nodes, not their output tensors: as in PyTorch, `(x @ x) * 2` does not keep
+    the product alive (a per-head attention step would otherwise hold every score array until backward)."""
+    import weakref
+
+    x = mt.tensor(np.arange(9, dtype=np.float32).reshape(3, 3) / 9, requires_grad=True)
+    y = x @ x
+    product = weakref.ref(y.data)
+    z = (y * 2.0).sum()
+    del y
+    assert product() is None
+    z.backward()
+    ones = np.ones((3, 3), dtype=np.float32)
+    np.testing.assert_allclose(x.grad.data, 2 * (ones @ x.data.T + x.data.T @ ones), rtol=1e-6)
