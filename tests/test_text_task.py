@@ -222,12 +222,13 @@ def _twin():
     return module
 
 
-def test_training_steps_match_the_pytorch_twin(torch, tmp_path, corpus_file):
+@pytest.mark.parametrize("pre_ln", [True, False])
+def test_training_steps_match_the_pytorch_twin(torch, tmp_path, corpus_file, pre_ln):
     """Same init, windows, AdamW, clipping and warmup + cosine: losses and weights agree with PyTorch."""
     twin = _twin()
     settings = text_from_layers([], {"data": str(corpus_file), "steps": 6, "warmup_steps": 2, "block_size": 16,
                                      "d_model": 16, "n_heads": 2, "d_ff": 32, "n_blocks": 2, "dropout": 0.0,
-                                     "batch_size": 4, "grad_accum": 2, "eval_tokens": 64})
+                                     "batch_size": 4, "grad_accum": 2, "eval_tokens": 64, "pre_ln": pre_ln})
     trainer = TextTrainer(*settings, load_corpus(corpus_file, 16), tmp_path, quiet=True)
     model = twin.twin_of(trainer)
     opt, sched = twin.make_optimizer(model, trainer)

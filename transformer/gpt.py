@@ -62,8 +62,8 @@ class GPTBlock(nn.Module):
             x = x + y
             return x + self.ffn(self.ln2(x)), weights
         y, weights = self.attn(x, need_weights)
-        x = self.ln1(x + y)
-        return self.ln2(x + self.ffn(x)), weights
+        x = self.ln1(y, x)  # LayerNorm(x + y) in one fused op
+        return self.ln2(self.ffn(x), x), weights
 
 
 class GPT(nn.Module):
@@ -142,8 +142,8 @@ class GPT(nn.Module):
                 x = x + self._attend(block.attn, block.ln1(x), kv, start)
                 x = x + block.ffn(block.ln2(x))
             else:
-                x = block.ln1(x + self._attend(block.attn, x, kv, start))
-                x = block.ln2(x + block.ffn(x))
+                x = block.ln1(self._attend(block.attn, x, kv, start), x)
+                x = block.ln2(block.ffn(x), x)
         return F.linear(self.ln_f(mt.from_numpy(x.data[:, -1])), self.tok_emb).numpy()
 
     @staticmethod
