@@ -2,14 +2,17 @@
  * the ops use: F.scaled_dot_product_attention's (..., T, D) tensors and F.self_attention's packed
  * projection, both read and written by strides (see mt_attention in microtensor.h).
  *
- * Each (batch, head) pair is one task. Its Q, K and V are packed once into small zero-padded tiles
- * (K and V also transposed, so every product streams a contiguous panel), then the forward pass runs
- * over blocks of BQ queries and BK keys with an online softmax: a running row max and sum rescale
- * the output accumulator, and only the log-sum-exp of each query row is kept. The backward pass
- * recomputes the weights from it a key block at a time (FlashAttention-2's order), so no T x T
+ * Each (batch, head) pair is one task. Its Q, K and V are read in place when the head widths are
+ * whole vectors (a packed projection's heads, side by side in each row, are first gathered a batch
+ * row at a time, reading whole rows), else copied into zero-padded tiles; K and V are transposed
+ * into panels of 16 keys so every product streams a contiguous panel. The forward pass runs over
+ * blocks of BQ queries and up to FWD_BK keys with an online softmax: a running row max and sum
+ * rescale the output accumulator, and only the log-sum-exp of each query row is kept. The backward
+ * pass recomputes the weights from it a key block at a time (FlashAttention-2's order), so no T x T
  * matrix exists unless the caller asks for the weights. All products are one register-blocked
  * micro-kernel: 6 rows x 16 columns in AVX2+FMA's 8-float vectors, 3 x 16 in 4-float vectors on the
- * portable build (both compiled; the CPU, or MICROTENSOR_ISA=generic, picks).
+ * portable build (both compiled; the CPU, or MICROTENSOR_ISA=generic, picks). Under a causal mask
+ * whose hidden keys are skipped, each micro-tile of queries stops at its last query's key.
  *
  * Masked scores have -inf added, as PyTorch's math backend does (a NaN or +inf score stays NaN,
  * and a NaN or inf value poisons every row, even through a zero weight); blocks that a causal mask
@@ -196,13 +199,13 @@ INLINE int64_t head_floats(const mt_attention *a, int backward) {
 #define GATHER_MAX (1 << 18) /* floats of one batch row's gathered heads (1 MiB) */
 
 /* Whether a pass gathers the heads of a batch row at once: when they lie side by side in each row (a
- * packed projection), whole vectors wide, and fit in GATHER_MAX floats. Reading whole rows lets the
- * hardware prefetcher stream them; one head's rows (short, far apart, and all in a few cache sets) it
- * does not follow. */
+ * packed projection), whole vectors wide, 32 keys or more and all of them within GATHER_MAX floats.
+ * Reading whole rows lets the hardware prefetcher stream them; one head's rows (short, far apart, and
+ * all in a few cache sets) it does not follow. A few short rows cost less read in place. */
 INLINE int gathered(const mt_attention *a, int backward) {
     int side_by_side = a->q.head == a->D && a->k.head == a->D && a->v.head == a->Dv &&
                        (!backward || (a->g.head == a->Dv && a->out.head == a->Dv));
-    return in_place(a) && a->H > 1 && side_by_side && a->H * head_floats(a, backward) <= GATHER_MAX;
+    return in_place(a) && a->H > 1 && a->Tk >= 32 && side_by_side && a->H * head_floats(a, backward) <= GATHER_MAX;
 }
 
 /* Heads [h0, h1) of batch row b into buf, one head's rows after another's (head_floats each): q, k, v

@@ -1,7 +1,8 @@
 """The blocked attention kernels (csrc/attention.c) against their numpy reference and PyTorch.
 
-Sizes straddle the kernel's blocks (48 queries, 64 keys) and vector widths (head widths padded to
-8); masks, causal, dropout, saved weights, strided inputs, NaN and inf, and thread counts.
+Sizes straddle the kernel's blocks (48 queries; 48 keys backward, 128 forward), its 6-row tiles and
+vector widths (head widths padded to 8); masks, causal, dropout, saved weights, strided inputs, a
+packed projection's heads (read in place below 32 keys, gathered from 32), NaN and inf, thread counts.
 """
 
 from __future__ import annotations
@@ -154,7 +155,7 @@ def _attend_packed(q, k, v, g, **kw) -> dict:
 
 
 @needs_c
-@pytest.mark.parametrize("t", [7, 49, 130, 200])  # below / above the forward's key block (128)
+@pytest.mark.parametrize("t", [7, 49, 130, 200])  # read in place; gathered, below / above the forward's key block
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("mode", ["plain", "padding", "dropout+weights"])
 def test_heads_of_a_packed_projection_match_the_float64_reference(t: int, causal: bool, mode: str) -> None:
