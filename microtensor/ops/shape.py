@@ -29,10 +29,14 @@ class Permute(Function):
 
     @staticmethod
     def forward(ctx, a, dims=()):
-        if sorted(d % max(a.ndim, 1) for d in dims) != list(range(a.ndim)):
+        axes = [d % max(a.ndim, 1) for d in dims]
+        if sorted(axes) != list(range(a.ndim)):
             raise ValueError(f"permute: {tuple(dims)} is not a permutation of the axes of shape {a.shape}")
-        ctx.inverse = tuple(np.argsort([d % a.ndim for d in dims]))
-        return np.transpose(a, dims)
+        inverse = axes[:]
+        for i, d in enumerate(axes):
+            inverse[d] = i
+        ctx.inverse = inverse
+        return a.transpose(axes)
 
     @staticmethod
     def backward(ctx, g):
@@ -109,8 +113,8 @@ class Cat(Function):
         if not arrays:
             raise ValueError("cat: expected at least one tensor")
         _check_axis("cat", axis, arrays[0].ndim, [a.shape for a in arrays])
-        ctx.sizes = np.cumsum([a.shape[axis] for a in arrays])[:-1]
-        ctx.axis = axis
+        ctx.axis = axis % arrays[0].ndim
+        ctx.bounds = np.cumsum([0] + [a.shape[axis] for a in arrays]).tolist()
         try:
             return np.concatenate(arrays, axis=axis)
         except ValueError:
@@ -119,7 +123,8 @@ class Cat(Function):
 
     @staticmethod
     def backward(ctx, g):
-        return tuple(np.split(g, ctx.sizes, axis=ctx.axis))
+        lead = (slice(None),) * ctx.axis  # basic slices (views), cheaper than np.split
+        return tuple(g[(*lead, slice(a, b))] for a, b in zip(ctx.bounds, ctx.bounds[1:]))
 
 
 class Stack(Function):
