@@ -5,23 +5,28 @@ n_embd 64, 4 heads (one module each), 4 layers, block 64, batch 32; one step is
 zero_grad, forward, cross-entropy, backward, clip_grad_norm_ and AdamW. Both start
 from the same weights and see the same batch. Read the ratio of the medians:
 
-    python -m pytest benchmarks/test_pytorch_programs.py --benchmark-only --benchmark-columns=median,iqr,ops
+    python -m pytest benchmarks/test_pytorch_programs.py --benchmark-only --benchmark-columns=median,iqr,ops -s
 
+`test_char_gpt_step_vs_pytorch` runs the two steps in alternation (so a shared machine's load hits
+both) and prints both medians and their ratio, in wall and in the process's CPU time.
 Threads are set through each library's own `set_num_threads`, as a PyTorch user would.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import sys
 from pathlib import Path
 
 import pytest
+from test_train_step import interleaved
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "char_gpt.py"
 BATCH = 32
 THREADS = [1, 2]
+PAIRS = 30
 
 
 def load(backend: str):
@@ -82,3 +87,22 @@ def test_char_gpt_step_torch(benchmark, threads):
         step()
     benchmark.extra_info.update(threads=threads)
     benchmark.pedantic(step, rounds=50, warmup_rounds=2)
+
+
+@pytest.mark.parametrize("threads", THREADS, ids=[f"{n}thread" for n in THREADS])
+def test_char_gpt_step_vs_pytorch(benchmark, threads):
+    """Interleaved pairs of steps; extra_info holds both medians (ms) and microtensor / PyTorch, wall and CPU."""
+    pytest.importorskip("torch")
+    mp, tp = load("microtensor"), load("torch")
+    mp.torch.set_num_threads(threads)
+    tp.torch.set_num_threads(threads)
+    theirs, model = setup(tp)
+    ours, _ = setup(mp, {k: v.detach().numpy().copy() for k, v in model.state_dict().items()})
+    medians = interleaved(benchmark, {"microtensor": ours, "torch": theirs}, PAIRS)
+    ratio = {clock: m["microtensor"] / m["torch"] for clock, m in medians.items()}
+    ms = {clock: {lib: round(s * 1e3, 2) for lib, s in m.items()} for clock, m in medians.items()}
+    benchmark.extra_info.update(threads=threads, ms=ms["wall"], ratio=ratio["wall"], cpu_ms=ms["cpu"],
+                                cpu_ratio=ratio["cpu"])
+    for clock in medians:
+        print(f"\nchar GPT step, {threads} thread(s), {clock} time: {json.dumps(ms[clock])} ms, "
+              f"microtensor / PyTorch = {ratio[clock]:.2f}", end="")
