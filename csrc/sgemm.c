@@ -277,8 +277,10 @@ static void pack_bt_panel_avx2(const float *B, int64_t ldb, int64_t kc, int64_t 
 }
 
 /* n full panels (w = 6, 8, 16 or 32 wide, kc deep, `panel` floats apart) from rows of the source:
- * d[q*panel + p*w + 0:w] = src[p*lds + q*w + 0:w]. Row by row, so the source streams in order;
- * a memcpy call per 24-64 bytes, panel by panel, cost a quarter of the K = 2048 weight gradients. */
+ * d[q*panel + p*w + 0:w] = src[p*lds + q*w + 0:w], in vector copies (a memcpy call per 24-64 bytes
+ * cost a quarter of the K = 2048 weight gradients). B goes row by row over all its panels (the source
+ * streams in order), A^T a panel at a time (its source lines stay in L1 for the next panel: 7-10%
+ * faster on make lm's dW than row by row). */
 static void pack_rows_avx2(const float *src, int64_t lds, int64_t kc, int w, int64_t n, int64_t panel, float *d) {
     for (int64_t p = 0; p < kc; p++, src += lds, d += w) {
         if (w == 6) {
@@ -431,10 +433,8 @@ static void pack_a(int trans_a, const float *A, int64_t lda, int64_t i0, int64_t
         int64_t h = min64(mr, mc - q * mr);
         float *d = dst + q * kc * mr;
         int64_t i = i0 + q * mr;
-        if (trans_a && h == mr && (mr == 6 || mr == 8) && has_avx2()) { /* all full panels at once */
-            int64_t n = (mc - q * mr) / mr;
-            pack_rows_avx2(A + p0 * lda + i, lda, kc, mr, n, kc * mr, d);
-            q += n - 1;
+        if (trans_a && h == mr && (mr == 6 || mr == 8) && has_avx2()) {
+            pack_rows_avx2(A + p0 * lda + i, lda, kc, mr, 1, kc * mr, d);
         } else if (trans_a) {
             for (int64_t p = 0; p < kc; p++) memcpy(d + p * mr, A + (p0 + p) * lda + i, sizeof(float) * (size_t)h);
         } else if (h == mr && (mr == 6 || mr == 8) && has_avx2()) {
@@ -478,6 +478,7 @@ static void small_block(const small_job *s, int64_t i0, int64_t i1, int64_t j0, 
         float beta = p0 == 0 ? s->beta : 1.0f;
         const float *bias = p0 == 0 ? s->bias : NULL;
         if (own) pack_b(s->trans_b, s->B, s->ldb, p0, kc, j0, j1 - j0, isa->nr, own);
+        for (int64_t ib = i0; ib < i1; ib += MC) /* MC rows of A stay in L2 while every panel of B passes */
         for (int64_t j = j0; j < j1; j += isa->nr) {
             int64_t nr = min64(isa->nr, j1 - j);
             const float *b;
@@ -492,7 +493,7 @@ static void small_block(const small_job *s, int64_t i0, int64_t i1, int64_t j0, 
                 b = s->B + p0 * s->ldb + j;
                 ldb = s->ldb;
             }
-            for (int64_t i = i0; i < i1; i += isa->mr) {
+            for (int64_t i = ib; i < min64(ib + MC, i1); i += isa->mr) {
                 int64_t mr = min64(isa->mr, i1 - i);
                 isa->fn(mr, nr, kc, s->a + i * s->rs_a + p0 * s->cs_a, s->rs_a, s->cs_a, b, ldb,
                         s->c + i * s->ldc + j, s->ldc, s->alpha, beta, bias ? bias + j : NULL);
