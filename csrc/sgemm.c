@@ -286,7 +286,7 @@ static void pack_rows_avx2(const float *src, int64_t lds, int64_t kc, int w, int
         if (w == 6) {
             for (int64_t q = 0; q < n; q++) {
                 _mm_storeu_ps(d + q * panel, _mm_loadu_ps(src + q * 6));
-                _mm_store_sd((double *)(d + q * panel + 4), _mm_load_sd((const double *)(src + q * 6 + 4)));
+                _mm_storeu_si64(d + q * panel + 4, _mm_loadu_si64(src + q * 6 + 4));
             }
         } else {
             for (int64_t q = 0; q < n; q++)
