@@ -264,7 +264,7 @@ def test_blocked_sgemm_does_not_depend_on_the_thread_count(m: int, k: int, n: in
 
 @pytest.mark.parametrize("trans_b", [False, True])
 def test_weight_gradient_sgemm_does_not_depend_on_the_thread_count(trans_b: bool) -> None:
-    """op(A) = A^T packed row by row, B's few panels packed by row parts per thread, a ragged last K slice."""
+    """op(A) = A^T and B packed by vector copies (A^T panel by panel, B row by row), a ragged last K slice."""
     m, k, n = 390, 2100, 130
     a, b = operands(np.random.default_rng(13), m, k, n, True, trans_b)
     before = c.num_threads()
