@@ -80,12 +80,6 @@ def _contig(a: np.ndarray) -> np.ndarray:
     return a if a.flags.c_contiguous else np.ascontiguousarray(a)
 
 
-def _need(kernel: str, ok: bool, message: str) -> None:
-    """Raise ValueError naming the kernel unless ok."""
-    if not ok:
-        raise ValueError(f"{kernel}: {message}")
-
-
 # ---------------------------------------------------------------- matmul
 
 
@@ -160,7 +154,7 @@ def _matmul_batched(a: np.ndarray, b: np.ndarray, trans_a: bool, trans_b: bool) 
         try:
             batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
         except ValueError:
-            _need("matmul", False, f"batch shapes of a {a.shape} and b {b.shape} cannot be broadcast")
+            raise ValueError(f"matmul: batch shapes of a {a.shape} and b {b.shape} cannot be broadcast") from None
     m, k = (a.shape[-1], a.shape[-2]) if trans_a else a.shape[-2:]
     k2, n = (b.shape[-1], b.shape[-2]) if trans_b else b.shape[-2:]
     if k != k2:
@@ -262,16 +256,16 @@ def linear_backward(
     """
     if not _is_f32("linear_backward", g, x, w, *(() if dx_into is None else (dx_into,))):
         return reference.linear_backward(g, x, w, need_x, need_w, need_b, dx_into)
-    _need("linear_backward", g.ndim == 2 and x.ndim == 2 and w.ndim == 2, f"g {g.shape}, x {x.shape}, w {w.shape} "
-          "must be 2-D")
+    if not (g.ndim == 2 and x.ndim == 2 and w.ndim == 2):
+        raise ValueError(f"linear_backward: g {g.shape}, x {x.shape}, w {w.shape} must be 2-D")
     (n, n_out), n_in = g.shape, w.shape[1]
-    _need("linear_backward", x.shape == (n, n_in) and w.shape == (n_out, n_in),
-          f"g {g.shape}, x {x.shape}, w {w.shape} must be (N, out), (N, in), (out, in)")
+    if not (x.shape == (n, n_in) and w.shape == (n_out, n_in)):
+        raise ValueError(f"linear_backward: g {g.shape}, x {x.shape}, w {w.shape} must be (N, out), (N, in), (out, in)")
     g, x, w = _contig(g), _contig(x), _contig(w)
     into = dx_into is not None and need_x
     if into:
-        _need("linear_backward", dx_into.shape == (n, n_in) and dx_into.flags.c_contiguous,
-              f"dx_into {dx_into.shape} must be a C-contiguous ({n}, {n_in}) array")
+        if not (dx_into.shape == (n, n_in) and dx_into.flags.c_contiguous):
+            raise ValueError(f"linear_backward: dx_into {dx_into.shape} must be a C-contiguous ({n}, {n_in}) array")
         _sgemm(0, 0, n, n_in, n_out, 1.0, _fp(g), n_out, _fp(w), n_in, 1.0, _fp(dx_into), n_in)
     dx = dx_into if into else _empty((n, n_in), _F32) if need_x else None
     dw = _empty((n_out, n_in), _F32) if need_w else None
