@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -116,6 +117,9 @@ class Function:
     # adds into it returns that very array as the input's gradient.
     sums_into = False
     grad_into: Any = ()
+    # True during backward when the output gradient is an array nothing else references (not a view, not held by
+    # another node, a saved tensor or the program): backward may then write its input's gradient into it.
+    grad_owned = False
 
     @staticmethod
     def forward(ctx: Function, *args: Any, **kwargs: Any) -> np.ndarray:
@@ -290,6 +294,7 @@ def _run_node(node: Function, g: np.ndarray, grads: dict, retain_graph: bool, ow
         _accumulate_leaf(node._retain, g)
     if node.sums_into:
         node.grad_into = [owned.get(p) for p in node.parents]
+    node.grad_owned = type(g) is np.ndarray and g.base is None and sys.getrefcount(g) <= _SOLE_REFS
     in_grads = type(node).backward(node, g)
     if not isinstance(in_grads, tuple):
         in_grads = (in_grads,)
@@ -319,6 +324,19 @@ def _run_node(node: Function, g: np.ndarray, grads: dict, retain_graph: bool, ow
             grads[parent] = gi
     if not retain_graph:
         node.__dict__.clear()  # frees saved arrays and parents; a second backward finds no `parents`
+
+
+def _refs(x: Any) -> int:
+    return sys.getrefcount(x)
+
+
+def _sole_refs() -> int:
+    """References to an array held only by backward's loop and _run_node's argument (as _run_node counts them)."""
+    x = np.empty(1)
+    return _refs(x)
+
+
+_SOLE_REFS = _sole_refs()
 
 
 def _sum_into_new(grads: dict, owned: dict, ctx: Function, total: Any) -> None:

@@ -442,3 +442,41 @@ def test_an_intermediate_no_op_saved_is_freed_when_dropped() -> None:
     z.backward()
     ones = np.ones((3, 3), dtype=np.float32)
     np.testing.assert_allclose(x.grad.data, 2 * (ones @ x.data.T + x.data.T @ ones), rtol=1e-6)
+
+
+class _OwnedProbe(Function):
+    """Identity that records whether the engine let its backward write into the gradient it got."""
+
+    seen: list = []
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.copy()
+
+    @staticmethod
+    def backward(ctx, g):
+        _OwnedProbe.seen.append(ctx.grad_owned)
+        return g
+
+
+def test_backward_writes_into_a_gradient_only_when_nothing_else_holds_it() -> None:
+    """x * scale and masked_fill reuse their output gradient in place only when no other node, retained
+    gradient or view shares it: one gradient handed to two consumers (a + b) reaches both intact."""
+    rng = np.random.default_rng(0)
+    w = mt.tensor(rng.standard_normal((3, 4)).astype(np.float32))
+    m1, m2 = rng.random((3, 4)) < 0.5, rng.random((3, 4)) < 0.5
+    x, x2 = (mt.tensor(rng.standard_normal((3, 4)).astype(np.float32), requires_grad=True) for _ in range(2))
+    s = x * 2.0 + x * 3.0
+    s.retain_grad()
+    t = s.masked_fill(mt.tensor(m1), 0.0) + x2.masked_fill(mt.tensor(m2), 0.0)
+    (t * w).sum().backward()
+    np.testing.assert_allclose(s.grad.numpy(), np.where(m1, 0, w.numpy()), rtol=1e-6)
+    np.testing.assert_allclose(x.grad.numpy(), 5 * np.where(m1, 0, w.numpy()), rtol=1e-6)
+    np.testing.assert_allclose(x2.grad.numpy(), np.where(m2, 0, w.numpy()), rtol=1e-6)
+    _OwnedProbe.seen.clear()
+    a = _OwnedProbe.apply(x)
+    (_OwnedProbe.apply(a * 2.0) * w).sum().backward()  # w * g: a fresh array, then x * 2.0's output gradient
+    b = _OwnedProbe.apply(x)
+    (b + b.reshape(4, 3).reshape(3, 4)).sum().backward()  # the engine's own sum of two gradients
+    assert _OwnedProbe.seen == [True, True, True]
+    np.testing.assert_allclose(x.grad.numpy(), 5 * np.where(m1, 0, w.numpy()) + 2 * w.numpy() + 2, rtol=1e-6)

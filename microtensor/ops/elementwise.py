@@ -104,6 +104,8 @@ class Mul(Function):
     def backward(ctx, g):
         a, b = ctx.saved_tensors
         need_a, need_b = ctx.needs_input_grad
+        if ctx.grad_owned and not need_b and type(b) is float and g.dtype is _F32:  # x * scale: scale g in place
+            return np.multiply(g, b, out=g), None
         return (g * b if need_a else None), (g * a if need_b else None)
 
 

@@ -25,19 +25,30 @@ def reference_masked_fill(x: np.ndarray, mask: np.ndarray, value: float) -> np.n
 # ---------------------------------------------------------------- the kernel's entry point
 
 
-def _masked_fill(x: np.ndarray, mask: np.ndarray, value: float) -> np.ndarray:
-    """x with `value` where the bool mask, which broadcasts to x without enlarging it, is True."""
+def _masked_fill(x: np.ndarray, mask: np.ndarray, value: float, in_place: bool = False) -> np.ndarray:
+    """x with `value` where the bool mask, which broadcasts to x without enlarging it, is True (in x itself
+    when in_place and the kernel runs)."""
     lead = next((i for i, n in enumerate(mask.shape) if n != 1), mask.ndim)
     inner = mask.shape[lead:]
     if not _backend.native(x) or not inner or x.shape[x.ndim - len(inner) :] != inner or not x.size:
         return reference_masked_fill(x, mask, value)
     x, mask = contiguous(x), contiguous(mask)
-    out = np.empty_like(x)
+    out = x if in_place else np.empty_like(x)
     _backend.K.call("masked_fill", x, mask, float(np.float32(value)), out, x.size // mask.size, mask.size)
     return out
 
 
 # ---------------------------------------------------------------- the Function
+
+
+def _check_broadcast(mask: np.ndarray, a: np.ndarray) -> None:
+    """Raise a ValueError naming both shapes unless mask broadcasts to a's shape without enlarging it."""
+    try:
+        shape = np.broadcast_shapes(mask.shape, a.shape)
+    except ValueError:
+        raise ValueError(f"masked_fill: mask of shape {mask.shape} does not broadcast to {a.shape}") from None
+    if shape != a.shape:
+        raise ValueError(f"masked_fill: mask of shape {mask.shape} would enlarge input of shape {a.shape}")
 
 
 class MaskedFill(Function):
@@ -48,15 +59,11 @@ class MaskedFill(Function):
         mask = np.asarray(mask)
         if mask.dtype != np.bool_:
             raise TypeError(f"masked_fill: mask must be a bool array, got dtype {mask.dtype}")
-        try:
-            shape = np.broadcast_shapes(mask.shape, a.shape)
-        except ValueError:
-            raise ValueError(f"masked_fill: mask of shape {mask.shape} does not broadcast to {a.shape}") from None
-        if shape != a.shape:
-            raise ValueError(f"masked_fill: mask of shape {mask.shape} would enlarge input of shape {a.shape}")
+        if mask.ndim > a.ndim or mask.shape != a.shape[a.ndim - mask.ndim :]:  # (np.broadcast_shapes costs ~5 us)
+            _check_broadcast(mask, a)
         ctx.mask = mask
         return _masked_fill(a, mask, value)
 
     @staticmethod
     def backward(ctx, g):
-        return _masked_fill(g, ctx.mask, 0.0), None
+        return _masked_fill(g, ctx.mask, 0.0, in_place=ctx.grad_owned), None
