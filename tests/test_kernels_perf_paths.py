@@ -246,20 +246,26 @@ def test_blocked_sgemm_alpha_beta_leading_dims_and_bias() -> None:
           rtol=1e-4, atol=3e-4)
 
 
-@pytest.mark.parametrize("m,k,n", [(300, 700, 400), (1000, 300, 230)])
-def test_blocked_sgemm_does_not_depend_on_the_thread_count(m: int, k: int, n: int) -> None:
-    """Rows split over threads, and columns too when rows are few (300): every count gives the same bits."""
-    a, b = operands(np.random.default_rng(12), m, k, n, False, True)
+def _matmul_same_bits_at_each_thread_count(a: np.ndarray, b: np.ndarray, trans_a: bool, trans_b: bool) -> np.ndarray:
+    """c.matmul at 1, 2, 3 and 8 threads, asserting every count gives the same bits; the product."""
     before = c.num_threads()
     try:
         outs = []
         for threads in (1, 2, 3, 8):
             c.set_num_threads(threads)
-            outs.append(c.matmul(a, b, False, True))
+            outs.append(c.matmul(a, b, trans_a, trans_b))
     finally:
         c.set_num_threads(before)
     for out in outs[1:]:
         np.testing.assert_array_equal(out, outs[0])
+    return outs[0]
+
+
+@pytest.mark.parametrize("m,k,n", [(300, 700, 400), (1000, 300, 230)])
+def test_blocked_sgemm_does_not_depend_on_the_thread_count(m: int, k: int, n: int) -> None:
+    """Rows split over threads, and columns too when rows are few (300): every count gives the same bits."""
+    a, b = operands(np.random.default_rng(12), m, k, n, False, True)
+    _matmul_same_bits_at_each_thread_count(a, b, False, True)
 
 
 @pytest.mark.parametrize("trans_b", [False, True])
@@ -267,17 +273,8 @@ def test_weight_gradient_sgemm_does_not_depend_on_the_thread_count(trans_b: bool
     """op(A) = A^T and B packed by vector copies (A^T panel by panel, B row by row), a ragged last K slice."""
     m, k, n = 390, 2100, 130
     a, b = operands(np.random.default_rng(13), m, k, n, True, trans_b)
-    before = c.num_threads()
-    try:
-        outs = []
-        for threads in (1, 2, 3, 8):
-            c.set_num_threads(threads)
-            outs.append(c.matmul(a, b, True, trans_b))
-    finally:
-        c.set_num_threads(before)
-    for out in outs[1:]:
-        np.testing.assert_array_equal(out, outs[0])
-    close(outs[0], ref.matmul(a.astype(np.float64), b.astype(np.float64), True, trans_b), rtol=1e-4, atol=5e-4)
+    out = _matmul_same_bits_at_each_thread_count(a, b, True, trans_b)
+    close(out, ref.matmul(a.astype(np.float64), b.astype(np.float64), True, trans_b), rtol=1e-4, atol=5e-4)
 
 
 SMALL_K = [(2048, 16, 64), (64, 16, 64), (2048, 64, 16), (16, 2048, 64), (37, 16, 29), (6, 1, 17)]
