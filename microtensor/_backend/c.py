@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ..ops.checks import contiguous
 from . import reference
 from ._kernels import ffi, lib
 
@@ -73,11 +74,6 @@ def _is_f32(kernel: str, *arrays: np.ndarray) -> bool:
         if a.dtype is not _F32:
             f32 = False
     return f32
-
-
-def _contig(a: np.ndarray) -> np.ndarray:
-    """a itself when C-contiguous, else one contiguous copy."""
-    return a if a.flags.c_contiguous else np.ascontiguousarray(a)
 
 
 # ---------------------------------------------------------------- matmul
@@ -241,7 +237,7 @@ def linear(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
     rows = x.size // n_in if n_in else int(np.prod(x.shape[:-1]))
     out = _empty(x.shape[:-1] + (n_out,), _F32)
     lib.mt_linear_forward(_from_buffer("float[]", x), _from_buffer("float[]", w),
-                          _NULL if bias is None else _fp(_contig(bias)), _from_buffer("float[]", out),
+                          _NULL if bias is None else _fp(contiguous(bias)), _from_buffer("float[]", out),
                           rows, n_in, n_out)
     return out
 
@@ -261,7 +257,7 @@ def linear_backward(
     (n, n_out), n_in = g.shape, w.shape[1]
     if not (x.shape == (n, n_in) and w.shape == (n_out, n_in)):
         raise ValueError(f"linear_backward: g {g.shape}, x {x.shape}, w {w.shape} must be (N, out), (N, in), (out, in)")
-    g, x, w = _contig(g), _contig(x), _contig(w)
+    g, x, w = contiguous(g), contiguous(x), contiguous(w)
     into = dx_into is not None and need_x
     if into:
         if not (dx_into.shape == (n, n_in) and dx_into.flags.c_contiguous):
