@@ -307,21 +307,32 @@ def _run_node(node: Function, g: np.ndarray, grads: dict, retain_graph: bool, ow
         if not needed or gi is None:
             continue
         if not isinstance(parent, Function):
-            _accumulate_leaf(parent, gi if gi.shape == parent.data.shape else sum_to_shape(gi, parent.data.shape))
+            if gi.shape != parent.data.shape:
+                gi = sum_to_shape(gi, parent.data.shape)
+            if parent._grad is None and _fresh(gi) and gi.dtype == parent.data.dtype:
+                parent._grad = Tensor._wrap(gi)  # the leaf's first gradient, an array nothing else holds: no copy
+            else:
+                _accumulate_leaf(parent, gi)
             continue
         if gi.shape != parent._shape:
             gi = sum_to_shape(gi, parent._shape)
-        if parent in grads:
-            acc = grads[parent]
-            if owned.get(parent) is not acc:
-                _sum_into_new(grads, owned, parent, acc + gi)
-            elif gi is not acc:  # (gi is acc: the node added its gradient into the sum it was offered)
-                if acc.dtype == gi.dtype:
-                    acc += gi
-                else:
-                    _sum_into_new(grads, owned, parent, acc + gi)
-        else:
+        if parent not in grads:
             grads[parent] = gi
+            if _fresh(gi):
+                owned[parent] = gi  # later gradients of parent add into it
+        else:
+            acc = grads[parent]
+            if owned.get(parent) is acc:
+                if gi is not acc:  # (gi is acc: the node added its gradient into the sum it was offered)
+                    if acc.dtype == gi.dtype:
+                        acc += gi
+                    else:
+                        _sum_into_new(grads, owned, parent, acc + gi)
+            elif _fresh(gi) and gi.dtype == acc.dtype:
+                gi += acc  # the sum goes into the new gradient's own array, which then takes later sums
+                grads[parent] = owned[parent] = gi
+            else:
+                _sum_into_new(grads, owned, parent, acc + gi)
     if not retain_graph:
         node.__dict__.clear()  # frees saved arrays and parents; a second backward finds no `parents`
 
@@ -330,13 +341,30 @@ def _refs(x: Any) -> int:
     return sys.getrefcount(x)
 
 
+def _fresh(gi: Any) -> bool:
+    """True for a gradient array that a backward made and handed only to _run_node's loop: nothing else (a saved
+    tensor, another node, the program, another view of its memory) can see a write into it."""
+    if type(gi) is not np.ndarray or sys.getrefcount(gi) > _LOOP_REFS or not gi.flags.writeable:
+        return False
+    base = gi.base  # a reshape of a new array: fresh when only gi refers to that array
+    return base is None or (type(base) is np.ndarray and base.base is None and sys.getrefcount(base) <= 3)
+
+
 def _sole_refs() -> int:
     """References to an array held only by backward's loop and _run_node's argument (as _run_node counts them)."""
     x = np.empty(1)
     return _refs(x)
 
 
+def _loop_refs() -> int:
+    """References to a fresh array a backward returned, as _fresh counts them in _run_node's loop over in_grads."""
+    for _, _, gi in zip((None,), (True,), (np.empty(1),)):
+        return _refs(gi)
+    return 0
+
+
 _SOLE_REFS = _sole_refs()
+_LOOP_REFS = _loop_refs()
 
 
 def _sum_into_new(grads: dict, owned: dict, ctx: Function, total: Any) -> None:

@@ -480,3 +480,42 @@ def test_backward_writes_into_a_gradient_only_when_nothing_else_holds_it() -> No
     (b + b.reshape(4, 3).reshape(3, 4)).sum().backward()  # the engine's own sum of two gradients
     assert _OwnedProbe.seen == [True, True, True]
     np.testing.assert_allclose(x.grad.numpy(), 5 * np.where(m1, 0, w.numpy()) + 2 * w.numpy() + 2, rtol=1e-6)
+
+
+class _Gives(Function):
+    """Identity whose backward returns factor * g as a new array, a reshaped view of one, or one it also keeps."""
+
+    kept: list = []
+
+    @staticmethod
+    def forward(ctx, x, factor, how):
+        ctx.factor, ctx.how = factor, how
+        return x.copy()
+
+    @staticmethod
+    def backward(ctx, g):
+        d = g * ctx.factor
+        if ctx.how == "view":
+            d = d.reshape(-1).reshape(g.shape)
+        elif ctx.how == "kept":
+            _Gives.kept.append(d)
+        return d, None, None
+
+
+@pytest.mark.parametrize("order", [("new", "view", "kept"), ("kept", "new", "view"), ("view", "kept", "new")])
+def test_fresh_gradients_take_later_sums_and_held_ones_stay_intact(order) -> None:
+    """The engine sums a node's gradients into an array a backward made and nobody else holds (a new array, or a
+    reshape of one; a leaf's first gradient is kept without a copy), never into one a backward also kept."""
+    _Gives.kept.clear()
+    x = mt.tensor(np.arange(6.0, dtype=np.float32).reshape(2, 3), requires_grad=True)
+    h = x * 1.0
+    factors = {"new": 2.0, "view": 3.0, "kept": 5.0}
+    (sum(_Gives.apply(h, factors[how], how) for how in order) * 1.0).sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), np.full((2, 3), 10.0))
+    np.testing.assert_array_equal(_Gives.kept[0], np.full((2, 3), 5.0))
+    y = _Gives.apply(x, 1.0, "kept")
+    x.grad = None
+    y.sum().backward()
+    assert x.grad.data is not _Gives.kept[1]
+    x.grad.data += 1.0
+    np.testing.assert_array_equal(_Gives.kept[1], np.ones((2, 3)))
