@@ -732,19 +732,73 @@ void mt_linear_forward(const float *x, const float *w, const float *bias, float 
     gemm(0, 1, N, out, in, 1.0f, x, in, w, in, 0.0f, y, out, bias, 1);
 }
 
-/* db[j] = sum over rows of g[r][j]: rows added as vectors, so the inner loop runs along j. */
-static MT_CLONES void column_sums(const float *g, float *db, int64_t N, int64_t out) {
-    memset(db, 0, (size_t)out * sizeof(float));
-    for (int64_t r = 0; r < N; r++) {
+/* db[j] += sum over rows [r0, r1) of g[r][j]: rows added as vectors, so the inner loop runs along j. */
+static MT_CLONES void column_sums_add(const float *g, float *db, int64_t r0, int64_t r1, int64_t out) {
+    for (int64_t r = r0; r < r1; r++) {
         const float *row = g + r * out;
 #pragma omp simd
         for (int64_t j = 0; j < out; j++) db[j] += row[j];
     }
 }
 
+/* linear's dx = g @ w, dw = g^T @ x and db in one walk down the N rows: each block of FUSED_ROWS rows
+ * of g and x serves dx's rows, then dw's next slice of K and db while it is still in L2, instead of
+ * three passes over g from L3/DRAM (w packed once). Threads split the `in` columns of dx and dw alike,
+ * so every column is computed the same way at any thread count; the first thread adds up db. */
+#define FUSED_ROWS 128
+#define FUSED_MIN_ROWS 1024
+
+typedef struct {
+    const isa_t *isa;
+    const float *g, *x;
+    float *dx, *dw, *db, *wpack, *xpack;
+    int64_t N, in, out, chunk;
+} fused_job;
+
+static void fused_task(void *ctx, int64_t t) {
+    const fused_job *f = ctx;
+    const isa_t *isa = f->isa;
+    int64_t j0 = t * f->chunk, j1 = min64(j0 + f->chunk, f->in);
+    if (j0 >= j1) return;
+    float *xpack = f->xpack + (j0 / isa->nr) * FUSED_ROWS * isa->nr;
+    for (int64_t r0 = 0; r0 < f->N; r0 += FUSED_ROWS) {
+        int64_t rows = min64(FUSED_ROWS, f->N - r0);
+        small_job sx = {isa, 0, rows, f->in, f->out, 1.0f, 0.0f, f->g + r0 * f->out, f->out, 1,
+                        NULL, f->in, f->dx + r0 * f->in, f->in, NULL, f->wpack, 1, 0};
+        small_block(&sx, 0, rows, j0, j1, 0);
+        pack_b(0, f->x + r0 * f->in, f->in, 0, rows, j0, j1 - j0, isa->nr, xpack);
+        small_job sw = {isa, 0, f->out, f->in, rows, 1.0f, r0 ? 1.0f : 0.0f, f->g + r0 * f->out, 1, f->out,
+                        NULL, f->in, f->dw, f->in, NULL, xpack - (j0 / isa->nr) * rows * isa->nr, 1, 0};
+        small_block(&sw, 0, f->out, j0, j1, 0);
+        if (f->db && t == 0) column_sums_add(f->g, f->db, r0, r0 + rows, f->out);
+    }
+}
+
+/* 1 when it ran; 0 when the rows are too few to pay or memory for the packed panels is not there. */
+static int linear_backward_fused(const float *g, const float *x, const float *w, float *dx, float *dw, float *db,
+                                 int64_t N, int64_t in, int64_t out) {
+    const isa_t *isa = active_isa();
+    if (N < FUSED_MIN_ROWS || in <= 0 || out <= 0) return 0;
+    int64_t panels = (in + isa->nr - 1) / isa->nr;
+    float *wpack = scratch_get((size_t)(panels * isa->nr * (out + FUSED_ROWS)));
+    if (!wpack) return 0;
+    int threads = mt_num_threads();
+    fused_job f = {isa, g, x, dx, dw, db, wpack, wpack + panels * isa->nr * out, N, in, out,
+                   round_up((in + threads - 1) / threads, isa->nr)};
+    pack_b(0, w, in, 0, out, 0, in, isa->nr, wpack);
+    if (db) memset(db, 0, (size_t)out * sizeof(float));
+    run_tasks(threads, (in + f.chunk - 1) / f.chunk, fused_task, &f);
+    scratch_put(wpack);
+    return 1;
+}
+
 void mt_linear_backward(const float *g, const float *x, const float *w, float *dx, float *dw, float *db, int64_t N,
                         int64_t in, int64_t out) {
+    if (dx && dw && linear_backward_fused(g, x, w, dx, dw, db, N, in, out)) return;
     if (dx) mt_sgemm(0, 0, N, in, out, 1.0f, g, out, w, in, 0.0f, dx, in);
     if (dw) mt_sgemm(1, 0, out, in, N, 1.0f, g, out, x, in, 0.0f, dw, in);
-    if (db) column_sums(g, db, N, out);
+    if (db) {
+        memset(db, 0, (size_t)out * sizeof(float));
+        column_sums_add(g, db, 0, N, out);
+    }
 }

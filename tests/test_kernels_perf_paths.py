@@ -277,6 +277,33 @@ def test_weight_gradient_sgemm_does_not_depend_on_the_thread_count(trans_b: bool
     close(out, ref.matmul(a.astype(np.float64), b.astype(np.float64), True, trans_b), rtol=1e-4, atol=5e-4)
 
 
+@pytest.mark.parametrize("n,i,o", [(1031, 77, 45), (1500, 130, 260), (1024, 1, 1), (2048, 200, 3)])
+def test_fused_linear_backward_matches_the_separate_products(n: int, i: int, o: int) -> None:
+    """From 1024 rows dx, dw and db come from one walk down the rows (ragged last block, partial panels):
+    each matches its own product, the float64 reference and itself at 1, 2, 3 and 8 threads, bit for bit."""
+    rng = np.random.default_rng(n + i + o)
+    g, x, w = rng.standard_normal((n, o)).astype(F32), rng.standard_normal((n, i)).astype(F32), \
+        rng.standard_normal((o, i)).astype(F32)
+    before = c.num_threads()
+    try:
+        outs = []
+        for threads in (1, 2, 3, 8):
+            c.set_num_threads(threads)
+            outs.append(c.linear_backward(g, x, w, True, True, True))
+    finally:
+        c.set_num_threads(before)
+    for out in outs[1:]:
+        for a, b in zip(out, outs[0]):
+            np.testing.assert_array_equal(a, b)
+    dx, dw, db = outs[0]
+    close(dx, c.matmul(g, w), rtol=1e-5, atol=1e-5)
+    close(dw, c.matmul(g, x, trans_a=True), rtol=1e-5, atol=2e-4)  # sums of n products of size ~1
+    close(db, g.sum(axis=0), rtol=1e-5, atol=2e-4)
+    want = ref.linear_backward(*(a.astype(np.float64) for a in (g, x, w)), True, True, True)
+    for ours, wanted in zip((dx, dw, db), want):
+        close(ours, wanted, rtol=1e-4, atol=3e-4)
+
+
 SMALL_K = [(2048, 16, 64), (64, 16, 64), (2048, 64, 16), (16, 2048, 64), (37, 16, 29), (6, 1, 17)]
 
 
@@ -292,7 +319,8 @@ def test_small_and_skinny_sgemm_matches_the_reference(m: int, k: int, n: int, tr
 
 @pytest.mark.parametrize("isa", ["avx512", "avx2", "generic"])
 def test_every_instruction_set_runs_the_blocked_and_small_drivers(isa: str) -> None:
-    """Each micro-kernel family (forced in a child process) on blocked, small and batched products."""
+    """Each micro-kernel family (forced in a child process) on blocked, small and batched products and the
+    fused linear backward."""
     code = (
         "import numpy as np; from microtensor._backend import c, reference as r\n"
         f"assert c.ISA == {isa!r}, c.ISA\n"
@@ -306,6 +334,10 @@ def test_every_instruction_set_runs_the_blocked_and_small_drivers(isa: str) -> N
         "q, k = rng.standard_normal((2, 32, 64, 16)).astype(np.float32)\n"
         "want = np.matmul(q.astype(float), np.swapaxes(k, -1, -2).astype(float))\n"
         "np.testing.assert_allclose(c.matmul(q, np.swapaxes(k, -1, -2)), want, rtol=1e-4, atol=2e-4)\n"
+        "g, x, w = rng.standard_normal((1031, 45)), rng.standard_normal((1031, 77)), rng.standard_normal((45, 77))\n"
+        "ours = c.linear_backward(*(a.astype(np.float32) for a in (g, x, w)), True, True, True)\n"
+        "for a, b in zip(ours, r.linear_backward(g, x, w, True, True, True)):\n"
+        "    np.testing.assert_allclose(a, b, rtol=1e-4, atol=3e-4)\n"
     )
     env = dict(os.environ, MICROTENSOR_ISA=isa)
     if isa == "avx512":
