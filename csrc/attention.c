@@ -243,14 +243,17 @@ static int64_t workspace_floats(const mt_attention *a, pads p, int backward) {
 
 /* Sum of squares of n rows of width w (a multiple of 8; ld apart): NaN or inf when any value is. */
 INLINE float sum_squares(const float *x, int64_t ld, int64_t n, int64_t w) {
-    v8 acc = {0};
-    for (int64_t t = 0; t < n; t++)
-        for (int64_t c = 0; c < w; c += 8) {
-            v8 y = V8(x + t * ld + c);
-            acc += y * y;
-        }
+    v8 acc[4] = {{0}, {0}, {0}, {0}}; /* four chains, not one FMA's latency per vector */
+    for (int64_t t = 0; t < n; t++) {
+        const float *y = x + t * ld;
+        int64_t c = 0;
+        for (; c + 32 <= w; c += 32)
+            for (int i = 0; i < 4; i++) acc[i] += V8(y + c + 8 * i) * V8(y + c + 8 * i);
+        for (; c < w; c += 8) acc[0] += V8(y + c) * V8(y + c);
+    }
+    v8 all = (acc[0] + acc[1]) + (acc[2] + acc[3]);
     float sum = 0.0f;
-    for (int l = 0; l < 8; l++) sum += acc[l];
+    for (int l = 0; l < 8; l++) sum += all[l];
     return sum;
 }
 
@@ -295,17 +298,42 @@ INLINE void scores(const mt_attention *a, pads p, packed x, const uint8_t *mask,
             float *row = s + r * ld;
             int64_t seen = a->causal ? i0 + r + 1 - j0 : nk; /* keys of the block this query may see */
             seen = seen < 0 ? 0 : seen > lim ? lim : seen;
+            int64_t done = mask ? lim : round8(lim); /* whole vectors where no mask row ends */
             if (mask) {
                 const uint8_t *m = mask + (i0 + r) * a->mask_row + j0;
 #pragma omp simd
                 for (int64_t c = 0; c < lim; c++) row[c] = scale * row[c] - (c < seen && m[c] ? 0.0f : INFINITY);
             } else {
 #pragma omp simd
-                for (int64_t c = 0; c < lim; c++) row[c] = scale * row[c] - (c < seen ? 0.0f : INFINITY);
+                for (int64_t c = 0; c < done; c++) row[c] = scale * row[c] - (c < seen ? 0.0f : INFINITY);
             }
-            for (int64_t c = lim; c < nk; c++) row[c] = -INFINITY;
+            for (int64_t c = done; c < round8(nk); c++) row[c] = -INFINITY; /* to whole vectors of 8 */
         }
     }
+}
+
+/* Largest of x[0:n) (n a multiple of 8), skipping NaN as mt_max: in 8 lanes, so no scalar tail. */
+INLINE float max8(const float *x, int64_t n) {
+    float m[8] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY};
+    for (int64_t c = 0; c < n; c += 8)
+#pragma omp simd
+        for (int l = 0; l < 8; l++) m[l] = x[c + l] > m[l] ? x[c + l] : m[l];
+    float best = -INFINITY;
+    for (int l = 0; l < 8; l++) best = m[l] > best ? m[l] : best;
+    return best;
+}
+
+/* x[c] = exp(x[c] - shift) for c < n (a multiple of 8), returning their sum: 8 lanes at a time, as
+ * a loop over a row's own keys (6, 12, ... under a causal mask) ran mostly in its scalar tail. */
+INLINE float exp_sum8(float *x, int64_t n, float shift) {
+    float acc[8] = {0};
+    for (int64_t c = 0; c < n; c += 8)
+#pragma omp simd
+        for (int l = 0; l < 8; l++) {
+            x[c + l] = mt_expf(x[c + l] - shift);
+            acc[l] += x[c + l];
+        }
+    return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
 }
 
 /* Per-thread buffers of the forward pass. */
@@ -322,13 +350,9 @@ INLINE void online_softmax(const mt_attention *a, pads p, fwd_buf w, int trim, i
     for (int64_t r = 0; r < nq; r++) {
         float *row = w.s + r * p.bk;
         int64_t n = row_keys(p, trim, i0, nq, r, j0, nk);
-        float bm = mt_max(row, n), m_new = w.m[r] > bm ? w.m[r] : bm;
-        float shift = m_new == -INFINITY ? 0.0f : m_new, alpha = mt_expf(w.m[r] - shift), sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-        for (int64_t c = 0; c < n; c++) {
-            row[c] = mt_expf(row[c] - shift);
-            sum += row[c];
-        }
+        float bm = max8(row, round8(n)), m_new = w.m[r] > bm ? w.m[r] : bm;
+        float shift = m_new == -INFINITY ? 0.0f : m_new, alpha = mt_expf(w.m[r] - shift);
+        float sum = exp_sum8(row, round8(n), shift);
         w.l[r] = w.l[r] * alpha + sum;
         w.m[r] = m_new;
         w.block_max[r * nblocks + block] = m_new;
@@ -494,14 +518,14 @@ INLINE void score_grads(const mt_attention *a, pads p, bwd_buf w, int trim, int6
     for (int64_t r = 0; r < nq; r++) {
         float *ds = w.ds + r * BK, d = w.dot[i0 + r];
         const float *pw = w.pw + r * BK;
-        int64_t n = row_keys(p, trim, i0, nq, r, j0, nk);
+        int64_t n = row_keys(p, trim, i0, nq, r, j0, nk), n8 = round8(n) <= nk ? round8(n) : n;
         if (a->drop_threshold) {
             uint64_t n0 = (uint64_t)((flat_row0 + r) * a->Tk + j0);
             for (int64_t c = 0; c < n; c++) ds[c] *= keep_factor(a, n0 + (uint64_t)c);
         }
 #pragma omp simd
-        for (int64_t c = 0; c < n; c++) ds[c] = pw[c] * (ds[c] - d);
-        for (int64_t c = n; c < nk; c++) ds[c] = 0.0f;
+        for (int64_t c = 0; c < n8; c++) ds[c] = pw[c] * (ds[c] - d); /* past n: pw 0, whole vectors */
+        for (int64_t c = n8; c < nk; c++) ds[c] = 0.0f;
     }
 }
 
