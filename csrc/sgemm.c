@@ -17,6 +17,7 @@
  *    tasks from a grid of row blocks x column parts (columns split when there are
  *    fewer than two row blocks per thread).
  */
+#define _ISOC11_SOURCE
 #include <stdlib.h>
 #include <string.h>
 
@@ -193,10 +194,9 @@ static inline __attribute__((always_inline)) void ukr256_t(const int MR, const i
     for (int i = 0; i < MR; i++) {
         c0[i] = _mm256_setzero_ps();
         c1[i] = _mm256_setzero_ps();
-        if (beta != 0.0f) { /* C's rows arrive while the loop runs (rows 8 KB apart miss L1) */
-            _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
-            _mm_prefetch((const char *)(c + i * ldc + 15), _MM_HINT_T0);
-        }
+        /* C's rows arrive while the loop runs (rows 8 KB apart miss L1; stores to missing lines wait too) */
+        _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
+        _mm_prefetch((const char *)(c + i * ldc + 15), _MM_HINT_T0);
     }
     _Pragma("GCC unroll 4")
     for (int64_t p = 0; p < k; p++) {
@@ -378,16 +378,21 @@ static float *scratch_buf;
 static size_t scratch_len;
 static int scratch_busy;
 
+/* 64-byte aligned, so no 32-byte load of a packed panel straddles two cache lines. */
+static float *scratch_alloc(size_t n) {
+    return aligned_alloc(64, (n * sizeof(float) + 63) / 64 * 64);
+}
+
 static float *scratch_get(size_t n) {
     if (n * sizeof(float) > SCRATCH_CACHE_MAX || __atomic_exchange_n(&scratch_busy, 1, __ATOMIC_ACQUIRE))
-        return malloc(n * sizeof(float));
+        return scratch_alloc(n);
     if (scratch_len < n) {
         free(scratch_buf);
-        scratch_buf = malloc(n * sizeof(float));
+        scratch_buf = scratch_alloc(n);
         scratch_len = scratch_buf ? n : 0;
     }
     if (!scratch_buf) __atomic_store_n(&scratch_busy, 0, __ATOMIC_RELEASE);
-    return scratch_buf ? scratch_buf : malloc(n * sizeof(float));
+    return scratch_buf ? scratch_buf : scratch_alloc(n);
 }
 
 static void scratch_put(float *p) {
@@ -535,7 +540,8 @@ static void gemm_small(const isa_t *isa, int trans_a, int trans_b, int64_t M, in
     small_job s = {isa, trans_b, M, N, K, alpha, beta, A, trans_a ? 1 : lda, trans_a ? lda : 1,
                    B, ldb, C, ldc, bias, NULL, 1, N};
     int64_t panels = (N + isa->nr - 1) / isa->nr;
-    float local[SMALL_PACK_MAX]; /* per-head products of attention pack here, not on the heap */
+    /* per-head products of attention pack here, not on the heap */
+    float local[SMALL_PACK_MAX] __attribute__((aligned(64)));
     int pack = trans_b || (K >= PACK_B_MIN_K && M >= 4 * (int64_t)isa->mr);
     if (pack && panels * isa->nr * K <= SMALL_PACK_MAX) {
         s.bpack = local;
