@@ -277,10 +277,11 @@ def test_weight_gradient_sgemm_does_not_depend_on_the_thread_count(trans_b: bool
     close(out, ref.matmul(a.astype(np.float64), b.astype(np.float64), True, trans_b), rtol=1e-4, atol=5e-4)
 
 
-@pytest.mark.parametrize("n,i,o", [(1031, 77, 45), (1500, 130, 260), (1024, 1, 1), (2048, 200, 3)])
+@pytest.mark.parametrize("n,i,o", [(1031, 77, 45), (1500, 130, 260), (1024, 1, 32), (2048, 200, 3)])
 def test_fused_linear_backward_matches_the_separate_products(n: int, i: int, o: int) -> None:
-    """From 1024 rows dx, dw and db come from one walk down the rows (ragged last block, partial panels):
-    each matches its own product, the float64 reference and itself at 1, 2, 3 and 8 threads, bit for bit."""
+    """From 1024 rows and 32 outputs dx, dw and db come from one walk down the rows (ragged last block, partial
+    panels; 3 outputs take the separate products): each matches its own product, the float64 reference and
+    itself at 1, 2, 3 and 8 threads, bit for bit."""
     rng = np.random.default_rng(n + i + o)
     g, x, w = rng.standard_normal((n, o)).astype(F32), rng.standard_normal((n, i)).astype(F32), \
         rng.standard_normal((o, i)).astype(F32)
