@@ -234,6 +234,17 @@ def test_reversed_and_strided_views(backend: str) -> None:
 
 
 @needs_c
+def test_every_row_length_modulo_the_vector_width_under_a_causal_mask() -> None:
+    """Rows see 1..T keys, padded with -inf to whole vectors of 8: sharp scores (large scale) expose any padding
+    that would take part in a row's max, sum or gradient, for tiles ending at every position in a vector."""
+    for t in (*range(1, 18), 55):
+        q, k, v, g = _inputs((1, 2, t, t, 8, 8), t)
+        with _on("c"):
+            got = _attend(q, k, v, g, causal=True, scale=3.0)
+        _close(got, _attend(*(x.astype(np.float64) for x in (q, k, v, g)), causal=True, scale=3.0), atol=1e-4)
+
+
+@needs_c
 @pytest.mark.parametrize("causal", [False, True])
 def test_nan_inf_and_overflow_follow_pytorchs_math_backend(causal: bool) -> None:
     """A masked score has -inf added (NaN and +inf stay NaN); a NaN value reaches rows through zero weights."""
