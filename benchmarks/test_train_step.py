@@ -42,11 +42,15 @@ def _set_microtensor_threads(n: int) -> None:
 def interleaved(benchmark, steps: dict, pairs: int) -> dict[str, dict[str, float]]:
     """Median seconds of each step, run in alternation (so the machine's load hits all), in wall and CPU time.
 
-    CPU time is the process's: a step's own cost on a shared machine (at 2 threads it also counts waiting)."""
+    CPU time is the process's: a step's own cost on a shared machine (at 2 threads it also counts waiting).
+    Each timed step follows an untimed one of the same library: on 2 cores, the other library's idle
+    OpenMP threads spin on after its step and took a core from the next step's threads (microtensor's
+    make lm step ran 6-12% slower right after PyTorch's at 2 threads, not at all with GOMP_SPINCOUNT=0)."""
     times: dict[str, dict[str, list[float]]] = {clock: {name: [] for name in steps} for clock in CLOCKS}
 
     def pair() -> None:
         for name, step in steps.items():
+            step()
             started = {clock: read() for clock, read in CLOCKS.items()}
             step()
             for clock, read in CLOCKS.items():
