@@ -3,13 +3,31 @@
 #include "internal.h"
 #include "microtensor.h"
 
-MT_CLONES void mt_dropout_forward(const float *x, float *y, float *mask, int64_t n, uint64_t threshold,
-                                  float scale, uint64_t seed) {
+typedef struct {
+    const float *x;
+    float *y, *mask;
+    uint64_t threshold, seed;
+    float scale;
+} dropout_job;
+
+/* Elements [i0, i1): each one's mask depends on its index alone, so any split draws the same mask. */
+static MT_CLONES void dropout_range(void *ctx, int64_t i0, int64_t i1) {
+    const dropout_job *s = ctx;
+    const float *x = s->x;
+    float *y = s->y, *mask = s->mask;
+    uint64_t threshold = s->threshold, seed = s->seed;
+    float scale = s->scale;
 #pragma omp simd
-    for (int64_t i = 0; i < n; i++) {
+    for (int64_t i = i0; i < i1; i++) {
         uint64_t z = mt_splitmix64(seed + (uint64_t)(i + 1) * MT_GOLDEN);
         float m = (z >> 40) >= threshold ? scale : 0.0f;
         mask[i] = m;
         y[i] = x[i] * m;
     }
+}
+
+void mt_dropout_forward(const float *x, float *y, float *mask, int64_t n, uint64_t threshold, float scale,
+                        uint64_t seed) {
+    dropout_job s = {x, y, mask, threshold, seed, scale};
+    mt_parallel_rows(n, 16, dropout_range, &s);
 }

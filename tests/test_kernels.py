@@ -334,6 +334,22 @@ def test_dropout_keeps_about_one_minus_p() -> None:
     assert not np.array_equal(mask, other)
 
 
+@pytest.mark.parametrize("n", [4099, 100_003])
+def test_dropout_mask_does_not_depend_on_the_thread_count(n: int) -> None:
+    """Threads split the elements (from 4096): at 1, 2 and 3 threads the mask is the reference's, bit for bit."""
+    x = rand(np.random.default_rng(n), n)
+    y_ref, mask_ref = dropout.reference_dropout_forward(x, 0.3, seed=7)
+    before = c.num_threads()
+    try:
+        for threads in (1, 2, 3):
+            c.set_num_threads(threads)
+            y, mask = dropout._dropout_forward(x, 0.3, seed=7)
+            np.testing.assert_array_equal(mask, mask_ref)
+            np.testing.assert_array_equal(y, x * mask)
+    finally:
+        c.set_num_threads(before)
+
+
 def test_dropout_rejects_bad_arguments() -> None:
     with pytest.raises(ValueError, match=r"dropout: p must be in \[0, 1\), got 1.0"):
         dropout.Dropout.apply(np.ones(4, F32), 1.0)
