@@ -593,16 +593,21 @@ typedef struct {
     float *C;
     int64_t ldc;
     const float *bias;
-    float *bpack;
-    int64_t j0, nc, p0, kc;
+    float *bpack, *next; /* this slice's packed B; the next slice's, packed while this one is used */
+    int64_t j0, nc, p0, kc, npack; /* npack: tasks that pack the next slice (0: none ahead) */
     int64_t mtiles, mblocks, part; /* MR-row tiles, row blocks (tiles split evenly), columns per part (a multiple of NR) */
 } blocked_job;
 
-static void blocked_pack_b_task(void *ctx, int64_t t) {
-    const blocked_job *s = ctx;
+/* Part t (8 panels) of the kc-deep slice of B from depth p0 into d. */
+static void blocked_pack_b(const blocked_job *s, int64_t t, int64_t p0, int64_t kc, float *d) {
     int nr = s->isa->nr;
     int64_t lo = t * 8 * nr, w = min64(8 * nr, s->nc - lo);
-    pack_b(s->trans_b, s->B, s->ldb, s->p0, s->kc, s->j0 + lo, w, nr, s->bpack + (lo / nr) * s->kc * nr);
+    pack_b(s->trans_b, s->B, s->ldb, p0, kc, s->j0 + lo, w, nr, d + (lo / nr) * kc * nr);
+}
+
+static void blocked_pack_b_task(void *ctx, int64_t t) {
+    const blocked_job *s = ctx;
+    blocked_pack_b(s, t, s->p0, s->kc, s->bpack);
 }
 
 static void blocked_compute_task(void *ctx, int64_t t) {
@@ -627,6 +632,15 @@ static void blocked_compute_task(void *ctx, int64_t t) {
     }
 }
 
+/* The first npack tasks pack the next slice of B, the rest compute this one: one wait per slice, not two. */
+static void blocked_step_task(void *ctx, int64_t t) {
+    const blocked_job *s = ctx;
+    if (t < s->npack)
+        blocked_pack_b(s, t, s->p0 + KC, min64(KC, s->K - s->p0 - KC), s->next);
+    else
+        blocked_compute_task(ctx, t - s->npack);
+}
+
 static void run_tasks(int threads, int64_t ntasks, mt_task_fn fn, void *ctx) {
     if (threads > 1) {
         mt_parallel_for(ntasks, fn, ctx);
@@ -643,20 +657,30 @@ static int gemm_blocked(const isa_t *isa, int trans_a, int trans_b, int64_t M, i
     int64_t mtiles = (M + isa->mr - 1) / isa->mr, mblocks = (M + MC - 1) / MC;
     if (threads > 1 && mblocks > 1 && round_up(mblocks, threads) <= mtiles) mblocks = round_up(mblocks, threads);
     int64_t kc_max = min64(KC, K), nc_max = min64(NC, round_up(N, isa->nr));
-    float *bpack = scratch_get((size_t)(nc_max * kc_max));
+    /* Threads pack the next slice of B in the tasks that compute this one: deep products (dW's K = 2048,
+     * 8 slices) otherwise wait for both threads twice a slice. One thread keeps to one buffer. */
+    int ahead = threads > 1 && K > KC;
+    float *bpack = scratch_get((size_t)(nc_max * kc_max * (ahead ? 2 : 1)));
     if (!bpack) return 0;
     blocked_job s = {isa, trans_a, trans_b, M, N, K, alpha, beta, A, lda, B, ldb, C, ldc, bias, bpack,
-                     0, 0, 0, 0, mtiles, mblocks, 0};
+                     bpack + nc_max * kc_max, 0, 0, 0, 0, 0, mtiles, mblocks, 0};
     for (s.j0 = 0; s.j0 < N; s.j0 += NC) {
         s.nc = min64(NC, N - s.j0);
         /* Columns split too when there are fewer than two row blocks per thread. */
         int64_t parts = min64((2 * threads + mblocks - 1) / mblocks, (s.nc + 4 * isa->nr - 1) / (4 * isa->nr));
         s.part = round_up((s.nc + parts - 1) / parts, isa->nr);
         parts = (s.nc + s.part - 1) / s.part;
+        int64_t npack = (s.nc + 8 * isa->nr - 1) / (8 * isa->nr);
         for (s.p0 = 0; s.p0 < K; s.p0 += KC) {
             s.kc = min64(KC, K - s.p0);
-            run_tasks(threads, (s.nc + 8 * isa->nr - 1) / (8 * isa->nr), blocked_pack_b_task, &s);
-            run_tasks(threads, mblocks * parts, blocked_compute_task, &s);
+            if (s.p0 == 0 || !ahead) run_tasks(threads, npack, blocked_pack_b_task, &s);
+            s.npack = ahead && s.p0 + KC < K ? npack : 0;
+            run_tasks(threads, s.npack + mblocks * parts, blocked_step_task, &s);
+            if (ahead) {
+                float *t = s.bpack;
+                s.bpack = s.next;
+                s.next = t;
+            }
         }
     }
     scratch_put(bpack);
