@@ -208,6 +208,20 @@ INLINE int gathered(const mt_attention *a, int backward) {
     return in_place(a) && a->H > 1 && a->Tk >= 32 && side_by_side && a->H * head_floats(a, backward) <= GATHER_MAX;
 }
 
+/* dst[0:n) = src[0:n), inline: a call to memcpy per head row (32 floats) cost more than the copy
+ * (the empty asm keeps GCC from turning the loops back into that call). */
+INLINE void copy_row(float *dst, const float *src, int64_t n) {
+    int64_t c = 0;
+    for (; c + 8 <= n; c += 8) {
+        V8(dst + c) = V8(src + c);
+        __asm__ volatile("" ::: "memory");
+    }
+    for (; c < n; c++) {
+        dst[c] = src[c];
+        __asm__ volatile("" ::: "memory");
+    }
+}
+
 /* Heads [h0, h1) of batch row b into buf, one head's rows after another's (head_floats each): q, k, v
  * and, for the backward, g and dot; row t of every array read at once, as it lies in memory. */
 INLINE void gather_heads(const mt_attention *a, int64_t b, int64_t h0, int64_t h1, float *buf, int backward) {
@@ -218,17 +232,17 @@ INLINE void gather_heads(const mt_attention *a, int64_t b, int64_t h0, int64_t h
     for (int64_t t = 0; t < T; t++)
         for (int64_t h = 0; h < h1 - h0; h++) {
             float *dst = buf + h * hf;
-            if (t < a->Tq) memcpy(dst + t * D, q + t * a->q.row + h * D, (size_t)D * sizeof(float));
+            if (t < a->Tq) copy_row(dst + t * D, q + t * a->q.row + h * D, D);
             if (t < a->Tk) {
-                memcpy(dst + k_at + t * D, k + t * a->k.row + h * D, (size_t)D * sizeof(float));
-                memcpy(dst + v_at + t * Dv, v + t * a->v.row + h * Dv, (size_t)Dv * sizeof(float));
+                copy_row(dst + k_at + t * D, k + t * a->k.row + h * D, D);
+                copy_row(dst + v_at + t * Dv, v + t * a->v.row + h * Dv, Dv);
             }
             if (!backward || t >= a->Tq) continue;
             const float *gr = g + t * a->g.row + h * Dv, *orow = out + t * a->out.row + h * Dv;
             float d = 0.0f;
 #pragma omp simd reduction(+ : d)
             for (int64_t c = 0; c < Dv; c++) d += gr[c] * orow[c];
-            memcpy(dst + g_at + t * Dv, gr, (size_t)Dv * sizeof(float));
+            copy_row(dst + g_at + t * Dv, gr, Dv);
             dst[dot_at + t] = d;
         }
 }
@@ -342,6 +356,10 @@ typedef struct {
     float *s, *o, *m, *l, *block_max;
 } fwd_buf;
 
+/* Whether the forward's weights are written once, by finish_rows from the scores' block: all keys in
+ * one block and no dropout (which changes the block after the weights are taken). */
+INLINE int one_block(const mt_attention *a, pads p) { return a->Tk <= p.bk && !a->drop_threshold; }
+
 /* Online softmax of one block: fold rows of s (their tile's keys each) into the running max m and sum
  * l, rescale the output rows o, turn s into the (dropped-out) weights relative to the new max. */
 INLINE void online_softmax(const mt_attention *a, pads p, fwd_buf w, int trim, int64_t i0, int64_t flat_row0,
@@ -361,7 +379,9 @@ INLINE void online_softmax(const mt_attention *a, pads p, fwd_buf w, int trim, i
 #pragma omp simd
             for (int64_t c = 0; c < p.dvp; c++) o[c] *= alpha;
         }
-        if (a->weights) {
+        if (a->weights && one_block(a, p)) {
+            for (int64_t c = round8(n); c < nk; c++) row[c] = 0.0f; /* past the row's keys, for finish_rows */
+        } else if (a->weights) {
             float *wr = a->weights + (flat_row0 + r) * a->Tk + j0;
             memcpy(wr, row, (size_t)n * sizeof(float));
             memset(wr + n, 0, (size_t)(nk - n) * sizeof(float));
@@ -385,6 +405,12 @@ INLINE void finish_rows(const mt_attention *a, pads p, fwd_buf w, float *out, fl
         lse[r] = w.l[r] == 0.0f ? INFINITY : shift + logf(w.l[r]);
         if (!a->weights) continue;
         float *wr = a->weights + (flat_row0 + r) * a->Tk;
+        if (one_block(a, p)) {
+            const float *row = w.s + r * p.bk;
+#pragma omp simd
+            for (int64_t c = 0; c < a->Tk; c++) wr[c] = row[c] * inv;
+            continue;
+        }
         for (int64_t blk = 0; blk < nblocks; blk++) {
             int64_t j0 = blk * p.bk, nk = a->Tk - j0 < p.bk ? a->Tk - j0 : p.bk;
             float f = blk < blocks_done ? mt_expf(w.block_max[r * nblocks + blk] - shift) * inv : 0.0f;
@@ -490,13 +516,16 @@ typedef struct {
     float *dq, *dot, *pw, *pd, *ds, *dk, *dv;
 } bwd_buf;
 
-/* Weights of queries [i0, i0+nq) on keys [j0, j0+nk) into w.pw: the saved ones, or recomputed from
- * the log-sum-exp; w.pd gets them after dropout (w.pd == w.pw without dropout). */
-INLINE void block_weights(const mt_attention *a, pads p, bwd_buf w, const uint8_t *mask, int trim, const float *lse,
-                          int64_t flat_row0, int64_t i0, int64_t nq, int64_t j0, int64_t nk) {
+/* Weights of queries [i0, i0+nq) on keys [j0, j0+nk), rows *lp apart: the saved ones read in place,
+ * or recomputed from the log-sum-exp into w.pw; w.pd gets them after dropout (rows BK apart). */
+INLINE const float *block_weights(const mt_attention *a, pads p, bwd_buf w, const uint8_t *mask, int trim,
+                                  const float *lse, int64_t flat_row0, int64_t i0, int64_t nq, int64_t j0, int64_t nk,
+                                  int64_t *lp) {
+    const float *pw = w.pw;
+    *lp = BK;
     if (a->weights) {
-        for (int64_t r = 0; r < nq; r++)
-            memcpy(w.pw + r * BK, a->weights + (flat_row0 + r) * a->Tk + j0, (size_t)nk * sizeof(float));
+        pw = a->weights + flat_row0 * a->Tk + j0;
+        *lp = a->Tk;
     } else {
         scores(a, p, w.x, mask, trim, i0, nq, j0, nk, w.pw, BK);
         for (int64_t r = 0; r < nq; r++) {
@@ -507,17 +536,18 @@ INLINE void block_weights(const mt_attention *a, pads p, bwd_buf w, const uint8_
     }
     for (int64_t r = 0; r < nq && a->drop_threshold; r++) {
         uint64_t n0 = (uint64_t)((flat_row0 + r) * a->Tk + j0);
-        for (int64_t c = 0; c < nk; c++) w.pd[r * BK + c] = w.pw[r * BK + c] * keep_factor(a, n0 + (uint64_t)c);
+        for (int64_t c = 0; c < nk; c++) w.pd[r * BK + c] = pw[r * *lp + c] * keep_factor(a, n0 + (uint64_t)c);
     }
+    return pw;
 }
 
-/* dS = P * (dP * dropout - rowsum(dO * O)) for one block, dP = dO V^T being in ds on entry up to each
+/* dS = P * (dP * dropout - rowsum(dO * O)) for one block (P rows lp apart), dP = dO V^T being in ds on entry up to each
  * row's tile keys (zero past them). */
-INLINE void score_grads(const mt_attention *a, pads p, bwd_buf w, int trim, int64_t flat_row0, int64_t i0, int64_t nq,
-                        int64_t j0, int64_t nk) {
+INLINE void score_grads(const mt_attention *a, pads p, bwd_buf w, const float *weights, int64_t lp, int trim,
+                        int64_t flat_row0, int64_t i0, int64_t nq, int64_t j0, int64_t nk) {
     for (int64_t r = 0; r < nq; r++) {
         float *ds = w.ds + r * BK, d = w.dot[i0 + r];
-        const float *pw = w.pw + r * BK;
+        const float *pw = weights + r * lp;
         int64_t n = row_keys(p, trim, i0, nq, r, j0, nk), n8 = round8(n) <= nk ? round8(n) : n;
         if (a->drop_threshold) {
             uint64_t n0 = (uint64_t)((flat_row0 + r) * a->Tk + j0);
@@ -530,13 +560,13 @@ INLINE void score_grads(const mt_attention *a, pads p, bwd_buf w, int trim, int6
 }
 
 /* C (rows x N) += A^T B over the block's queries, for each tile of mr keys of [j0, j0 + nk) only from
- * its first query that may see it (A = P or dS, nq x nk in rows BK apart; B rows ldb apart). */
+ * its first query that may see it (A = P or dS, nq x nk in rows lda apart; B rows ldb apart). */
 INLINE void key_tiles(pads p, int trim, int64_t i0, int64_t nq, int64_t j0, int64_t nk, int64_t N, const float *A,
-                      const float *B, int64_t ldb, float *C, int64_t ldc) {
+                      int64_t lda, const float *B, int64_t ldb, float *C, int64_t ldc) {
     for (int64_t k0 = 0; k0 < nk; k0 += p.mr) {
         int64_t rows = nk - k0 < p.mr ? nk - k0 : p.mr, first = trim ? j0 + k0 - i0 : 0;
         first = first < 0 ? 0 : first > nq ? nq : first;
-        gemm(p.mr, rows, N, nq - first, A + first * BK + k0, 1, BK, B + first * ldb, ldb, 16, C + k0 * ldc, ldc, 1);
+        gemm(p.mr, rows, N, nq - first, A + first * lda + k0, 1, lda, B + first * ldb, ldb, 16, C + k0 * ldc, ldc, 1);
     }
 }
 
@@ -552,16 +582,17 @@ INLINE void head_backward(const mt_attention *a, pads p, bwd_buf w, int64_t b, i
         int64_t first = trim ? j0 / BQ * BQ : 0; /* query blocks before see none of these keys */
         for (int64_t i0 = first; i0 < a->Tq; i0 += BQ) {
             int64_t nq = a->Tq - i0 < BQ ? a->Tq - i0 : BQ, flat_row0 = pair * a->Tq + i0;
-            block_weights(a, p, w, mask, trim, lse + i0, flat_row0, i0, nq, j0, nk);
-            key_tiles(p, trim, i0, nq, j0, nk, p.dvp, w.pd, w.g + i0 * w.lg, w.lg, w.dv, p.dvp);
+            int64_t lp, lpd = a->drop_threshold ? BK : 0;
+            const float *pw = block_weights(a, p, w, mask, trim, lse + i0, flat_row0, i0, nq, j0, nk, &lp);
+            key_tiles(p, trim, i0, nq, j0, nk, p.dvp, lpd ? w.pd : pw, lpd ? lpd : lp, w.g + i0 * w.lg, w.lg, w.dv, p.dvp);
             for (int64_t r0 = 0; r0 < nq; r0 += p.mr) {
                 int64_t rows = nq - r0 < p.mr ? nq - r0 : p.mr, lim = tile_keys(trim, i0, r0, rows, j0, nk);
                 if (lim)
                     gemm(p.mr, rows, round8(lim), a->Dv, w.g + (i0 + r0) * w.lg, w.lg, 1, w.x.vt + j0 * p.dvp, 16,
                          16 * p.dvp, w.ds + r0 * BK, BK, 0);
             }
-            score_grads(a, p, w, trim, flat_row0, i0, nq, j0, nk);
-            key_tiles(p, trim, i0, nq, j0, nk, p.dp, w.ds, w.x.q + i0 * w.x.lq, w.x.lq, w.dk, p.dp);
+            score_grads(a, p, w, pw, lp, trim, flat_row0, i0, nq, j0, nk);
+            key_tiles(p, trim, i0, nq, j0, nk, p.dp, w.ds, BK, w.x.q + i0 * w.x.lq, w.x.lq, w.dk, p.dp);
             for (int64_t r0 = 0; r0 < nq; r0 += p.mr) {
                 int64_t rows = nq - r0 < p.mr ? nq - r0 : p.mr, lim = tile_keys(trim, i0, r0, rows, j0, nk);
                 gemm(p.mr, rows, p.dp, lim, w.ds + r0 * BK, BK, 1, w.x.k + j0 * w.x.lk, w.x.lk, 16,
@@ -572,7 +603,7 @@ INLINE void head_backward(const mt_attention *a, pads p, bwd_buf w, int64_t b, i
         for (int64_t r = 0; r < nk; r++) {
 #pragma omp simd
             for (int64_t c = 0; c < a->D; c++) dk[r * a->dk.row + c] = w.dk[r * p.dp + c] * a->scale;
-            memcpy(dv + r * a->dv.row, w.dv + r * p.dvp, (size_t)a->Dv * sizeof(float));
+            copy_row(dv + r * a->dv.row, w.dv + r * p.dvp, a->Dv);
         }
     }
     float *dq = out_head(a->dq, b, h);

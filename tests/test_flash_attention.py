@@ -31,7 +31,7 @@ SHAPES = [(1, 1, 1, 1, 1, 1), (2, 3, 5, 5, 17, 17), (2, 1, 49, 49, 32, 32), (1, 
           (2, 2, 65, 65, 8, 5), (1, 2, 37, 100, 12, 20), (1, 1, 100, 37, 16, 16)]
 # mode: (mask kind, dropout p, need_weights)
 MODES = {"plain": ("none", 0.0, False), "padding": ("padding", 0.0, False), "mask+weights": ("full", 0.0, True),
-         "dropout": ("none", 0.3, False), "dropout+weights": ("padding", 0.3, True)}
+         "dropout": ("none", 0.3, False), "dropout+weights": ("padding", 0.3, True), "weights": ("none", 0.0, True)}
 
 
 def _inputs(shape: tuple, seed: int) -> tuple[np.ndarray, ...]:
@@ -101,7 +101,8 @@ def test_the_portable_build_matches_the_reference_too() -> None:
             "    for mode in t.MODES:\n"
             "        t.test_kernel_matches_the_float64_reference(shape, True, mode)\n"
             "for n in (7, 130):\n"
-            "    t.test_heads_of_a_packed_projection_match_the_float64_reference(n, True, 'dropout+weights')\n")
+            "    for mode in ('dropout+weights', 'weights'):\n"
+            "        t.test_heads_of_a_packed_projection_match_the_float64_reference(n, True, mode)\n")
     env = dict(os.environ, MICROTENSOR_ISA="generic")
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -163,7 +164,7 @@ def _attend_packed(q, k, v, g, **kw) -> dict:
 @needs_c
 @pytest.mark.parametrize("t", [7, 49, 130, 200])  # read in place; gathered, below / above the forward's key block
 @pytest.mark.parametrize("causal", [False, True])
-@pytest.mark.parametrize("mode", ["plain", "padding", "dropout+weights"])
+@pytest.mark.parametrize("mode", ["plain", "padding", "dropout+weights", "weights"])  # weights: kept, read in place
 def test_heads_of_a_packed_projection_match_the_float64_reference(t: int, causal: bool, mode: str) -> None:
     """The path that gathers a batch row's heads at once (F.self_attention's layout), tiles cut at the diagonal."""
     q, k, v, g = _packed(2, 3, t, 16, t)
