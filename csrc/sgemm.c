@@ -52,6 +52,7 @@ typedef struct {
 #define BLOCKED_MIN_WORK ((int64_t)1 << 26) /* M*N*K from which packing both pays (2048x256x64: not yet) */
 #define GEMM_PAR_MIN_WORK ((int64_t)1 << 17)
 #define SMALL_PACK_MAX 2048 /* floats of packed B kept on the stack */
+#define DOTS_MAX_ROWS 2 /* op(A) @ B^T by dot products up to this many rows: packing B costs more */
 #define PACK_B_MIN_K 32 /* small driver: B (not transposed) packed from this depth, for 4+ row tiles */
 /* Unrolls the micro-kernels' loops over rows before gcc places their accumulator arrays: rolled,
  * gcc keeps the arrays on the stack and stores every accumulator each step of k (1/3 the speed). */
@@ -521,17 +522,54 @@ static void small_task(void *ctx, int64_t t) {
 
 static int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
-/* op(A) @ B^T by plain loops: only for when the memory for a packed panel is not there. */
-static void gemm_naive(int trans_a, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
-                       int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc,
-                       const float *bias) {
-    for (int64_t i = 0; i < M; i++)
-        for (int64_t j = 0; j < N; j++) {
-            float acc = 0.0f;
-            for (int64_t p = 0; p < K; p++) acc += (trans_a ? A[p * lda + i] : A[i * lda + p]) * B[j * ldb + p];
-            float r = alpha * acc + (bias ? bias[j] : 0.0f);
-            C[i * ldc + j] = beta != 0.0f ? r + beta * C[i * ldc + j] : r;
+/* C[i, j] = alpha * sum_p a[p * step] b[j * ldb + p] + beta * C[i, j] + bias[j]: four rows of B at a time,
+ * so four independent sums hide the adds' latency. */
+static inline void dot_row(int64_t N, int64_t K, float alpha, const float *a, int64_t step, const float *B,
+                           int64_t ldb, float beta, float *c, const float *bias) {
+    int64_t j = 0;
+    for (; j + 4 <= N; j += 4) {
+        const float *b0 = B + j * ldb, *b1 = b0 + ldb, *b2 = b1 + ldb, *b3 = b2 + ldb;
+        float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
+        if (step == 1) {
+#pragma omp simd reduction(+ : s0, s1, s2, s3)
+            for (int64_t p = 0; p < K; p++) {
+                s0 += a[p] * b0[p];
+                s1 += a[p] * b1[p];
+                s2 += a[p] * b2[p];
+                s3 += a[p] * b3[p];
+            }
+        } else {
+            for (int64_t p = 0; p < K; p++) {
+                float ap = a[p * step];
+                s0 += ap * b0[p];
+                s1 += ap * b1[p];
+                s2 += ap * b2[p];
+                s3 += ap * b3[p];
+            }
         }
+        float sums[4] = {s0, s1, s2, s3};
+        for (int q = 0; q < 4; q++) {
+            float r = alpha * sums[q] + (bias ? bias[j + q] : 0.0f);
+            c[j + q] = beta != 0.0f ? r + beta * c[j + q] : r;
+        }
+    }
+    for (; j < N; j++) {
+        const float *b = B + j * ldb;
+        float acc = 0.0f;
+        for (int64_t p = 0; p < K; p++) acc += a[p * step] * b[p];
+        float r = alpha * acc + (bias ? bias[j] : 0.0f);
+        c[j] = beta != 0.0f ? r + beta * c[j] : r;
+    }
+}
+
+/* op(A) @ B^T by dot products along B's rows: for a row or two of A (a decoding step's linears), where
+ * packing B for the micro-kernel would copy all of it to use it once, and for when the memory for a
+ * packed panel is not there. */
+static MT_CLONES void gemm_dots(int trans_a, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                                int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc,
+                                const float *bias) {
+    for (int64_t i = 0; i < M; i++)
+        dot_row(N, K, alpha, A + i * (trans_a ? 1 : lda), trans_a ? lda : 1, B, ldb, beta, C + i * ldc, bias);
 }
 
 static void gemm_small(const isa_t *isa, int trans_a, int trans_b, int64_t M, int64_t N, int64_t K,
@@ -548,7 +586,7 @@ static void gemm_small(const isa_t *isa, int trans_a, int trans_b, int64_t M, in
     } else if (pack) {
         s.bpack = scratch_get((size_t)(panels * isa->nr * K));
         if (!s.bpack && trans_b) { /* B itself is read in place when there is no memory to pack it */
-            gemm_naive(trans_a, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bias);
+            gemm_dots(trans_a, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bias);
             return;
         }
     }
@@ -704,6 +742,10 @@ static void gemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, floa
     if (M <= 0 || N <= 0) return;
     if (K <= 0 || alpha == 0.0f) {
         scale_only(M, N, beta, C, ldc, bias);
+        return;
+    }
+    if (!trans_a && trans_b && M <= DOTS_MAX_ROWS) {
+        gemm_dots(0, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bias);
         return;
     }
     const isa_t *isa = active_isa();

@@ -307,7 +307,8 @@ def test_fused_linear_backward_matches_the_separate_products(n: int, i: int, o: 
         close(ours, wanted, rtol=1e-4, atol=3e-4)
 
 
-SMALL_K = [(2048, 16, 64), (64, 16, 64), (2048, 64, 16), (16, 2048, 64), (37, 16, 29), (6, 1, 17)]
+SMALL_K = [(2048, 16, 64), (64, 16, 64), (2048, 64, 16), (16, 2048, 64), (37, 16, 29), (6, 1, 17),
+           (1, 128, 387), (2, 129, 5), (1, 1, 3)]  # one or two rows of A: dot products along B's rows
 
 
 @pytest.mark.parametrize("trans_a", [False, True])
@@ -329,7 +330,7 @@ def test_every_instruction_set_runs_the_blocked_and_small_drivers(isa: str) -> N
         f"assert c.ISA == {isa!r}, c.ISA\n"
         "rng = np.random.default_rng(0)\n"
         "for m, k, n, ta, tb in [(300, 700, 400, 0, 0), (300, 700, 400, 1, 1), (7, 2100, 4600, 0, 1),\n"
-        "                        (2048, 16, 64, 0, 0), (37, 16, 29, 1, 0), (37, 16, 29, 0, 1)]:\n"
+        "                        (2048, 16, 64, 0, 0), (37, 16, 29, 1, 0), (37, 16, 29, 0, 1), (1, 129, 387, 0, 1)]:\n"
         "    a = rng.standard_normal((k, m) if ta else (m, k)).astype(np.float32)\n"
         "    b = rng.standard_normal((n, k) if tb else (k, n)).astype(np.float32)\n"
         "    want = r.matmul(a.astype(float), b.astype(float), ta, tb)\n"
@@ -363,3 +364,18 @@ def test_batched_matmul_broadcasts_in_c_where_one_stride_cannot(monkeypatch, a_s
         want = np.matmul(x.astype(np.float64), b.astype(np.float64))
         close(c.matmul(x, b), want, rtol=1e-5, atol=1e-5)
         close(c.matmul(x, np.ascontiguousarray(np.swapaxes(b, -1, -2)), False, True), want, rtol=1e-5, atol=1e-5)
+
+
+def test_row_by_row_sgemm_alpha_beta_leading_dims_and_bias() -> None:
+    """One or two rows of A against B^T (a decoding step's linears) with alpha, beta, padded rows and a bias."""
+    rng = np.random.default_rng(12)
+    for m in (1, 2):
+        k, n = 131, 7
+        big_a, big_b, big_c = (rng.standard_normal(s).astype(F32) for s in ((m, k + 3), (n, k + 5), (m, n + 2)))
+        want = 0.5 * big_a[:, :k].astype(np.float64) @ big_b[:, :k].T + 2.0 * big_c[:, :n]
+        c.lib.mt_sgemm(0, 1, m, n, k, 0.5, c.ffi.from_buffer("float[]", big_a), k + 3,
+                       c.ffi.from_buffer("float[]", big_b), k + 5, 2.0, c.ffi.from_buffer("float[]", big_c), n + 2)
+        close(big_c[:, :n], want, rtol=1e-4, atol=3e-4)
+        x, w, bias = (rng.standard_normal(s).astype(F32) for s in ((m, k), (n, k), (n,)))
+        close(c.linear(x, w, bias), ref.linear(x.astype(np.float64), w.astype(np.float64), bias.astype(np.float64)),
+              rtol=1e-4, atol=3e-4)
