@@ -522,6 +522,12 @@ static void small_task(void *ctx, int64_t t) {
 
 static int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
+/* *c = alpha * sum + bias + beta * *c (beta == 0 never reads *c). */
+static inline void put(float *c, float sum, float alpha, float beta, const float *bias) {
+    float r = alpha * sum + (bias ? *bias : 0.0f);
+    *c = beta != 0.0f ? r + beta * *c : r;
+}
+
 /* C[i, j] = alpha * sum_p a[p * step] b[j * ldb + p] + beta * C[i, j] + bias[j]: four rows of B at a time,
  * so four independent sums hide the adds' latency. */
 static inline void dot_row(int64_t N, int64_t K, float alpha, const float *a, int64_t step, const float *B,
@@ -548,17 +554,13 @@ static inline void dot_row(int64_t N, int64_t K, float alpha, const float *a, in
             }
         }
         float sums[4] = {s0, s1, s2, s3};
-        for (int q = 0; q < 4; q++) {
-            float r = alpha * sums[q] + (bias ? bias[j + q] : 0.0f);
-            c[j + q] = beta != 0.0f ? r + beta * c[j + q] : r;
-        }
+        for (int q = 0; q < 4; q++) put(c + j + q, sums[q], alpha, beta, bias ? bias + j + q : NULL);
     }
     for (; j < N; j++) {
         const float *b = B + j * ldb;
         float acc = 0.0f;
         for (int64_t p = 0; p < K; p++) acc += a[p * step] * b[p];
-        float r = alpha * acc + (bias ? bias[j] : 0.0f);
-        c[j] = beta != 0.0f ? r + beta * c[j] : r;
+        put(c + j, acc, alpha, beta, bias ? bias + j : NULL);
     }
 }
 

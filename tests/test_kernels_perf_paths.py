@@ -233,13 +233,17 @@ def test_blocked_sgemm_matches_the_reference(m: int, k: int, n: int, trans_a: bo
     close(c.matmul(a, b, trans_a, trans_b), want, rtol=1e-4, atol=3e-4)
 
 
-def test_blocked_sgemm_alpha_beta_leading_dims_and_bias() -> None:
-    rng = np.random.default_rng(11)
-    m, k, n = 301, 600, 405
-    big_a, big_b, big_c = (rng.standard_normal(s).astype(F32) for s in ((m + 3, k + 5), (k, n + 7), (m, n + 9)))
-    want = 0.5 * big_a[:m, :k].astype(np.float64) @ big_b[:, :n] + 2.0 * big_c[:, :n]
-    c.lib.mt_sgemm(0, 0, m, n, k, 0.5, c.ffi.from_buffer("float[]", big_a), k + 5,
-                   c.ffi.from_buffer("float[]", big_b), n + 7, 2.0, c.ffi.from_buffer("float[]", big_c), n + 9)
+@pytest.mark.parametrize("m,k,n,trans_b", [(301, 600, 405, False), (1, 131, 7, True), (2, 131, 7, True)])
+def test_sgemm_alpha_beta_leading_dims_and_bias(m: int, k: int, n: int, trans_b: bool) -> None:
+    """The blocked driver, and one or two rows of A against B^T (a decoding step's linears, by dot products),
+    with alpha, beta, padded leading dimensions and a bias."""
+    rng = np.random.default_rng(11 + m)
+    b_shape, ldb = ((n, k + 5), k + 5) if trans_b else ((k, n + 7), n + 7)
+    big_a, big_b, big_c = (rng.standard_normal(s).astype(F32) for s in ((m + 3, k + 5), b_shape, (m, n + 9)))
+    op_b = big_b[:, :k].T if trans_b else big_b[:, :n]
+    want = 0.5 * big_a[:m, :k].astype(np.float64) @ op_b + 2.0 * big_c[:, :n]
+    c.lib.mt_sgemm(0, int(trans_b), m, n, k, 0.5, c.ffi.from_buffer("float[]", big_a), k + 5,
+                   c.ffi.from_buffer("float[]", big_b), ldb, 2.0, c.ffi.from_buffer("float[]", big_c), n + 9)
     close(big_c[:, :n], want, rtol=1e-4, atol=3e-4)
     x, w, bias = (rng.standard_normal(s).astype(F32) for s in ((m, k), (n, k), (n,)))
     close(c.linear(x, w, bias), ref.linear(x.astype(np.float64), w.astype(np.float64), bias.astype(np.float64)),
@@ -364,18 +368,3 @@ def test_batched_matmul_broadcasts_in_c_where_one_stride_cannot(monkeypatch, a_s
         want = np.matmul(x.astype(np.float64), b.astype(np.float64))
         close(c.matmul(x, b), want, rtol=1e-5, atol=1e-5)
         close(c.matmul(x, np.ascontiguousarray(np.swapaxes(b, -1, -2)), False, True), want, rtol=1e-5, atol=1e-5)
-
-
-def test_row_by_row_sgemm_alpha_beta_leading_dims_and_bias() -> None:
-    """One or two rows of A against B^T (a decoding step's linears) with alpha, beta, padded rows and a bias."""
-    rng = np.random.default_rng(12)
-    for m in (1, 2):
-        k, n = 131, 7
-        big_a, big_b, big_c = (rng.standard_normal(s).astype(F32) for s in ((m, k + 3), (n, k + 5), (m, n + 2)))
-        want = 0.5 * big_a[:, :k].astype(np.float64) @ big_b[:, :k].T + 2.0 * big_c[:, :n]
-        c.lib.mt_sgemm(0, 1, m, n, k, 0.5, c.ffi.from_buffer("float[]", big_a), k + 3,
-                       c.ffi.from_buffer("float[]", big_b), k + 5, 2.0, c.ffi.from_buffer("float[]", big_c), n + 2)
-        close(big_c[:, :n], want, rtol=1e-4, atol=3e-4)
-        x, w, bias = (rng.standard_normal(s).astype(F32) for s in ((m, k), (n, k), (n,)))
-        close(c.linear(x, w, bias), ref.linear(x.astype(np.float64), w.astype(np.float64), bias.astype(np.float64)),
-              rtol=1e-4, atol=3e-4)
