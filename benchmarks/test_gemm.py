@@ -29,9 +29,9 @@ import sys
 
 import numpy as np
 import pytest
+from test_train_step import THREADS
 
 IMPLS = ["microtensor", "numpy", "torch"]
-THREADS = [1, 2]
 
 # (label, M, K, N, trans_a, trans_b): C (M x N) = op(A) (M x K) @ op(B) (K x N)
 LARGE = [

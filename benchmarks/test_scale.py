@@ -1,7 +1,7 @@
 """The training step of the seed transformer and three larger ones, microtensor against PyTorch.
 
 Each config's step (forward, loss, backward, Adam) runs on microtensor and on the
-same model in PyTorch (same weights, same batch) at 1 and 2 threads; every
+same model in PyTorch (same weights, same batch) at 1 and 2 threads (MICROTENSOR_BENCH_THREADS=1,2,4,8,16: more); every
 (config, threads) pair is one pytest-benchmark group, so the ratio of the two
 medians is read from one run:
 
@@ -22,7 +22,7 @@ import json
 
 import numpy as np
 import pytest
-from test_train_step import _set_microtensor_threads, interleaved, microtensor_step, torch_step
+from test_train_step import THREADS, _set_microtensor_threads, interleaved, microtensor_step, torch_step
 
 import microtensor as mt
 from transformer.data import make_splits
@@ -35,7 +35,6 @@ CONFIGS = {
     "d256": (256, 8, 1024, 4, 64, 32, 8),
     "d384": (384, 6, 1536, 6, 128, 16, 5),
 }
-THREADS = [1, 2]
 CASES = [pytest.param(name, threads, id=f"{name}-{threads}t") for name in CONFIGS for threads in THREADS]
 
 

@@ -13,6 +13,7 @@ run the file once per value to cross-check).
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
@@ -24,7 +25,15 @@ from transformer.data import make_splits
 from transformer.model import ModelConfig, Transformer
 
 BATCH = 32
-THREADS = [1, 2]
+
+
+def thread_counts() -> list[int]:
+    """The thread counts every benchmark runs: MICROTENSOR_BENCH_THREADS ("1,2,4,8,16" on a big machine), else 1, 2."""
+    raw = os.environ.get("MICROTENSOR_BENCH_THREADS", "1,2")
+    return [int(n) for n in raw.split(",")]
+
+
+THREADS = thread_counts()
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 
 
