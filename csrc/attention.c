@@ -504,6 +504,84 @@ INLINE void forward_heads(void *ctx, int64_t p0, int64_t p1, int mr) {
     free(group);
 }
 
+/* Few queries (decoding: one new position against the cached ones) go one query row at a time, by dot
+ * products along the key rows read in place: the blocked pass would pack all of K to use it once. The
+ * weights of all Tk keys are formed (zero where hidden) and all value rows summed, so a NaN or inf value
+ * poisons the row as in the blocked pass. Head widths whole vectors (rows read in place, never past their
+ * end); no dropout (its mask is drawn in the blocked order). */
+#define ROW_QUERIES 2
+
+INLINE int by_rows(const mt_attention *a) { return a->Tq <= ROW_QUERIES && !a->drop_threshold && in_place(a); }
+
+/* s[0:8) = q . k_j for the 8 keys j < 8 (rows ld apart, D a multiple of 8): eight partial-sum vectors,
+ * transposed, summed. */
+INLINE void dots8(const float *q, const float *k, int64_t ld, int64_t D, float *s) {
+    v8 acc[8], t[8], sum = {0};
+    for (int r = 0; r < 8; r++) acc[r] = (v8){0};
+    for (int64_t c = 0; c < D; c += 8)
+        for (int r = 0; r < 8; r++) acc[r] += V8(q + c) * V8(k + r * ld + c);
+    transpose8((const float *)acc, 8, (float *)t, 8);
+    for (int r = 0; r < 8; r++) sum += t[r];
+    V8(s) = sum;
+}
+
+/* o[0:Dv) = sum_j p[j] v_j over n keys (rows ld apart, Dv a multiple of 8): 32 columns at a time in
+ * four register accumulators, then 8 at a time. */
+INLINE void weighted_rows(const float *p, const float *v, int64_t ld, int64_t n, int64_t Dv, float *o) {
+    int64_t c0 = 0;
+    for (; c0 + 32 <= Dv; c0 += 32) {
+        v8 acc[4] = {{0}, {0}, {0}, {0}};
+        for (int64_t j = 0; j < n; j++)
+#pragma GCC unroll 4
+            for (int u = 0; u < 4; u++) acc[u] += p[j] * V8(v + j * ld + c0 + 8 * u);
+        for (int u = 0; u < 4; u++) V8(o + c0 + 8 * u) = acc[u];
+    }
+    for (; c0 < Dv; c0 += 8) {
+        v8 acc = {0};
+        for (int64_t j = 0; j < n; j++) acc += p[j] * V8(v + j * ld + c0);
+        V8(o + c0) = acc;
+    }
+}
+
+/* Query i of head (b, h) into its output row, lse and, if asked, weights row; s holds round8(Tk) + Dv floats. */
+INLINE void query_row(const mt_attention *a, int64_t b, int64_t h, int64_t pair, int64_t i, float *s) {
+    const float *q = head_of(a->q, b, h) + i * a->q.row, *k = head_of(a->k, b, h), *v = head_of(a->v, b, h);
+    const uint8_t *mask = mask_of(a, b, h);
+    int64_t seen = a->causal && i + 1 < a->Tk ? i + 1 : a->Tk, j = 0, n8 = round8(a->Tk);
+    for (; j + 8 <= a->Tk; j += 8) dots8(q, k + j * a->k.row, a->k.row, a->D, s + j);
+    for (; j < a->Tk; j++) {
+        float d = 0.0f;
+        for (int64_t c = 0; c < a->D; c++) d += q[c] * k[j * a->k.row + c];
+        s[j] = d;
+    }
+#pragma omp simd
+    for (j = 0; j < a->Tk; j++) s[j] = a->scale * s[j] - (j < seen ? 0.0f : INFINITY);
+    for (j = 0; mask && j < a->Tk; j++) s[j] -= mask[i * a->mask_row + j] ? 0.0f : INFINITY;
+    for (j = a->Tk; j < n8; j++) s[j] = -INFINITY;
+    float best = max8(s, n8), shift = best == -INFINITY ? 0.0f : best;
+    float l = exp_sum8(s, n8, shift), inv = inv_sum(l), *o = s + n8;
+    weighted_rows(s, v, a->v.row, a->Tk, a->Dv, o);
+    float *out = out_head(a->out, b, h) + i * a->out.row;
+    for (int64_t c = 0; c < a->Dv; c += 8) V8(out + c) = V8(o + c) * inv;
+    a->lse[pair * a->Tq + i] = l == 0.0f ? INFINITY : shift + logf(l);
+    float *wr = a->weights ? a->weights + (pair * a->Tq + i) * a->Tk : NULL;
+    for (j = 0; wr && j < a->Tk; j++) wr[j] = s[j] * inv;
+}
+
+/* Forward of (batch, head) pairs [p0, p1) one query row at a time (by_rows). */
+INLINE void forward_rows(void *ctx, int64_t p0, int64_t p1) {
+    job *j = ctx;
+    const mt_attention *a = j->a;
+    float *s = malloc((size_t)(round8(a->Tk) + a->Dv) * sizeof(float));
+    if (s == NULL) {
+        __atomic_store_n(&j->failed, 1, __ATOMIC_RELAXED);
+        return;
+    }
+    for (int64_t pair = p0; pair < p1; pair++)
+        for (int64_t i = 0; i < a->Tq; i++) query_row(a, pair / a->H, pair % a->H, pair, i, s);
+    free(s);
+}
+
 /* Multiply-adds of one (batch, head) pair, for the threading threshold. */
 static int64_t pair_cost(const mt_attention *a) { return a->Tq * a->Tk * (a->D + a->Dv) + 1; }
 
@@ -673,12 +751,16 @@ static int use_avx2(void) { return 0; }
 
 static AVX2_FMA void forward_avx2(void *ctx, int64_t p0, int64_t p1) { forward_heads(ctx, p0, p1, MR); }
 static void forward_generic(void *ctx, int64_t p0, int64_t p1) { forward_heads(ctx, p0, p1, 3); }
+static AVX2_FMA void rows_avx2(void *ctx, int64_t p0, int64_t p1) { forward_rows(ctx, p0, p1); }
+static void rows_generic(void *ctx, int64_t p0, int64_t p1) { forward_rows(ctx, p0, p1); }
 static AVX2_FMA void backward_avx2(void *ctx, int64_t p0, int64_t p1) { backward_heads(ctx, p0, p1, MR); }
 static void backward_generic(void *ctx, int64_t p0, int64_t p1) { backward_heads(ctx, p0, p1, 3); }
 
 int mt_attention_forward(const mt_attention *a) {
     job j = {a, 0};
-    mt_parallel_rows(a->B * a->H, pair_cost(a), use_avx2() ? forward_avx2 : forward_generic, &j);
+    int avx2 = use_avx2();
+    mt_rows_fn fn = by_rows(a) ? (avx2 ? rows_avx2 : rows_generic) : avx2 ? forward_avx2 : forward_generic;
+    mt_parallel_rows(a->B * a->H, pair_cost(a), fn, &j);
     return j.failed ? -1 : 0;
 }
 

@@ -26,9 +26,11 @@ C_BUILT = not isinstance(_backend._load_c(), ImportError)
 needs_c = pytest.mark.skipif(not C_BUILT, reason="C kernels not built")
 NAN, INF = np.nan, np.inf
 
-# (B, H, Tq, Tk, D, Dv): one element, odd widths, below / at / above a block, cross lengths both ways
+# (B, H, Tq, Tk, D, Dv): one element, odd widths, below / at / above a block, cross lengths both ways; one or
+# two queries with whole-vector widths (the row path: decoding one position, keys past whole vectors of 8)
 SHAPES = [(1, 1, 1, 1, 1, 1), (2, 3, 5, 5, 17, 17), (2, 1, 49, 49, 32, 32), (1, 2, 130, 130, 64, 64),
-          (2, 2, 65, 65, 8, 5), (1, 2, 37, 100, 12, 20), (1, 1, 100, 37, 16, 16)]
+          (2, 2, 65, 65, 8, 5), (1, 2, 37, 100, 12, 20), (1, 1, 100, 37, 16, 16), (2, 3, 1, 257, 32, 32),
+          (1, 2, 2, 13, 40, 24), (1, 1, 1, 1, 8, 8)]
 # mode: (mask kind, dropout p, need_weights)
 MODES = {"plain": ("none", 0.0, False), "padding": ("padding", 0.0, False), "mask+weights": ("full", 0.0, True),
          "dropout": ("none", 0.3, False), "dropout+weights": ("padding", 0.3, True), "weights": ("none", 0.0, True)}
@@ -100,6 +102,7 @@ def test_the_portable_build_matches_the_reference_too() -> None:
             "for shape in t.SHAPES:\n"
             "    for mode in t.MODES:\n"
             "        t.test_kernel_matches_the_float64_reference(shape, True, mode)\n"
+            "t.test_few_queries_read_a_strided_cache_in_place()\n"
             "for n in (7, 130):\n"
             "    for mode in ('dropout+weights', 'weights'):\n"
             "        t.test_heads_of_a_packed_projection_match_the_float64_reference(n, True, mode)\n")
@@ -139,6 +142,22 @@ def test_thread_count_does_not_change_a_bit() -> None:
     q, k, v, g = _inputs((2, 3, 90, 90, 32, 32), 4)
     mask = _mask((2, 3, 90, 90), "padding", np.random.default_rng(2))
     _same_bits_at_1_and_2_threads(lambda: _attend(q, k, v, g, mask=mask, causal=True, p=0.1, need_weights=True))
+
+
+@needs_c
+def test_few_queries_read_a_strided_cache_in_place() -> None:
+    """Decoding: one or two new queries (heads of a packed projection) against the first Tk positions of a key/value
+    cache (2, B, H, max_len, d), read in place by strides; the same bits at 1 and 2 threads."""
+    rng = np.random.default_rng(9)
+    cache = rng.standard_normal((2, 3, 4, 300, 32)).astype(np.float32)
+    for tq, tk in ((1, 257), (2, 131), (1, 9)):
+        q = rng.standard_normal((3, tq, 3, 4, 32)).astype(np.float32).transpose(2, 0, 3, 1, 4)[0]
+        g = rng.standard_normal(q.shape).astype(np.float32)
+        k, v = cache[0, :, :, :tk], cache[1, :, :, :tk]
+        with _on("c"):
+            got = _attend(q, k, v, g, need_weights=True)
+        _close(got, _attend(*(x.astype(np.float64) for x in (q, k, v, g)), need_weights=True))
+        _same_bits_at_1_and_2_threads(lambda: _attend(q, k, v, g))  # noqa: B023 (called at once)
 
 
 def _packed(B: int, H: int, t: int, d: int, seed: int) -> tuple[np.ndarray, ...]:

@@ -18,6 +18,8 @@ import numpy as np
 import microtensor as mt
 import microtensor.nn as nn
 import microtensor.nn.functional as F
+from microtensor import ops
+from microtensor.autograd import Function
 
 from .config import ModelConfig
 from .model import FeedForward, LayerNorm, _normal, _zeros
@@ -126,41 +128,44 @@ class GPT(nn.Module):
         c = self.config
         return np.zeros((c.n_blocks, 2, batch, c.n_heads, c.max_len, c.d_model // c.n_heads), dtype=np.float32)
 
-    @mt.no_grad()
     def decode(self, ids: np.ndarray, cache: np.ndarray, start: int) -> np.ndarray:
         """Logits (B, V) after ids (B, n) at positions start..start+n-1, given the cache of positions < start.
 
         The new positions' keys and values go into the cache and each new query attends to the cached
-        ones, so a token costs O(start) instead of recomputing all start + 1 positions. Call in eval mode.
+        ones, so a token costs O(start) instead of recomputing all start + 1 positions. The ops' forwards
+        run on the arrays themselves (no Tensors, no graph): a token's arithmetic is small enough that the
+        Python around each op is most of its cost. Call in eval mode (no dropout).
         """
         end = start + ids.shape[1]
         if not 0 <= start < end <= self.config.max_len:
             raise ValueError(f"GPT.decode: positions {start}..{end - 1} outside the block size {self.config.max_len}")
-        x = mt.from_numpy(self.tok_emb.data[ids] + self.pos_emb.data[start:end])
+        B, n = ids.shape
+        x = (self.tok_emb.data[ids] + self.pos_emb.data[start:end]).reshape(B * n, -1)
         for block, kv in zip(self.blocks, cache, strict=True):
             if block.pre_ln:
-                x = x + self._attend(block.attn, block.ln1(x), kv, start)
-                x = x + block.ffn(block.ln2(x))
+                x = x + self._attend(block.attn, _norm(block.ln1, x), kv, start, B)
+                x = x + _feed_forward(block.ffn, _norm(block.ln2, x))
             else:
-                x = block.ln1(self._attend(block.attn, x, kv, start), x)
-                x = block.ln2(block.ffn(x), x)
-        return F.linear(self.ln_f(mt.from_numpy(x.data[:, -1])), self.tok_emb).numpy()
+                x = _norm(block.ln1, self._attend(block.attn, x, kv, start, B), x)
+                x = _norm(block.ln2, _feed_forward(block.ffn, x), x)
+        return _run(ops.Linear, _norm(self.ln_f, x.reshape(B, n, -1)[:, -1]), self.tok_emb.data)
 
     @staticmethod
-    def _attend(attn: CausalSelfAttention, x: mt.Tensor, kv: np.ndarray, start: int) -> mt.Tensor:
-        """CausalSelfAttention of the new positions x (B, n, D), their keys and values stored in kv[:, :, :, start:]."""
-        B, n, D = x.shape
-        end, H = start + n, attn.n_heads
-        qkv = F.linear(x, attn.qkv_weight, attn.qkv_bias).numpy().reshape(B, n, 3, H, D // H)
+    def _attend(attn: CausalSelfAttention, x: np.ndarray, kv: np.ndarray, start: int, batch: int) -> np.ndarray:
+        """CausalSelfAttention of the new positions' rows x (B * n, D), their keys and values stored in kv[:, :, :,
+        start:]."""
+        (rows, D), H = x.shape, attn.n_heads
+        n = rows // batch
+        end = start + n
+        qkv = _run(ops.Linear, x, attn.qkv_weight.data, attn.qkv_bias.data).reshape(batch, n, 3, H, D // H)
         q, k, v = qkv.transpose(2, 0, 3, 1, 4)
         kv[0, :, :, start:end], kv[1, :, :, start:end] = k, v
-        keys, values = mt.from_numpy(kv[0, :, :, :end]), mt.from_numpy(kv[1, :, :, :end])
         # A query sees itself and the past: all the cache for one new position, a causal square from position 0,
         # else a mask (n, end)
         mask = np.arange(end) <= np.arange(start, end)[:, None] if start and n > 1 else None
-        causal = not start and n > 1
-        y = F.scaled_dot_product_attention(mt.from_numpy(q), keys, values, attn_mask=mask, is_causal=causal).numpy()
-        return F.linear(mt.from_numpy(y.transpose(0, 2, 1, 3).reshape(B, n, D)), attn.proj_weight, attn.proj_bias)
+        y = _run(ops.ScaledDotProductAttention, q, kv[0, :, :, :end], kv[1, :, :, :end], mask,
+                 is_causal=not start and n > 1)
+        return _run(ops.Linear, y.transpose(0, 2, 1, 3).reshape(rows, D), attn.proj_weight.data, attn.proj_bias.data)
 
     def generate(
         self, ids: Any, steps: int, pick: Callable[[np.ndarray], np.ndarray], cache: bool = True
@@ -187,3 +192,22 @@ class GPT(nn.Module):
             seq = np.concatenate([seq, chosen[:, None]], axis=1)
             if seq.shape[1] - start > size:
                 start, done = seq.shape[1] - max(size // 2, 1), 0
+
+
+def _run(op: type[Function], *args: Any, **kwargs: Any) -> np.ndarray:
+    """op's forward on arrays: its checks and kernel, without the Tensors and graph node of op.apply."""
+    return op.forward(op(), *args, **kwargs)
+
+
+def _norm(ln: LayerNorm, x: np.ndarray, residual: np.ndarray | None = None) -> np.ndarray:
+    """ln(x), or ln(x + residual) in one pass, on arrays."""
+    shape = ln.weight.shape
+    if residual is None:
+        return _run(ops.LayerNorm, x, ln.weight.data, ln.bias.data, normalized_shape=shape)
+    return _run(ops.AddLayerNorm, x, residual, ln.weight.data, ln.bias.data, normalized_shape=shape)
+
+
+def _feed_forward(ffn: FeedForward, x: np.ndarray) -> np.ndarray:
+    """The feed-forward net (without its dropout) on arrays."""
+    hidden = _run(ops.Gelu, _run(ops.Linear, x, ffn.fc_weight.data, ffn.fc_bias.data))
+    return _run(ops.Linear, hidden, ffn.proj_weight.data, ffn.proj_bias.data)
