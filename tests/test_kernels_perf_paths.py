@@ -274,10 +274,11 @@ def test_blocked_sgemm_does_not_depend_on_the_thread_count(m: int, k: int, n: in
     _matmul_same_bits_at_each_thread_count(a, b, False, True)
 
 
+@pytest.mark.parametrize("m,k,n", [(390, 2100, 130), (1027, 1100, 70)])
 @pytest.mark.parametrize("trans_b", [False, True])
-def test_weight_gradient_sgemm_does_not_depend_on_the_thread_count(trans_b: bool) -> None:
-    """op(A) = A^T and B packed by vector copies (A^T panel by panel, B row by row), a ragged last K slice."""
-    m, k, n = 390, 2100, 130
+def test_weight_gradient_sgemm_does_not_depend_on_the_thread_count(m: int, k: int, n: int, trans_b: bool) -> None:
+    """op(A) = A^T and B packed by vector copies, row by row (A^T eight panels at a time: groups of 8 and a
+    shorter last group, a partial last panel), a ragged last K slice."""
     a, b = operands(np.random.default_rng(13), m, k, n, True, trans_b)
     out = _matmul_same_bits_at_each_thread_count(a, b, True, trans_b)
     close(out, ref.matmul(a.astype(np.float64), b.astype(np.float64), True, trans_b), rtol=1e-4, atol=5e-4)
