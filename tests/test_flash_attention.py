@@ -253,6 +253,19 @@ def test_reversed_and_strided_views(backend: str) -> None:
     _close({"dq": q.grad.numpy(), "dk": k.grad.numpy(), "dv": v.grad.numpy()}, want)
 
 
+def test_unaligned_views_are_copied(backend: str) -> None:
+    """float32 views at an odd byte offset (of a byte buffer) are copied, never read through a misaligned pointer."""
+    rng = np.random.default_rng(10)
+    q, k, v, g = _inputs((2, 2, 1, 9, 8, 8), 11)
+    raw = np.zeros(k.nbytes + 1, np.uint8)
+    unaligned = raw[1:].view(np.float32).reshape(k.shape)
+    unaligned[...] = rng.standard_normal(k.shape)
+    assert not unaligned.flags.aligned
+    out = F.scaled_dot_product_attention(mt.from_numpy(q), mt.from_numpy(unaligned), mt.from_numpy(v), scale=0.3)
+    want = _attend(*(x.astype(np.float64) for x in (q, unaligned, v, g)))
+    np.testing.assert_allclose(out.numpy(), want["out"], rtol=1e-4, atol=2e-5)
+
+
 @needs_c
 def test_every_row_length_modulo_the_vector_width_under_a_causal_mask() -> None:
     """Rows see 1..T keys, padded with -inf to whole vectors of 8: sharp scores (large scale) expose any padding

@@ -136,9 +136,9 @@ def _address(ffi: Any, x: np.ndarray, kind: str = "float[]") -> Any:
 
 
 def _rows(x: np.ndarray) -> np.ndarray:
-    """x itself when its rows are contiguous and its strides whole elements, else a contiguous copy."""
-    ok = x.strides[-1] == x.itemsize and all(s % x.itemsize == 0 for s in x.strides)
-    return x if ok else np.ascontiguousarray(x)
+    """x itself when its rows are contiguous and it is aligned (its address and strides whole elements), else a
+    contiguous copy."""
+    return x if x.strides[-1] == x.itemsize and x.flags.aligned else np.ascontiguousarray(x)
 
 
 def _four_d(x: np.ndarray) -> np.ndarray:
