@@ -699,9 +699,11 @@ static void run_tasks(int threads, int64_t ntasks, mt_task_fn fn, void *ctx) {
     for (int64_t t = 0; t < ntasks; t++) fn(ctx, t);
 }
 
-static int gemm_blocked(const isa_t *isa, int trans_a, int trans_b, int64_t M, int64_t N, int64_t K,
-                        float alpha, const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
-                        float *C, int64_t ldc, const float *bias, int threads) {
+/* The blocked product on `threads` threads, B packed into bpack (nc x kc floats, twice that from 2 threads
+ * when K > KC). */
+static void blocked_run(const isa_t *isa, int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                        const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc,
+                        const float *bias, int threads, float *bpack) {
     /* Row blocks of at most MC rows, as many as a multiple of the threads where rows are plenty
      * (15 blocks on 2 threads leave one idle an eighth of the time). */
     int64_t mtiles = (M + isa->mr - 1) / isa->mr, mblocks = (M + MC - 1) / MC;
@@ -710,8 +712,6 @@ static int gemm_blocked(const isa_t *isa, int trans_a, int trans_b, int64_t M, i
     /* Threads pack the next slice of B in the tasks that compute this one: deep products (dW's K = 2048,
      * 8 slices) otherwise wait for both threads twice a slice. One thread keeps to one buffer. */
     int ahead = threads > 1 && K > KC;
-    float *bpack = scratch_get((size_t)(nc_max * kc_max * (ahead ? 2 : 1)));
-    if (!bpack) return 0;
     blocked_job s = {isa, trans_a, trans_b, M, N, K, alpha, beta, A, lda, B, ldb, C, ldc, bias, bpack,
                      bpack + nc_max * kc_max, 0, 0, 0, 0, 0, mtiles, mblocks, 0};
     for (s.j0 = 0; s.j0 < N; s.j0 += NC) {
@@ -733,6 +733,63 @@ static int gemm_blocked(const isa_t *isa, int trans_a, int trans_b, int64_t M, i
             }
         }
     }
+}
+
+/* Weight gradients (op(A) = A^T, K = the rows of a batch, 2048 deep: 8 slices) on several threads: C split
+ * into one part per thread (rows, or columns when C is wider than tall: the operand packed by every part is
+ * then the smaller one), each part a 1-thread blocked product with its own packed B: no waits between K
+ * slices, and every value computed as on one thread. */
+typedef struct {
+    const isa_t *isa;
+    int trans_a, trans_b, rows;
+    int64_t M, N, K;
+    float alpha, beta;
+    const float *A;
+    int64_t lda;
+    const float *B;
+    int64_t ldb;
+    float *C;
+    int64_t ldc;
+    const float *bias;
+    float *bpack;
+    int64_t chunk, bsize; /* rows or columns per part; floats of packed B per part */
+} split_job;
+
+static void split_task(void *ctx, int64_t t) {
+    const split_job *s = ctx;
+    int64_t lo = t * s->chunk, n = min64(s->chunk, (s->rows ? s->M : s->N) - lo);
+    if (n <= 0) return;
+    if (s->rows)
+        blocked_run(s->isa, s->trans_a, s->trans_b, n, s->N, s->K, s->alpha, s->A + lo * (s->trans_a ? 1 : s->lda),
+                    s->lda, s->B, s->ldb, s->beta, s->C + lo * s->ldc, s->ldc, s->bias, 1, s->bpack + t * s->bsize);
+    else
+        blocked_run(s->isa, s->trans_a, s->trans_b, s->M, n, s->K, s->alpha, s->A, s->lda,
+                    s->B + lo * (s->trans_b ? s->ldb : 1), s->ldb, s->beta, s->C + lo, s->ldc,
+                    s->bias ? s->bias + lo : NULL, 1, s->bpack + t * s->bsize);
+}
+
+static int gemm_blocked(const isa_t *isa, int trans_a, int trans_b, int64_t M, int64_t N, int64_t K,
+                        float alpha, const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
+                        float *C, int64_t ldc, const float *bias, int threads) {
+    int64_t kc_max = min64(KC, K);
+    if (threads > 1 && trans_a && K > KC) {
+        int rows = N <= M;
+        int64_t unit = rows ? isa->mr : isa->nr, chunk = round_up(((rows ? M : N) + threads - 1) / threads, unit);
+        int64_t parts = ((rows ? M : N) + chunk - 1) / chunk;
+        int64_t bsize = min64(NC, round_up(rows ? N : chunk, isa->nr)) * kc_max;
+        float *bpack = parts > 1 ? scratch_get((size_t)(bsize * parts)) : NULL;
+        if (bpack) {
+            split_job s = {isa, trans_a, trans_b, rows, M, N, K, alpha, beta, A, lda, B, ldb, C, ldc, bias, bpack,
+                           chunk, bsize};
+            mt_parallel_for(parts, split_task, &s);
+            scratch_put(bpack);
+            return 1;
+        }
+    }
+    int64_t nc_max = min64(NC, round_up(N, isa->nr));
+    float *bpack = scratch_get((size_t)(nc_max * kc_max * (threads > 1 && K > KC ? 2 : 1)));
+    if (!bpack) return 0;
+    blocked_run(isa, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bias, threads, bpack);
     scratch_put(bpack);
     return 1;
 }

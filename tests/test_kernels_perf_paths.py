@@ -274,6 +274,16 @@ def test_blocked_sgemm_does_not_depend_on_the_thread_count(m: int, k: int, n: in
     _matmul_same_bits_at_each_thread_count(a, b, False, True)
 
 
+@pytest.mark.parametrize("trans_b", [False, True])
+@pytest.mark.parametrize("m,k,n", [(500, 600, 90), (70, 530, 700)])
+def test_deep_weight_gradient_split_per_thread_matches_one_thread(m: int, k: int, n: int, trans_b: bool) -> None:
+    """From 2 threads op(A) = A^T deeper than one K slice runs as one 1-thread product per thread on its rows of C
+    (tall) or its columns (wide; ragged last part, partial panels): same bits at 1, 2, 3 and 8 threads."""
+    a, b = operands(np.random.default_rng(m + n), m, k, n, True, trans_b)
+    out = _matmul_same_bits_at_each_thread_count(a, b, True, trans_b)
+    close(out, ref.matmul(a.astype(np.float64), b.astype(np.float64), True, trans_b), rtol=1e-4, atol=5e-4)
+
+
 @pytest.mark.parametrize("m,k,n", [(390, 2100, 130), (1027, 1100, 70)])
 @pytest.mark.parametrize("trans_b", [False, True])
 def test_weight_gradient_sgemm_does_not_depend_on_the_thread_count(m: int, k: int, n: int, trans_b: bool) -> None:
