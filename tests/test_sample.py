@@ -56,6 +56,15 @@ def test_decode_refuses_positions_past_the_block_size():
         model.decode(np.zeros((1, 2), np.int64), model.new_cache(1), 15)
 
 
+def test_decode_refuses_a_layer_norm_of_another_width():
+    """decode calls the LayerNorm kernel itself: a parameter replaced by one of another width is refused, not read
+    past its end."""
+    model = sharp_gpt()
+    model.blocks[1].ln2.weight.data = np.ones(5, np.float32)
+    with pytest.raises(ValueError, match=r"LayerNorm weight \(5,\) and bias \(32,\)"):
+        model.decode(np.zeros((1, 1), np.int64), model.new_cache(1), 0)
+
+
 def test_a_prompt_longer_than_the_block_size_keeps_its_end():
     model = sharp_gpt()
     ids = np.random.default_rng(3).integers(0, len(VOCAB), (1, 40))

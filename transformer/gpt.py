@@ -18,13 +18,16 @@ import numpy as np
 import microtensor as mt
 import microtensor.nn as nn
 import microtensor.nn.functional as F
-from microtensor import ops
-from microtensor.autograd import Function
+from microtensor import _backend, ops
+from microtensor.ops.gelu import _gelu_forward
+from microtensor.ops.layernorm import _add_layernorm_forward, _layernorm_forward
 
 from .config import ModelConfig
 from .model import FeedForward, LayerNorm, _normal, _zeros
 
 __all__ = ["GPT"]
+
+_EPS = 1e-5  # LayerNorm's (F.layer_norm's default)
 
 
 class CausalSelfAttention(nn.Module):
@@ -132,9 +135,9 @@ class GPT(nn.Module):
         """Logits (B, V) after ids (B, n) at positions start..start+n-1, given the cache of positions < start.
 
         The new positions' keys and values go into the cache and each new query attends to the cached
-        ones, so a token costs O(start) instead of recomputing all start + 1 positions. The ops' forwards
-        run on the arrays themselves (no Tensors, no graph): a token's arithmetic is small enough that the
-        Python around each op is most of its cost. Call in eval mode (no dropout).
+        ones, so a token costs O(start) instead of recomputing all start + 1 positions. The kernels run on
+        the arrays themselves (no Tensors, no graph): a token's arithmetic is small enough that the Python
+        around each op is most of its cost. Call in eval mode (no dropout).
         """
         end = start + ids.shape[1]
         if not 0 <= start < end <= self.config.max_len:
@@ -148,7 +151,7 @@ class GPT(nn.Module):
             else:
                 x = _norm(block.ln1, self._attend(block.attn, x, kv, start, B), x)
                 x = _norm(block.ln2, _feed_forward(block.ffn, x), x)
-        return _run(ops.Linear, _norm(self.ln_f, x.reshape(B, n, -1)[:, -1]), self.tok_emb.data)
+        return _linear(_norm(self.ln_f, np.ascontiguousarray(x.reshape(B, n, -1)[:, -1])), self.tok_emb)
 
     @staticmethod
     def _attend(attn: CausalSelfAttention, x: np.ndarray, kv: np.ndarray, start: int, batch: int) -> np.ndarray:
@@ -157,15 +160,15 @@ class GPT(nn.Module):
         (rows, D), H = x.shape, attn.n_heads
         n = rows // batch
         end = start + n
-        qkv = _run(ops.Linear, x, attn.qkv_weight.data, attn.qkv_bias.data).reshape(batch, n, 3, H, D // H)
+        qkv = _linear(x, attn.qkv_weight, attn.qkv_bias).reshape(batch, n, 3, H, D // H)
         q, k, v = qkv.transpose(2, 0, 3, 1, 4)
         kv[0, :, :, start:end], kv[1, :, :, start:end] = k, v
         # A query sees itself and the past: all the cache for one new position, a causal square from position 0,
         # else a mask (n, end)
         mask = np.arange(end) <= np.arange(start, end)[:, None] if start and n > 1 else None
-        y = _run(ops.ScaledDotProductAttention, q, kv[0, :, :, :end], kv[1, :, :, :end], mask,
-                 is_causal=not start and n > 1)
-        return _run(ops.Linear, y.transpose(0, 2, 1, 3).reshape(rows, D), attn.proj_weight.data, attn.proj_bias.data)
+        sdpa = ops.ScaledDotProductAttention  # its forward on arrays: the checks of the user's cache, no graph
+        y = sdpa.forward(sdpa(), q, kv[0, :, :, :end], kv[1, :, :, :end], mask, is_causal=not start and n > 1)
+        return _linear(y.transpose(0, 2, 1, 3).reshape(rows, D), attn.proj_weight, attn.proj_bias)
 
     def generate(
         self, ids: Any, steps: int, pick: Callable[[np.ndarray], np.ndarray], cache: bool = True
@@ -194,20 +197,22 @@ class GPT(nn.Module):
                 start, done = seq.shape[1] - max(size // 2, 1), 0
 
 
-def _run(op: type[Function], *args: Any, **kwargs: Any) -> np.ndarray:
-    """op's forward on arrays: its checks and kernel, without the Tensors and graph node of op.apply."""
-    return op.forward(op(), *args, **kwargs)
+def _linear(x: np.ndarray, weight: nn.Parameter, bias: nn.Parameter | None = None) -> np.ndarray:
+    """x @ weight.T + bias of rows x (N, in) by the backend's linear (which checks the shapes)."""
+    return _backend.K.linear(x, weight.data, None if bias is None else bias.data)
 
 
 def _norm(ln: LayerNorm, x: np.ndarray, residual: np.ndarray | None = None) -> np.ndarray:
-    """ln(x), or ln(x + residual) in one pass, on arrays."""
-    shape = ln.weight.shape
+    """ln(x), or ln(x + residual) in one pass, of contiguous rows (N, D) by the kernel's entry points (the op's
+    checks cost more than normalising a row): the shapes are checked here, the dtypes there."""
+    w, b = ln.weight.data, ln.bias.data
+    if not w.shape == b.shape == x.shape[1:]:
+        raise ValueError(f"GPT.decode: LayerNorm weight {w.shape} and bias {b.shape} for rows of shape {x.shape}")
     if residual is None:
-        return _run(ops.LayerNorm, x, ln.weight.data, ln.bias.data, normalized_shape=shape)
-    return _run(ops.AddLayerNorm, x, residual, ln.weight.data, ln.bias.data, normalized_shape=shape)
+        return _layernorm_forward(x, w, b, _EPS)[0]
+    return _add_layernorm_forward(x, residual, w, b, _EPS)[1]
 
 
 def _feed_forward(ffn: FeedForward, x: np.ndarray) -> np.ndarray:
-    """The feed-forward net (without its dropout) on arrays."""
-    hidden = _run(ops.Gelu, _run(ops.Linear, x, ffn.fc_weight.data, ffn.fc_bias.data))
-    return _run(ops.Linear, hidden, ffn.proj_weight.data, ffn.proj_bias.data)
+    """The feed-forward net (without its dropout) of rows x (N, D)."""
+    return _linear(_gelu_forward(_linear(x, ffn.fc_weight, ffn.fc_bias)), ffn.proj_weight, ffn.proj_bias)
