@@ -137,8 +137,8 @@ def _address(ffi: Any, x: np.ndarray, kind: str = "float[]") -> Any:
 
 def _rows(x: np.ndarray) -> np.ndarray:
     """x itself when its rows are contiguous and it is aligned (its address and strides whole elements), else a
-    contiguous copy."""
-    return x if x.strides[-1] == x.itemsize and x.flags.aligned else np.ascontiguousarray(x)
+    contiguous copy (a new array: np.ascontiguousarray keeps a contiguous unaligned one)."""
+    return x if x.strides[-1] == x.itemsize and x.flags.aligned else np.array(x, order="C")
 
 
 def _four_d(x: np.ndarray) -> np.ndarray:
