@@ -709,8 +709,8 @@ static void blocked_run(const isa_t *isa, int trans_a, int trans_b, int64_t M, i
     int64_t mtiles = (M + isa->mr - 1) / isa->mr, mblocks = (M + MC - 1) / MC;
     if (threads > 1 && mblocks > 1 && round_up(mblocks, threads) <= mtiles) mblocks = round_up(mblocks, threads);
     int64_t kc_max = min64(KC, K), nc_max = min64(NC, round_up(N, isa->nr));
-    /* Threads pack the next slice of B in the tasks that compute this one: deep products (dW's K = 2048,
-     * 8 slices) otherwise wait for both threads twice a slice. One thread keeps to one buffer. */
+    /* Threads pack the next slice of B in the tasks that compute this one: deep products (dx's K = 1024 or
+     * 1536) otherwise wait for both threads twice a slice. One thread keeps to one buffer. */
     int ahead = threads > 1 && K > KC;
     blocked_job s = {isa, trans_a, trans_b, M, N, K, alpha, beta, A, lda, B, ldb, C, ldc, bias, bpack,
                      bpack + nc_max * kc_max, 0, 0, 0, 0, 0, mtiles, mblocks, 0};
