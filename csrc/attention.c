@@ -90,12 +90,14 @@ INLINE void micro4(int rows, int nv, int64_t K, const float *A, int64_t ars, int
 }
 
 /* Columns [c, c + 8*nv) of C (M x N) (+)= A (M x K, by strides) B (K x 8*nv, rows ldb apart), in tiles
- * of mr rows: 6 with AVX2's 8-float vectors (12 accumulators of 16 registers), 3 with 4-float ones. */
+ * of mr rows: 6 with AVX2's 8-float vectors (12 accumulators of 16 registers), the rest 4, 3, 2, 1 (a
+ * block of 16 or 64 rows ends in 4, not 3 + 1); 3 with 4-float ones. */
 INLINE void panel(int mr, int nv, int64_t M, int64_t K, const float *A, int64_t ars, int64_t acs, const float *B,
                   int64_t ldb, float *C, int64_t ldc, int add) {
     int64_t r = 0;
     if (mr == MR) {
         for (; r + MR <= M; r += MR) micro8(MR, nv, K, A + r * ars, ars, acs, B, ldb, C + r * ldc, ldc, add);
+        for (; r + 4 <= M; r += 4) micro8(4, nv, K, A + r * ars, ars, acs, B, ldb, C + r * ldc, ldc, add);
         for (; r + 3 <= M; r += 3) micro8(3, nv, K, A + r * ars, ars, acs, B, ldb, C + r * ldc, ldc, add);
         for (; r + 2 <= M; r += 2) micro8(2, nv, K, A + r * ars, ars, acs, B, ldb, C + r * ldc, ldc, add);
         for (; r < M; r++) micro8(1, nv, K, A + r * ars, ars, acs, B, ldb, C + r * ldc, ldc, add);
@@ -245,6 +247,14 @@ INLINE void gather_heads(const mt_attention *a, int64_t b, int64_t h0, int64_t h
             copy_row(dst + g_at + t * Dv, gr, Dv);
             dst[dot_at + t] = d;
         }
+}
+
+/* Asks for rows [0, n) of width w (ld apart) at x for writing, a cache line at a time: a head's output rows (short,
+ * far apart, in memory no pass has touched lately) are asked for while the head before is worked on, so their
+ * stores find the lines in the cache instead of each stalling on its own. */
+INLINE void prefetch_for_write(float *x, int64_t ld, int64_t n, int64_t w) {
+    for (int64_t t = 0; t < n; t++)
+        for (int64_t c = 0; c < w; c += 16) __builtin_prefetch(x + t * ld + c, 1, 3);
 }
 
 /* Float counts of the per-thread workspace: packed operands, block tiles and row vectors. */
@@ -433,9 +443,10 @@ static float *workspace(job *j, pads p, int backward) {
     return buf;
 }
 
-/* Head (b, h)'s operands: Q, K and V gathered (`rows`, or NULL), in place, or as padded copies, and the transposes this pass needs
- * (Kt always, Vt for backward). Returns the first float of buf left free. */
-INLINE float *pack_head(const mt_attention *a, pads p, float *buf, int64_t b, int64_t h, int need_vt,
+/* Head (b, h)'s operands: Q, K and V gathered (`rows`, or NULL), in place, or as padded copies, and the transposes this pass
+ * needs (Kt for the scores: the forward's, or the backward's when it recomputes the weights; Vt for the backward). Returns
+ * the first float of buf left free. */
+INLINE float *pack_head(const mt_attention *a, pads p, float *buf, int64_t b, int64_t h, int backward,
                         const float *rows, packed *x) {
     const float *q = head_of(a->q, b, h), *k = head_of(a->k, b, h), *v = head_of(a->v, b, h);
     if (rows) {
@@ -450,9 +461,10 @@ INLINE float *pack_head(const mt_attention *a, pads p, float *buf, int64_t b, in
         pack_rows(v, a->v.row, a->Tk, a->Dv, pv, p.dvp);
         *x = (packed){pq, pk, pv, p.dp, p.dp, p.dvp, pv + a->Tk * p.dvp, NULL};
     }
-    x->vt = x->kt + p.dp * p.tkp;
-    pack_columns(x->k, x->lk, a->Tk, a->D, p.dp, x->kt, p.tkp);
-    if (!need_vt) return x->vt;
+    int need_kt = !backward || !a->weights;
+    x->vt = x->kt + (need_kt ? p.dp * p.tkp : 0);
+    if (need_kt) pack_columns(x->k, x->lk, a->Tk, a->D, p.dp, x->kt, p.tkp);
+    if (!backward) return x->vt;
     pack_columns(x->v, x->lv, a->Tk, a->Dv, p.dvp, x->vt, p.tkp);
     return x->vt + p.dvp * p.tkp;
 }
@@ -475,6 +487,8 @@ INLINE void forward_heads(void *ctx, int64_t p0, int64_t p1, int mr) {
             first_head = h;
             gather_heads(a, b, h, h + p1 - pair < a->H ? h + p1 - pair : a->H, group, 0);
         }
+        if (pair + 1 < p1)
+            prefetch_for_write(out_head(a->out, (pair + 1) / a->H, (pair + 1) % a->H), a->out.row, a->Tq, a->Dv);
         fwd_buf w;
         w.s = pack_head(a, p, buf, b, h, 0, buf != group ? group + (h - first_head) * head_floats(a, 0) : NULL, &w.x);
         w.o = w.s + BQ * p.bk;
@@ -705,6 +719,12 @@ INLINE void backward_heads(void *ctx, int64_t p0, int64_t p1, int mr) {
             gather_heads(a, b, h, h + p1 - pair < a->H ? h + p1 - pair : a->H, group, 1);
         }
         const float *rows = buf != group ? group + (h - first_head) * hf : NULL;
+        if (pair + 1 < p1) {
+            int64_t next_b = (pair + 1) / a->H, next_h = (pair + 1) % a->H;
+            prefetch_for_write(out_head(a->dq, next_b, next_h), a->dq.row, a->Tq, a->D);
+            prefetch_for_write(out_head(a->dk, next_b, next_h), a->dk.row, a->Tk, a->D);
+            prefetch_for_write(out_head(a->dv, next_b, next_h), a->dv.row, a->Tk, a->Dv);
+        }
         bwd_buf w;
         float *free_at = pack_head(a, p, buf, b, h, 1, rows, &w.x);
         w.g = rows ? rows + a->Tq * a->D + a->Tk * (a->D + a->Dv) : head_of(a->g, b, h);
