@@ -1,8 +1,8 @@
 """The training step of the seed transformer and three larger ones, microtensor against PyTorch.
 
 Each config's step (forward, loss, backward, Adam) runs on microtensor and on the
-same model in PyTorch (same weights, same batch) at 1 and 2 threads (MICROTENSOR_BENCH_THREADS=1,2,4,8,16: more); every
-(config, threads) pair is one pytest-benchmark group, so the ratio of the two
+same model in PyTorch (same weights, same batch) at 1 and 2 threads (MICROTENSOR_BENCH_THREADS sets
+others, e.g. 1,2,4,8,16); every (config, threads) pair is one pytest-benchmark group, so the ratio of the two
 medians is read from one run:
 
     python -m pytest benchmarks/test_scale.py --benchmark-only --benchmark-columns=median,iqr,rounds \
