@@ -13,7 +13,9 @@ the machine's load hits both) and prints microtensor / PyTorch in wall and CPU t
 
     python -m pytest benchmarks/test_scale.py --benchmark-only -k vs_pytorch -s
 
-`-k d256` picks one config. The models and the steps are benchmarks/test_train_step.py's.
+`test_linears_vs_pytorch` times a step's linear products alone the same way (`-k linears`): the part of
+the step's ratio that GEMM speed sets. `-k d256` picks one config. The models and the steps are
+benchmarks/test_train_step.py's.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import pytest
 from test_train_step import THREADS, _set_microtensor_threads, interleaved, microtensor_step, torch_step
 
 import microtensor as mt
+from microtensor import _backend
 from transformer.data import make_splits
 from transformer.model import ModelConfig, Transformer
 
@@ -88,12 +91,50 @@ def test_scale_vs_pytorch(benchmark, name, threads):
     model = Transformer(config, np.random.default_rng(0))
     steps = {"microtensor": microtensor_step(model, mt.optim.Adam(model.parameters(), lr=1e-3), *batch),
              "torch": torch_step(config, *batch)}
-    medians = interleaved(benchmark, steps, rounds)
+    report(benchmark, f"{group(name, threads)}, interleaved", name, threads, interleaved(benchmark, steps, rounds))
+
+
+def step_linears(name: str) -> list[tuple[int, int, int]]:
+    """(rows, in, out) of every linear in one step of config `name`: the last block runs its last position only."""
+    d, _, d_ff, blocks, T, batch, _ = CONFIGS[name]
+    after_attention = [(d, d), (d, d_ff), (d_ff, d)]  # projection, FFN in, FFN out
+    full, last = [(batch * T, *io) for io in after_attention], [(batch, *io) for io in after_attention]
+    return [(batch * T, d, 3 * d)] * blocks + full * (blocks - 1) + last + [(batch, d, ModelConfig().vocab_size)]
+
+
+@pytest.mark.parametrize("name, threads", CASES)
+def test_linears_vs_pytorch(benchmark, name, threads):
+    """A step's linear products alone (y = x w^T + b, then dx, dw, db), interleaved as the step: the share of
+    the step's ratio that GEMM speed sets (d384's linears are ~85% of microtensor's step)."""
+    torch = pytest.importorskip("torch")
+    torch.set_num_threads(threads)
+    _set_microtensor_threads(threads)
+    rng = np.random.default_rng(0)
+    arrays = [[rng.standard_normal(shape, dtype=np.float32) for shape in ((n, i), (o, i), (o,), (n, o))]
+              for n, i, o in step_linears(name)]
+    tensors = [[torch.from_numpy(a) for a in operands] for operands in arrays]
+
+    def ours() -> None:
+        for x, w, b, g in arrays:
+            _backend.K.linear(x, w, b)
+            _backend.K.linear_backward(g, x, w, True, True, True)
+
+    def theirs() -> None:
+        for x, w, b, g in tensors:
+            torch.nn.functional.linear(x, w, b)
+            g @ w, g.t() @ x, g.sum(0)
+
+    medians = interleaved(benchmark, {"microtensor": ours, "torch": theirs}, CONFIGS[name][-1])
+    report(benchmark, f"{group(name, threads)}, linears", f"{name} linears", threads, medians)
+
+
+def report(benchmark, benchmark_group: str, label: str, threads: int, medians: dict) -> None:
+    """Both medians (ms) and microtensor / PyTorch, wall and CPU, into extra_info and printed."""
     ratio = {clock: m["microtensor"] / m["torch"] for clock, m in medians.items()}
     ms = {clock: {lib: round(s * 1e3, 2) for lib, s in m.items()} for clock, m in medians.items()}
-    benchmark.group = f"{group(name, threads)}, interleaved"
+    benchmark.group = benchmark_group
     benchmark.extra_info.update(threads=threads, ms=ms["wall"], ratio=ratio["wall"], cpu_ms=ms["cpu"],
                                 cpu_ratio=ratio["cpu"])
     for clock in medians:
-        print(f"\n{name}, {threads} thread(s), {clock} time: {json.dumps(ms[clock])} ms, "
+        print(f"\n{label}, {threads} thread(s), {clock} time: {json.dumps(ms[clock])} ms, "
               f"microtensor / PyTorch = {ratio[clock]:.2f}", end="")
