@@ -605,9 +605,12 @@ static void gemm_small(const isa_t *isa, int trans_a, int trans_b, int64_t M, in
     int64_t ntasks = 1;
     if (threads > 1) {
         /* Columns split evenly and let each thread pack its own part of B^T; with many
-         * panels, packing once and splitting rows measured faster (256x64 @ (256x64)^T). */
+         * panels, packing once and splitting rows measured faster (256x64 @ (256x64)^T), and so
+         * did a C 16 or more times taller than wide, where every thread would otherwise read all of
+         * A and write part of every row of C (2 threads: 2048x16 @ 16x64 0.48-0.74 of the time,
+         * 2048x64 @ (64x64)^T 0.69-0.98; 256-row C lost 12-20% split by rows). */
         int pack_once = trans_b && panels > 2 * threads && M >= 2 * (int64_t)isa->mr * threads;
-        if (panels >= threads && !pack_once) {
+        if (panels >= threads && !pack_once && M < 16 * N) {
             s.split_cols = 1;
             s.chunk = round_up((N + threads - 1) / threads, isa->nr);
             ntasks = (N + s.chunk - 1) / s.chunk;

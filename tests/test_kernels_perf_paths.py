@@ -322,6 +322,17 @@ def test_fused_linear_backward_matches_the_separate_products(n: int, i: int, o: 
         close(ours, wanted, rtol=1e-4, atol=3e-4)
 
 
+@pytest.mark.parametrize("trans_b", [False, True])
+@pytest.mark.parametrize("m,k,n", [(2048, 16, 64), (2051, 37, 100), (1000, 64, 64)])
+def test_small_sgemm_split_by_rows_or_columns_does_not_depend_on_the_thread_count(m: int, k: int, n: int,
+                                                                                   trans_b: bool) -> None:
+    """The small driver splits a C 16 or more times taller than wide by rows (ragged last chunk), a squarer one by
+    columns (1000 x 64): same bits at 1, 2, 3 and 8 threads, and the float64 reference."""
+    a, b = operands(np.random.default_rng(m + k + n), m, k, n, False, trans_b)
+    out = _matmul_same_bits_at_each_thread_count(a, b, False, trans_b)
+    close(out, ref.matmul(a.astype(np.float64), b.astype(np.float64), False, trans_b), rtol=1e-4, atol=2e-4)
+
+
 SMALL_K = [(2048, 16, 64), (64, 16, 64), (2048, 64, 16), (16, 2048, 64), (37, 16, 29), (6, 1, 17),
            (1, 128, 387), (2, 129, 5), (1, 1, 3)]  # one or two rows of A: dot products along B's rows
 
