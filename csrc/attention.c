@@ -240,8 +240,9 @@ INLINE void gather_heads(const mt_attention *a, int64_t b, int64_t h0, int64_t h
     int64_t k_at = a->Tq * D, v_at = k_at + a->Tk * D, g_at = v_at + a->Tk * Dv, dot_at = g_at + a->Tq * Dv;
     const float *q = head_of(a->q, b, h0), *k = head_of(a->k, b, h0), *v = head_of(a->v, b, h0);
     const float *g = backward ? head_of(a->g, b, h0) : NULL, *out = backward ? head_of(a->out, b, h0) : NULL;
+    int64_t n = h1 - h0;
     for (int64_t t = 0; t < T; t++) {
-        int64_t ahead = t + GATHER_AHEAD, n = h1 - h0;
+        int64_t ahead = t + GATHER_AHEAD;
         if (ahead < a->Tq) prefetch_span(q + ahead * a->q.row, n * D);
         if (ahead < a->Tk) {
             prefetch_span(k + ahead * a->k.row, n * D);
