@@ -241,6 +241,32 @@ def test_sdpa_and_self_attention_match_torch(torch, backend: str, t: int, causal
     np.testing.assert_allclose(sdpa.numpy(), out.numpy().reshape(B, t, H, hd).transpose(0, 2, 1, 3), atol=1e-6)
 
 
+@pytest.mark.parametrize("t", [1, 7, 49, 130])
+@pytest.mark.parametrize("causal", [False, True])
+def test_self_attention_last_only_is_the_full_ops_last_row(backend: str, t: int, causal: bool) -> None:
+    """Only the last position querying gives the full op's last output and weights row, and its gradient:
+    the other queries' q rows get zeros, every k and v row its share."""
+    rng = np.random.default_rng(t)
+    B, H, hd = 2, 3, 16
+    qkv = rng.standard_normal((B, t, 3 * H * hd)).astype(np.float32)
+    mask = rng.random((B, 1, 1, t)) > 0.25
+    mask[..., -1] = True
+    g = rng.standard_normal((B, 1, H * hd)).astype(np.float32)
+    results = []
+    for last_only in (False, True):
+        x = mt.tensor(qkv, requires_grad=True)
+        out, weights = F.self_attention(x, H, mask=mask, is_causal=causal, need_weights=True, last_only=last_only)
+        out, weights = (out, weights) if last_only else (out[:, -1:], weights[:, :, -1:])
+        (out * mt.tensor(g)).sum().backward()
+        results.append((out.numpy(), weights.numpy(), x.grad.numpy()))
+    (out, weights, grad), (out1, weights1, grad1) = results
+    assert out1.shape == (B, 1, H * hd) and weights1.shape == (B, H, 1, t)
+    np.testing.assert_allclose(out1, out, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(weights1, weights, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(grad1, grad, rtol=1e-5, atol=1e-6)
+    assert not grad1[:, :-1, : H * hd].any()
+
+
 def test_reversed_and_strided_views(backend: str) -> None:
     """Views with reversed rows or heads are read in place by strides; strided columns are copied first."""
     rng = np.random.default_rng(8)

@@ -240,6 +240,8 @@ FUNCTIONAL = {
     "self_attention_heads": (lambda qkv: F.self_attention(qkv, 2), [(2, 3, 12)]),
     "self_attention_pad_mask_causal": (
         lambda qkv: F.self_attention(qkv, 1, mask=PAD_MASK, is_causal=True), [(2, 4, 9)]),
+    "self_attention_last_only": (
+        lambda qkv: F.self_attention(qkv, 2, mask=PAD_MASK, is_causal=True, last_only=True), [(2, 4, 12)]),
     "gelu_exact": (lambda a: F.gelu(a), [(3, 4)]),
     "gelu_tanh": (lambda a: F.gelu(a, approximate="tanh"), [(3, 4)]),
     "silu": (lambda a: F.silu(a), [(3, 4)]),

@@ -71,12 +71,11 @@ class SelfAttention(nn.Module):
     ) -> tuple[mt.Tensor, np.ndarray]:
         """x (B, T, D) and key mask (B, 1, 1, T) -> output (B, T, D) and weights (B, H, T, T).
 
-        With last_only only the last position queries (output (B, 1, D)): all the head needs.
+        With last_only only the last position queries (output (B, 1, D), weights (B, H, 1, T)): all the
+        head needs, and the attention of the other T - 1 queries is never computed.
         """
         qkv = F.linear(x, self.qkv_weight, self.qkv_bias)
-        y, weights = F.self_attention(qkv, self.n_heads, mask=mask, need_weights=True)
-        if last_only:
-            y = y[:, -1:]
+        y, weights = F.self_attention(qkv, self.n_heads, mask=mask, need_weights=True, last_only=last_only)
         y = F.linear(y, self.proj_weight, self.proj_bias)
         return F.dropout(y, self.p, self.training, self.dropout_rng), weights.numpy()
 

@@ -169,6 +169,7 @@ def self_attention(
     is_causal: bool = False,
     scale: float | None = None,
     need_weights: bool = False,
+    last_only: bool = False,
 ) -> Any:
     """Multi-head self-attention on a packed projection qkv (B, T, 3*D) = [q | k | v]; output (B, T, D).
 
@@ -176,10 +177,13 @@ def self_attention(
     True = may attend) broadcasts to (B, n_heads, T, T). With
     need_weights=True returns (output, weights (B, n_heads, T, T), detached).
     Same numbers as splitting the heads by hand and calling
-    scaled_dot_product_attention, with fewer ops in the graph.
+    scaled_dot_product_attention, with fewer ops in the graph. With last_only
+    only the last position queries: output (B, 1, D), weights (B, n_heads, 1, T),
+    for a model that reads its last position (the other T - 1 queries cost nothing).
     """
     out, ctx = ops.SelfAttention.apply_with_ctx(
-        qkv, n_heads=n_heads, mask=_data(mask), is_causal=is_causal, scale=scale, need_weights=need_weights
+        qkv, n_heads=n_heads, mask=_data(mask), is_causal=is_causal, scale=scale, need_weights=need_weights,
+        last_only=last_only,
     )
     return (out, Tensor._wrap(ctx.weights)) if need_weights else out
 

@@ -241,30 +241,35 @@ class SelfAttention(Function):
     One fused projection feeds it directly, so no per-head slicing op (and its zero-filled gradients)
     sits in the graph; the kernels read the heads by stride and write the output (B, T, D), heads
     concatenated, and the gradient (B, T, 3*D) in place. With need_weights the weights
-    (B, H, T, T) are kept in `ctx.weights`, else it is None.
+    (B, H, T, T) are kept in `ctx.weights`, else it is None. With last_only only the last position
+    queries (output (B, 1, D), weights (B, H, 1, T)): what a model that reads its last position needs.
     """
 
     @staticmethod
-    def forward(ctx, qkv, n_heads=1, mask=None, is_causal=False, scale=None, need_weights=False):
+    def forward(ctx, qkv, n_heads=1, mask=None, is_causal=False, scale=None, need_weights=False, last_only=False):
         B, T, D = _check_packed(qkv, n_heads)
+        tq = 1 if last_only else T
         if mask is not None:
-            mask = _bool_mask(np.asarray(mask), _attention_mask(mask, (B, n_heads, T, T), "self_attention",
-                                                                floats=False).shape)
+            _attention_mask(mask, (B, n_heads, T, T), "self_attention", floats=False)  # checks dtype and shape
+            mask = np.asarray(mask)
+            mask = _bool_mask(mask[..., -1:, :] if last_only and mask.ndim > 1 else mask, (B, n_heads, tq, T))
         scale = 1.0 / math.sqrt(D // n_heads) if scale is None else float(scale)
-        heads = _rows(qkv).reshape(B, T, 3, n_heads, D // n_heads).transpose(2, 0, 3, 1, 4)
-        ctx.call = _Call(*heads, mask, bool(is_causal), scale, 0.0, None)
-        ctx.out = np.empty((B, T, D), qkv.dtype)
+        q, k, v = _rows(qkv).reshape(B, T, 3, n_heads, D // n_heads).transpose(2, 0, 3, 1, 4)
+        ctx.call = _Call(q[:, :, T - tq:], k, v, mask, bool(is_causal) and not last_only, scale, 0.0, None)
+        ctx.out = np.empty((B, tq, D), qkv.dtype)
         ctx.call.forward(_split(ctx.out, n_heads), need_weights)
         ctx.weights = ctx.call.weights
-        ctx.save_for_backward(*heads, ctx.out)  # watched: backward reads them
+        ctx.save_for_backward(q, k, v, ctx.out)  # watched: backward reads them
         return ctx.out
 
     @staticmethod
     def backward(ctx, g):
-        call, (B, H, T, hd) = ctx.call, ctx.call.q.shape
+        call, (B, H, T, hd) = ctx.call, ctx.call.k.shape
         dqkv = np.empty((B, T, 3, H, hd), g.dtype)
         dq, dk, dv = dqkv.transpose(2, 0, 3, 1, 4)
-        call.backward(_split(g, H), _split(ctx.out, H), dq, dk, dv)
+        tq = call.q.shape[2]
+        dq[:, :, : T - tq] = 0.0  # positions that did not query (last_only)
+        call.backward(_split(g, H), _split(ctx.out, H), dq[:, :, T - tq:], dk, dv)
         return dqkv.reshape(B, T, 3 * H * hd)
 
 
