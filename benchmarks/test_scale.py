@@ -11,10 +11,10 @@ medians is read from one run:
 `test_scale_vs_pytorch` runs the two steps in alternation instead (pairs in one run, so
 the machine's load hits both) and prints microtensor / PyTorch in wall and CPU time:
 
-    python -m pytest benchmarks/test_scale.py --benchmark-only -k vs_pytorch -s
+    python -m pytest benchmarks/test_scale.py --benchmark-only -k test_scale_vs_pytorch -s
 
 `test_linears_vs_pytorch` times a step's linear products alone the same way (`-k linears`): the part of
-the step's ratio that GEMM speed sets. `-k d256` picks one config. The models and the steps are
+the step's ratio that GEMM speed sets (`-k vs_pytorch` runs both). `-k d256` picks one config. The models and the steps are
 benchmarks/test_train_step.py's.
 """
 
