@@ -14,8 +14,8 @@ the machine's load hits both) and prints microtensor / PyTorch in wall and CPU t
     python -m pytest benchmarks/test_scale.py --benchmark-only -k test_scale_vs_pytorch -s
 
 `test_linears_vs_pytorch` times a step's linear products alone the same way (`-k linears`): the part of
-the step's ratio that GEMM speed sets (`-k vs_pytorch` runs both). `-k d256` picks one config. The models and the steps are
-benchmarks/test_train_step.py's.
+the step's ratio that GEMM speed sets (`-k vs_pytorch` runs both). `-k d256` picks one config. The models
+and the steps are benchmarks/test_train_step.py's.
 """
 
 from __future__ import annotations

@@ -548,16 +548,28 @@ INLINE void forward_heads(void *ctx, int64_t p0, int64_t p1, int mr) {
 
 INLINE int by_rows(const mt_attention *a) { return a->Tq <= ROW_QUERIES && !a->drop_threshold && in_place(a); }
 
-/* s[0:8) = q . k_j for the 8 keys j < 8 (rows ld apart, D a multiple of 8): eight partial-sum vectors,
- * transposed, summed. */
+/* s[0:8) = q . k_j for the 8 keys j < 8 (rows ld apart, D a multiple of 8), the keys in lanes and one
+ * multiply-add per coordinate in order, as the blocked pass's micro-kernel sums them: 8 x 8 blocks of K
+ * transposed on the fly. A row computed here then has the blocked pass's bits (with all keys in one block),
+ * so the last position of a sequence querying alone (self_attention's last_only) matches the full pass. */
 INLINE void dots8(const float *q, const float *k, int64_t ld, int64_t D, float *s) {
-    v8 acc[8], t[8], sum = {0};
-    for (int r = 0; r < 8; r++) acc[r] = (v8){0};
-    for (int64_t c = 0; c < D; c += 8)
-        for (int r = 0; r < 8; r++) acc[r] += V8(q + c) * V8(k + r * ld + c);
-    transpose8((const float *)acc, 8, (float *)t, 8);
-    for (int r = 0; r < 8; r++) sum += t[r];
-    V8(s) = sum;
+    v8 acc = {0}, column[8];
+    for (int64_t c = 0; c < D; c += 8) {
+        transpose8(k + c, ld, (float *)column, 8);
+        for (int i = 0; i < 8; i++) acc += q[c + i] * column[i];
+    }
+    V8(s) = acc;
+}
+
+/* The same for the n < 8 keys left, their columns gathered a float at a time (lanes past n stay zero). */
+INLINE void dots_tail(const float *q, const float *k, int64_t ld, int64_t D, int64_t n, float *s) {
+    v8 acc = {0};
+    for (int64_t c = 0; c < D; c++) {
+        v8 column = {0};
+        for (int64_t j = 0; j < n; j++) column[j] = k[j * ld + c];
+        acc += q[c] * column;
+    }
+    for (int64_t j = 0; j < n; j++) s[j] = acc[j];
 }
 
 /* o[0:Dv) = sum_j p[j] v_j over n keys (rows ld apart, Dv a multiple of 8): 32 columns at a time in
@@ -584,11 +596,7 @@ INLINE void query_row(const mt_attention *a, int64_t b, int64_t h, int64_t pair,
     const uint8_t *mask = mask_of(a, b, h);
     int64_t seen = a->causal && i + 1 < a->Tk ? i + 1 : a->Tk, j = 0, n8 = round8(a->Tk);
     for (; j + 8 <= a->Tk; j += 8) dots8(q, k + j * a->k.row, a->k.row, a->D, s + j);
-    for (; j < a->Tk; j++) {
-        float d = 0.0f;
-        for (int64_t c = 0; c < a->D; c++) d += q[c] * k[j * a->k.row + c];
-        s[j] = d;
-    }
+    if (j < a->Tk) dots_tail(q, k + j * a->k.row, a->k.row, a->D, a->Tk - j, s + j);
 #pragma omp simd
     for (j = 0; j < a->Tk; j++) s[j] = a->scale * s[j] - (j < seen ? 0.0f : INFINITY);
     for (j = 0; mask && j < a->Tk; j++) s[j] -= mask[i * a->mask_row + j] ? 0.0f : INFINITY;
