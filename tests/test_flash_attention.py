@@ -273,6 +273,11 @@ def test_self_attention_last_only_is_the_full_ops_last_row(backend: str, t: int,
     assert not grad1[:, :-1, : H * hd].any()
 
 
+def test_self_attention_last_only_of_no_positions_is_an_error() -> None:
+    with pytest.raises(ValueError, match="self_attention: last_only needs a last position"):
+        F.self_attention(mt.tensor(np.zeros((2, 0, 12), np.float32)), 2, last_only=True)
+
+
 def test_reversed_and_strided_views(backend: str) -> None:
     """Views with reversed rows or heads are read in place by strides; strided columns are copied first."""
     rng = np.random.default_rng(8)

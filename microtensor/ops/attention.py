@@ -248,6 +248,8 @@ class SelfAttention(Function):
     @staticmethod
     def forward(ctx, qkv, n_heads=1, mask=None, is_causal=False, scale=None, need_weights=False, last_only=False):
         B, T, D = _check_packed(qkv, n_heads)
+        if last_only and T == 0:
+            raise ValueError(f"self_attention: last_only needs a last position, got qkv of shape {qkv.shape}")
         tq = 1 if last_only else T
         if mask is not None:
             _attention_mask(mask, (B, n_heads, T, T), "self_attention", floats=False)  # checks dtype and shape
