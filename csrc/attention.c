@@ -153,7 +153,8 @@ INLINE void transpose8(const float *src, int64_t ld, float *dst, int64_t stride)
  * 8 x 8 squares go by vector transposes, the rest one float at a time. */
 INLINE void pack_columns(const float *src, int64_t ld, int64_t n, int64_t w, int64_t pitch, float *dst,
                          int64_t padded) {
-    memset(dst, 0, (size_t)(pitch * padded) * sizeof(float));
+    int64_t whole = w == pitch ? n / 16 * 16 * pitch : 0; /* floats of the panels every store below fills */
+    memset(dst + whole, 0, (size_t)(pitch * padded - whole) * sizeof(float));
     int64_t n8 = n & ~(int64_t)7, w8 = w & ~(int64_t)7;
     for (int64_t t = 0; t < n8; t += 8)
         for (int64_t c = 0; c < w8; c += 8) transpose8(src + t * ld + c, ld, dst + t / 16 * 16 * pitch + c * 16 + t % 16, 16);
@@ -375,7 +376,7 @@ INLINE float exp_sum8(float *x, int64_t n, float shift) {
     for (int64_t c = 0; c < n; c += 8)
 #pragma omp simd
         for (int l = 0; l < 8; l++) {
-            x[c + l] = mt_expf(x[c + l] - shift);
+            x[c + l] = mt_expf_nonpositive(x[c + l] - shift);
             acc[l] += x[c + l];
         }
     return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
@@ -400,7 +401,7 @@ INLINE void online_softmax(const mt_attention *a, pads p, fwd_buf w, int trim, i
         float *row = w.s + r * p.bk;
         int64_t n = row_keys(p, trim, i0, nq, r, j0, nk);
         float bm = max8(row, round8(n)), m_new = w.m[r] > bm ? w.m[r] : bm;
-        float shift = m_new == -INFINITY ? 0.0f : m_new, alpha = mt_expf(w.m[r] - shift);
+        float shift = m_new == -INFINITY ? 0.0f : m_new, alpha = mt_expf_nonpositive(w.m[r] - shift);
         float sum = exp_sum8(row, round8(n), shift);
         w.l[r] = w.l[r] * alpha + sum;
         w.m[r] = m_new;
@@ -444,7 +445,7 @@ INLINE void finish_rows(const mt_attention *a, pads p, fwd_buf w, float *out, fl
         }
         for (int64_t blk = 0; blk < nblocks; blk++) {
             int64_t j0 = blk * p.bk, nk = a->Tk - j0 < p.bk ? a->Tk - j0 : p.bk;
-            float f = blk < blocks_done ? mt_expf(w.block_max[r * nblocks + blk] - shift) * inv : 0.0f;
+            float f = blk < blocks_done ? mt_expf_nonpositive(w.block_max[r * nblocks + blk] - shift) * inv : 0.0f;
 #pragma omp simd
             for (int64_t c = 0; c < nk; c++) wr[j0 + c] = blk < blocks_done ? wr[j0 + c] * f : 0.0f;
         }
@@ -652,7 +653,7 @@ INLINE const float *block_weights(const mt_attention *a, pads p, bwd_buf w, cons
         for (int64_t r = 0; r < nq; r++) {
             float *row = w.pw + r * BK, l = lse[r];
 #pragma omp simd
-            for (int64_t c = 0; c < nk; c++) row[c] = mt_expf(row[c] - l);
+            for (int64_t c = 0; c < nk; c++) row[c] = mt_expf_nonpositive(row[c] - l);
         }
     }
     for (int64_t r = 0; r < nq && a->drop_threshold; r++) {

@@ -104,7 +104,7 @@ static MT_CLONES void ce_rows(void *ctx, int64_t r0, int64_t r1) {
                 int64_t j1 = j0 + MT_SUM_BLOCK < C ? j0 + MT_SUM_BLOCK : C;
                 float part = 0.0f;
 #pragma omp simd reduction(+ : part)
-                for (int64_t j = j0; j < j1; j++) part += mt_expf(x[j] - mr);
+                for (int64_t j = j0; j < j1; j++) part += mt_expf_nonpositive(x[j] - mr);
                 sum += part;
             }
             m[0] = mr;

@@ -32,7 +32,7 @@ static inline __attribute__((always_inline)) void softmax_short(const float *x, 
     for (int64_t j = 0; j < cols; j++) {
 #pragma omp simd
         for (int r = 0; r < SHORT_ROWS; r++) {
-            t[j][r] = mt_expf(t[j][r] - m[r]);
+            t[j][r] = mt_expf_nonpositive(t[j][r] - m[r]);
             s[r] += t[j][r];
         }
     }
