@@ -5,10 +5,9 @@
 #define GELU_C 0.7978845608028654f /* sqrt(2 / pi) */
 #define GELU_A 0.044715f
 
-/* exp(x) for x <= 0 or -inf, as mt_expf less its overflow and NaN cases (NaN: a finite value): the
- * arguments below are never positive, and a NaN x reaches every result through x itself. The
- * polynomial is mt_expf_in_range's, evaluated by Estrin's scheme: the GELU loops are bound by the
- * latency of their longest dependency chain. */
+/* exp(x) for x <= 0 or -inf, as mt_expf_nonpositive but for NaN (here a finite value): a NaN x reaches
+ * every result below through x itself. The polynomial is mt_expf_in_range's, evaluated by Estrin's
+ * scheme (other bits): the GELU loops are bound by the latency of their longest dependency chain. */
 static inline __attribute__((always_inline)) float exp_nonpositive(float x) {
     float hi = x > -87.3f ? x : -87.3f; /* NaN goes here too: no undefined int conversion */
     float n = (hi * 1.44269504088896341f + 12582912.0f) - 12582912.0f; /* round to nearest */
