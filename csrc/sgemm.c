@@ -215,21 +215,27 @@ static inline __attribute__((always_inline)) void ukr256_t(const int MR, const i
     __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
     __m256 bias0 = bias ? _mm256_maskload_ps(bias, m0) : _mm256_setzero_ps();
     __m256 bias1 = bias ? _mm256_maskload_ps(bias + 8, m1) : _mm256_setzero_ps();
+    /* Every row of C read before any is written: a load 4 KB past a store just issued (C's rows when N is
+     * 1024 or 2048) waits for that store, six times a tile (1024^3 and 2048^3 1-2% faster). */
+    UNROLL_ROWS
+    for (int i = 0; i < MR; i++) {
+        const float *cr = c + i * ldc;
+        c0[i] = _mm256_fmadd_ps(va, c0[i], bias0);
+        c1[i] = _mm256_fmadd_ps(va, c1[i], bias1);
+        if (beta != 0.0f) {
+            c0[i] = _mm256_fmadd_ps(vb, full ? _mm256_loadu_ps(cr) : _mm256_maskload_ps(cr, m0), c0[i]);
+            c1[i] = _mm256_fmadd_ps(vb, full ? _mm256_loadu_ps(cr + 8) : _mm256_maskload_ps(cr + 8, m1), c1[i]);
+        }
+    }
     UNROLL_ROWS
     for (int i = 0; i < MR; i++) {
         float *cr = c + i * ldc;
-        __m256 r0 = _mm256_fmadd_ps(va, c0[i], bias0);
-        __m256 r1 = _mm256_fmadd_ps(va, c1[i], bias1);
-        if (beta != 0.0f) {
-            r0 = _mm256_fmadd_ps(vb, full ? _mm256_loadu_ps(cr) : _mm256_maskload_ps(cr, m0), r0);
-            r1 = _mm256_fmadd_ps(vb, full ? _mm256_loadu_ps(cr + 8) : _mm256_maskload_ps(cr + 8, m1), r1);
-        }
         if (full) { /* a masked store costs AMD CPUs about ten plain ones */
-            _mm256_storeu_ps(cr, r0);
-            _mm256_storeu_ps(cr + 8, r1);
+            _mm256_storeu_ps(cr, c0[i]);
+            _mm256_storeu_ps(cr + 8, c1[i]);
         } else {
-            _mm256_maskstore_ps(cr, m0, r0);
-            _mm256_maskstore_ps(cr + 8, m1, r1);
+            _mm256_maskstore_ps(cr, m0, c0[i]);
+            _mm256_maskstore_ps(cr + 8, m1, c1[i]);
         }
     }
 }
