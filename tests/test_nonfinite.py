@@ -211,9 +211,9 @@ def test_cross_entropy(data) -> None:
 @FUZZ
 def test_gelu(data) -> None:
     x = data.draw(arrays(data.draw(shapes())))
-    for approximate in ("tanh", "none"):
+    for approximate in ("tanh", "none"):  # PyTorch in float64: its float32 AVX-512 loop gives gelu(inf) = nan
         check("gelu", lambda t, a=approximate: F.gelu(t, approximate=a),
-              lambda t, a=approximate: TF.gelu(t, approximate=a), x, atol=1e-5)
+              lambda t, a=approximate: TF.gelu(t.double(), approximate=a), x, atol=1e-5)
 
 
 @given(st.data())
