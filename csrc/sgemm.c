@@ -15,7 +15,8 @@
  *    A packed per MC x KC block (L2) into micro-panels, the micro-kernel over a
  *    KC x NR panel of B (L1) with constant strides, unrolled over K; threads take
  *    tasks from a grid of row blocks x column parts (columns split when there are
- *    fewer than two row blocks per thread).
+ *    fewer than two row blocks per thread). Where B's panel fills L1 (AVX-512), a
+ *    one-thread product keeps A's panel in L1 and walks B's panels from L2.
  */
 #define _ISOC11_SOURCE
 #include <stdlib.h>
@@ -49,6 +50,13 @@ typedef struct {
 #define KC 256  /* depth of one block of K: a KC x NR panel of B (16-32 KB) stays in L1 */
 #define MC 144  /* rows of A packed per task in the blocked driver: MC x KC (144 KB) stays in L2 */
 #define NC 4096 /* columns of B packed at once in the blocked driver: KC x NC (4 MB) in L3 */
+/* A KC x NR panel of B larger than this (AVX-512's 32 KB: all of L1) does not stay in L1: a product on one
+ * thread then keeps one MR-row panel of A there (8 KB) and walks B's panels under it, from L2, a task's
+ * columns at most PART_L2 wide (KC x 512: 512 KB). On a Cascade Lake Xeon d384's linear products took
+ * 0.87-0.89 of the time at 1 thread; two threads sharing one packed B took 1.08x longer in this order,
+ * so they keep the other (each thread's own part of a split weight gradient is a one-thread product). */
+#define B_PANEL_L1_MAX (16 << 10)
+#define PART_L2 512
 #define BLOCKED_MIN_WORK ((int64_t)1 << 26) /* M*N*K from which packing both pays (2048x256x64: not yet) */
 #define GEMM_PAR_MIN_WORK ((int64_t)1 << 17)
 #define SMALL_PACK_MAX 2048 /* floats of packed B kept on the stack */
@@ -109,6 +117,8 @@ static inline __attribute__((always_inline)) void ukr512_t(const int MR, const i
     for (int i = 0; i < MR; i++) {
         c0[i] = _mm512_setzero_ps();
         c1[i] = _mm512_setzero_ps();
+        _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0); /* as in ukr256_t: 0.93-0.97 of d384's time */
+        _mm_prefetch((const char *)(c + i * ldc + 31), _MM_HINT_T0);
     }
     _Pragma("GCC unroll 4")
     for (int64_t p = 0; p < k; p++) {
@@ -654,6 +664,7 @@ typedef struct {
     const float *bias;
     float *bpack, *next; /* this slice's packed B; the next slice's, packed while this one is used */
     int64_t j0, nc, p0, kc, npack; /* npack: tasks that pack the next slice (0: none ahead) */
+    int a_panel_in_l1; /* the tile loop walks B's panels under one panel of A (see B_PANEL_L1_MAX) */
     int64_t mtiles, mblocks, part; /* MR-row tiles, row blocks (tiles split evenly), columns per part (a multiple of NR) */
 } blocked_job;
 
@@ -669,6 +680,15 @@ static void blocked_pack_b_task(void *ctx, int64_t t) {
     blocked_pack_b(s, t, s->p0, s->kc, s->bpack);
 }
 
+/* The micro-kernel on rows i0 + i (packed in ap) and columns j of this slice. */
+static inline void blocked_tile(const blocked_job *s, const float *ap, int64_t i0, int64_t i, int64_t mc, int64_t j,
+                                int64_t jhi, float beta, const float *bias) {
+    const isa_t *isa = s->isa;
+    isa->packed(min64(isa->mr, mc - i), min64(isa->nr, jhi - j), s->kc, ap + (i / isa->mr) * s->kc * isa->mr,
+                s->bpack + (j / isa->nr) * s->kc * isa->nr, s->C + (i0 + i) * s->ldc + s->j0 + j, s->ldc,
+                s->alpha, beta, bias ? bias + s->j0 + j : NULL);
+}
+
 static void blocked_compute_task(void *ctx, int64_t t) {
     const blocked_job *s = ctx;
     const isa_t *isa = s->isa;
@@ -680,14 +700,12 @@ static void blocked_compute_task(void *ctx, int64_t t) {
     pack_a(s->trans_a, s->A, s->lda, i0, mc, s->p0, s->kc, isa->mr, ap);
     float beta = s->p0 == 0 ? s->beta : 1.0f;
     const float *bias = s->p0 == 0 ? s->bias : NULL;
-    for (int64_t j = jlo; j < jhi; j += isa->nr) {
-        int64_t nr = min64(isa->nr, jhi - j);
-        const float *bp = s->bpack + (j / isa->nr) * s->kc * isa->nr;
-        float *cj = s->C + i0 * s->ldc + s->j0 + j;
-        const float *bj = bias ? bias + s->j0 + j : NULL;
+    if (s->a_panel_in_l1) {
         for (int64_t i = 0; i < mc; i += isa->mr)
-            isa->packed(min64(isa->mr, mc - i), nr, s->kc, ap + (i / isa->mr) * s->kc * isa->mr, bp,
-                        cj + i * s->ldc, s->ldc, s->alpha, beta, bj);
+            for (int64_t j = jlo; j < jhi; j += isa->nr) blocked_tile(s, ap, i0, i, mc, j, jhi, beta, bias);
+    } else {
+        for (int64_t j = jlo; j < jhi; j += isa->nr)
+            for (int64_t i = 0; i < mc; i += isa->mr) blocked_tile(s, ap, i0, i, mc, j, jhi, beta, bias);
     }
 }
 
@@ -722,11 +740,13 @@ static void blocked_run(const isa_t *isa, int trans_a, int trans_b, int64_t M, i
      * 1536) otherwise wait for both threads twice a slice. One thread keeps to one buffer. */
     int ahead = threads > 1 && K > KC;
     blocked_job s = {isa, trans_a, trans_b, M, N, K, alpha, beta, A, lda, B, ldb, C, ldc, bias, bpack,
-                     bpack + nc_max * kc_max, 0, 0, 0, 0, 0, mtiles, mblocks, 0};
+                     bpack + nc_max * kc_max, 0, 0, 0, 0, 0,
+                     threads == 1 && KC * isa->nr * (int64_t)sizeof(float) > B_PANEL_L1_MAX, mtiles, mblocks, 0};
     for (s.j0 = 0; s.j0 < N; s.j0 += NC) {
         s.nc = min64(NC, N - s.j0);
         /* Columns split too when there are fewer than two row blocks per thread. */
         int64_t parts = min64((2 * threads + mblocks - 1) / mblocks, (s.nc + 4 * isa->nr - 1) / (4 * isa->nr));
+        if (s.a_panel_in_l1) parts = (s.nc + PART_L2 - 1) / PART_L2;
         s.part = round_up((s.nc + parts - 1) / parts, isa->nr);
         parts = (s.nc + s.part - 1) / s.part;
         int64_t npack = (s.nc + 8 * isa->nr - 1) / (8 * isa->nr);
