@@ -9,10 +9,10 @@ Run (OpenBLAS free to pick its own kernel for this CPU, whatever the machine's d
 On a shared machine, time the 1-thread rows in CPU time (`-k 1thread --benchmark-timer=time.process_time`):
 other jobs then slow them only through the caches, not by taking the core away.
 
-The peak is measured, not read from a data sheet: a C loop of 12 independent 8-wide FMA chains
-(`PEAK_SOURCE`, built with `cc` for the run) times the core's fused multiply-add throughput (its
-fastest round); the table gives every GEMM's median share of it (1 thread: one core's peak; 2
-threads: twice that). Shapes:
+The peak is measured, not read from a data sheet: a C loop of 12 independent FMA chains, 16 wide where
+the CPU has AVX-512 (the sgemm kernel microtensor picks there), else 8 wide (`PEAK_SOURCE`, built with
+`cc` for the run), times the core's fused multiply-add throughput (its fastest round); the table gives
+every GEMM's median share of it (1 thread: one core's peak; 2 threads: twice that). Shapes:
 the issue's large products, then the char GPT's and seed model's small-K and skinny ones (inner
 dimension 16 of one head, 16 output columns, weight gradients with K = 2048 rows, make lm's among them) and the
 per-head batched products of attention. Every time includes the Python call and output allocation.
@@ -62,25 +62,27 @@ BATCHED = [
 PEAK_SOURCE = r"""
 #include <immintrin.h>
 #include <stdint.h>
-/* 12 independent FMA chains in registers (more than latency x FMA units on any AVX2 core),
- * 192 flops per iteration; the empty asm keeps gcc from folding the chains. */
-#define FMA12(op) op(0) op(1) op(2) op(3) op(4) op(5) op(6) op(7) op(8) op(9) op(10) op(11)
-#define DECLARE(j) __m256 c##j = _mm256_setzero_ps();
-#define STEP(j) c##j = _mm256_fmadd_ps(a, b, c##j);
-#define ADD(j) s = _mm256_add_ps(s, c##j);
-__attribute__((target("avx2,fma"))) float fma_peak(int64_t iters) {
-    __m256 a = _mm256_set1_ps(1.0000001f), b = _mm256_set1_ps(0.9999999f), s = _mm256_setzero_ps();
-    FMA12(DECLARE)
-    for (int64_t i = 0; i < iters; i++) {
-        FMA12(STEP)
-        __asm__ volatile("" : "+x"(c0), "+x"(c1), "+x"(c2), "+x"(c3), "+x"(c4), "+x"(c5), "+x"(c6), "+x"(c7),
-                         "+x"(c8), "+x"(c9), "+x"(c10), "+x"(c11));
+/* 12 independent FMA chains in registers (more than latency x FMA units on any AVX2 or AVX-512 core),
+ * 12 x lanes x 2 flops per iteration; the empty asm keeps gcc from folding the chains. */
+#define KEEP __asm__ volatile("" : "+v"(c0), "+v"(c1), "+v"(c2), "+v"(c3), "+v"(c4), "+v"(c5), "+v"(c6), \
+                              "+v"(c7), "+v"(c8), "+v"(c9), "+v"(c10), "+v"(c11))
+#define PEAK(name, isa, vec, set1, fmadd, add, first)                               \
+    __attribute__((target(isa))) float name(int64_t iters) {                        \
+        vec a = set1(1.0000001f), b = set1(0.9999999f), s = set1(0.0f);             \
+        vec c0 = s, c1 = s, c2 = s, c3 = s, c4 = s, c5 = s, c6 = s, c7 = s, c8 = s, c9 = s, c10 = s, c11 = s; \
+        for (int64_t i = 0; i < iters; i++) {                                       \
+            c0 = fmadd(a, b, c0); c1 = fmadd(a, b, c1); c2 = fmadd(a, b, c2); c3 = fmadd(a, b, c3); \
+            c4 = fmadd(a, b, c4); c5 = fmadd(a, b, c5); c6 = fmadd(a, b, c6); c7 = fmadd(a, b, c7); \
+            c8 = fmadd(a, b, c8); c9 = fmadd(a, b, c9); c10 = fmadd(a, b, c10); c11 = fmadd(a, b, c11); \
+            KEEP;                                                                   \
+        }                                                                           \
+        s = add(add(add(c0, c1), add(c2, c3)), add(add(c4, c5), add(c6, c7)));      \
+        return first(add(s, add(add(c8, c9), add(c10, c11))));                     \
     }
-    FMA12(ADD)
-    return _mm256_cvtss_f32(s);
-}
+PEAK(fma_peak_avx2, "avx2,fma", __m256, _mm256_set1_ps, _mm256_fmadd_ps, _mm256_add_ps, _mm256_cvtss_f32)
+PEAK(fma_peak_avx512, "avx512f", __m512, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_add_ps, _mm512_cvtss_f32)
+int fma_lanes(void) { return __builtin_cpu_supports("avx512f") ? 16 : 8; }
 """
-PEAK_FLOPS_PER_ITER = 12 * 8 * 2
 PEAK_ITERS = 2_000_000
 
 
@@ -197,7 +199,8 @@ def test_batched_sgemm(benchmark, kernels, case, impl: str, threads: int) -> Non
 
 @pytest.fixture(scope="module")
 def fma_peak(tmp_path_factory):
-    """The compiled peak probe as a ctypes function; skip where there is no C compiler or no x86-64."""
+    """The compiled peak probe as (function, flops per iteration), AVX-512 where the CPU has it; skip where there
+    is no C compiler or no x86-64."""
     folder = tmp_path_factory.mktemp("peak")
     src, lib = folder / "peak.c", folder / "peak.so"
     src.write_text(PEAK_SOURCE)
@@ -205,16 +208,19 @@ def fma_peak(tmp_path_factory):
         subprocess.run(["cc", "-O2", "-shared", "-fPIC", str(src), "-o", str(lib)], check=True, capture_output=True)
     except (OSError, subprocess.CalledProcessError) as err:
         pytest.skip(f"peak probe not built: {err}")
-    fn = ctypes.CDLL(str(lib)).fma_peak
+    probe = ctypes.CDLL(str(lib))
+    lanes = probe.fma_lanes()
+    fn = probe.fma_peak_avx512 if lanes == 16 else probe.fma_peak_avx2
     fn.restype, fn.argtypes = ctypes.c_float, [ctypes.c_int64]
-    return fn
+    return fn, 12 * lanes * 2
 
 
 def test_peak_probe(benchmark, fma_peak) -> None:
     """One core's fused multiply-add throughput (the 1-thread peak every GEMM row is compared with)."""
     benchmark.group = "peak: FMA throughput of one core"
-    benchmark.extra_info.update(flops=PEAK_ITERS * PEAK_FLOPS_PER_ITER, threads=1, label="peak")
-    benchmark.pedantic(fma_peak, args=(PEAK_ITERS,), rounds=15, warmup_rounds=2)
+    fn, flops_per_iter = fma_peak
+    benchmark.extra_info.update(flops=PEAK_ITERS * flops_per_iter, threads=1, label="peak")
+    benchmark.pedantic(fn, args=(PEAK_ITERS,), rounds=15, warmup_rounds=2)
 
 
 def markdown_table(path: str, before: str | None = None) -> str:
