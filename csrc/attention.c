@@ -10,8 +10,9 @@
  * rescale the output accumulator, and only the log-sum-exp of each query row is kept. The backward
  * pass recomputes the weights from it a key block at a time (FlashAttention-2's order), so no T x T
  * matrix exists unless the caller asks for the weights. All products are one register-blocked
- * micro-kernel: 6 rows x 16 columns in AVX2+FMA's 8-float vectors, 3 x 16 in 4-float vectors on the
- * portable build (both compiled; the CPU, or MICROTENSOR_ISA=generic, picks). Under a causal mask
+ * micro-kernel: 12 rows x 32 columns in AVX-512's 16-float vectors, 6 x 16 in AVX2+FMA's 8-float ones,
+ * 3 x 16 in 4-float vectors on the portable build (all compiled; the kernel sgemm picks for the CPU, or
+ * MICROTENSOR_ISA=avx2|generic, picks). Under a causal mask
  * whose hidden keys are skipped, each micro-tile of queries stops at its last query's key.
  *
  * Masked scores have -inf added, as PyTorch's math backend does (a NaN or +inf score stays NaN,
@@ -30,9 +31,12 @@
 #define BQ 48 /* queries per block */
 #define BK 48 /* keys per block (a multiple of 16: whole panels of the transposed K and V) */
 #define MR 6  /* rows of the micro-kernel */
+#define MR16 12 /* rows of the AVX-512 micro-kernel (24 accumulators of 32 registers) */
 
 typedef float v8 __attribute__((vector_size(32), aligned(4)));
 typedef float v4 __attribute__((vector_size(16), aligned(4)));
+typedef float v16 __attribute__((vector_size(64), aligned(4)));
+#define V16(p) (*(v16 *)(p))
 #define V8(p) (*(v8 *)(p))
 #define V4(p) (*(v4 *)(p))
 
@@ -69,6 +73,30 @@ INLINE void micro8(int rows, int nv, int64_t K, const float *A, int64_t ars, int
         }
 }
 
+/* The same for np panels of 16 columns (bps apart), one AVX-512 vector each: every lane sums as micro8's. */
+INLINE void micro16(int rows, int np, int64_t K, const float *A, int64_t ars, int64_t acs, const float *B,
+                    int64_t ldb, int64_t bps, float *C, int64_t ldc, int add, float scale) {
+    v16 acc[MR16][2];
+#pragma GCC unroll 12
+    for (int r = 0; r < MR16; r++) acc[r][0] = acc[r][1] = (v16){0};
+#pragma GCC unroll 4
+    for (int64_t p = 0; p < K; p++) {
+        v16 b0 = V16(B + p * ldb), b1 = np > 1 ? V16(B + bps + p * ldb) : b0;
+#pragma GCC unroll 12
+        for (int r = 0; r < rows; r++) {
+            float a = A[r * ars + p * acs];
+            acc[r][0] += a * b0;
+            if (np > 1) acc[r][1] += a * b1;
+        }
+    }
+#pragma GCC unroll 12
+    for (int r = 0; r < rows; r++)
+        for (int v = 0; v < np; v++) {
+            float *c = C + r * ldc + 16 * v;
+            V16(c) = add ? V16(c) + acc[r][v] : scale * acc[r][v];
+        }
+}
+
 /* The same in vectors of 4, which every SIMD ISA holds in one register (the portable build: 8-float
  * vectors there would live on the stack). */
 INLINE void micro4(int rows, int nv, int64_t K, const float *A, int64_t ars, int64_t acs, const float *B,
@@ -92,13 +120,24 @@ INLINE void micro4(int rows, int nv, int64_t K, const float *A, int64_t ars, int
         }
 }
 
-/* Columns [c, c + 8*nv) of C (M x N) (+)= A (M x K, by strides) B (K x 8*nv, rows ldb apart), in tiles
- * of mr rows: 6 with AVX2's 8-float vectors (12 accumulators of 16 registers), the rest 4, 3, 2, 1 (a
- * block of 16 or 64 rows ends in 4, not 3 + 1); 3 with 4-float ones. */
+/* Columns [c, c + 8*nv) of C (M x N) (+)= A (M x K, by strides) B (K x 8*nv, rows ldb apart, 16-column
+ * panels bps apart), in tiles of mr rows: 12 with AVX-512 (then 8, 4, 2, 1); 6 with AVX2's 8-float vectors
+ * (12 accumulators of 16 registers), the rest 4, 3, 2, 1 (a block of 16 or 64 rows ends in 4, not 3 + 1);
+ * 3 with 4-float ones. */
 INLINE void panel(int mr, int nv, int64_t M, int64_t K, const float *A, int64_t ars, int64_t acs, const float *B,
-                  int64_t ldb, float *C, int64_t ldc, int add, float scale) {
+                  int64_t ldb, int64_t bps, float *C, int64_t ldc, int add, float scale) {
     int64_t r = 0;
-    if (mr == MR) {
+    if (mr == MR16 && nv >= 2) {
+        int np = nv / 2;
+        for (; r + MR16 <= M; r += MR16)
+            micro16(MR16, np, K, A + r * ars, ars, acs, B, ldb, bps, C + r * ldc, ldc, add, scale);
+        for (; r + 8 <= M; r += 8) micro16(8, np, K, A + r * ars, ars, acs, B, ldb, bps, C + r * ldc, ldc, add, scale);
+        for (; r + 4 <= M; r += 4) micro16(4, np, K, A + r * ars, ars, acs, B, ldb, bps, C + r * ldc, ldc, add, scale);
+        for (; r + 2 <= M; r += 2) micro16(2, np, K, A + r * ars, ars, acs, B, ldb, bps, C + r * ldc, ldc, add, scale);
+        for (; r < M; r++) micro16(1, np, K, A + r * ars, ars, acs, B, ldb, bps, C + r * ldc, ldc, add, scale);
+        return;
+    }
+    if (mr >= MR) {
         for (; r + MR <= M; r += MR) micro8(MR, nv, K, A + r * ars, ars, acs, B, ldb, C + r * ldc, ldc, add, scale);
         for (; r + 4 <= M; r += 4) micro8(4, nv, K, A + r * ars, ars, acs, B, ldb, C + r * ldc, ldc, add, scale);
         for (; r + 3 <= M; r += 3) micro8(3, nv, K, A + r * ars, ars, acs, B, ldb, C + r * ldc, ldc, add, scale);
@@ -116,8 +155,11 @@ INLINE void panel(int mr, int nv, int64_t M, int64_t K, const float *A, int64_t 
 INLINE void gemm(int mr, int64_t M, int64_t N, int64_t K, const float *A, int64_t ars, int64_t acs, const float *B,
                   int64_t ldb, int64_t bps, float *C, int64_t ldc, int add, float scale) {
     int64_t c = 0;
-    for (; c + 16 <= N; c += 16) panel(mr, 2, M, K, A, ars, acs, B + c / 16 * bps, ldb, C + c, ldc, add, scale);
-    if (c < N) panel(mr, 1, M, K, A, ars, acs, B + c / 16 * bps, ldb, C + c, ldc, add, scale);
+    if (mr == MR16)
+        for (; c + 32 <= N; c += 32)
+            panel(mr, 4, M, K, A, ars, acs, B + c / 16 * bps, ldb, bps, C + c, ldc, add, scale);
+    for (; c + 16 <= N; c += 16) panel(mr, 2, M, K, A, ars, acs, B + c / 16 * bps, ldb, bps, C + c, ldc, add, scale);
+    if (c < N) panel(mr, 1, M, K, A, ars, acs, B + c / 16 * bps, ldb, bps, C + c, ldc, add, scale);
 }
 
 /* Rows [0, n) of width w, `ld` apart at src, into dst with rows `pitch` apart (zero-padded to pitch). */
@@ -792,35 +834,45 @@ INLINE void backward_heads(void *ctx, int64_t p0, int64_t p1, int mr) {
     free(group);
 }
 
-/* Both passes compiled twice: for AVX2+FMA, and for the baseline that other CPUs run and
- * MICROTENSOR_ISA=generic forces (as it does sgemm's), so the tests reach both. */
+/* Both passes compiled three times: for AVX-512, AVX2+FMA, and the baseline that other CPUs run; as for
+ * sgemm, MICROTENSOR_ISA=avx2|generic forces the lower ones, so the tests reach all three. */
 #if defined(__x86_64__) && defined(__GNUC__)
 #define AVX2_FMA __attribute__((target("avx2,fma")))
+#define AVX512 __attribute__((target("avx512f,avx2,fma")))
 static int use_avx2(void) {
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && strcmp(mt_sgemm_isa(), "generic");
 }
+static int use_avx512(void) { return !strcmp(mt_sgemm_isa(), "avx512"); }
 #else
 #define AVX2_FMA
+#define AVX512
 static int use_avx2(void) { return 0; }
+static int use_avx512(void) { return 0; }
 #endif
 
+static AVX512 void forward_avx512(void *ctx, int64_t p0, int64_t p1) { forward_heads(ctx, p0, p1, MR16); }
 static AVX2_FMA void forward_avx2(void *ctx, int64_t p0, int64_t p1) { forward_heads(ctx, p0, p1, MR); }
 static void forward_generic(void *ctx, int64_t p0, int64_t p1) { forward_heads(ctx, p0, p1, 3); }
 static AVX2_FMA void rows_avx2(void *ctx, int64_t p0, int64_t p1) { forward_rows(ctx, p0, p1); }
 static void rows_generic(void *ctx, int64_t p0, int64_t p1) { forward_rows(ctx, p0, p1); }
+static AVX512 void backward_avx512(void *ctx, int64_t p0, int64_t p1) { backward_heads(ctx, p0, p1, MR16); }
 static AVX2_FMA void backward_avx2(void *ctx, int64_t p0, int64_t p1) { backward_heads(ctx, p0, p1, MR); }
 static void backward_generic(void *ctx, int64_t p0, int64_t p1) { backward_heads(ctx, p0, p1, 3); }
 
 int mt_attention_forward(const mt_attention *a) {
     job j = {a, 0};
     int avx2 = use_avx2();
-    mt_rows_fn fn = by_rows(a) ? (avx2 ? rows_avx2 : rows_generic) : avx2 ? forward_avx2 : forward_generic;
+    mt_rows_fn fn = by_rows(a)      ? (avx2 ? rows_avx2 : rows_generic)
+                    : use_avx512() ? forward_avx512
+                    : avx2         ? forward_avx2
+                                   : forward_generic;
     mt_parallel_rows(a->B * a->H, pair_cost(a), fn, &j);
     return j.failed ? -1 : 0;
 }
 
 int mt_attention_backward(const mt_attention *a) {
     job j = {a, 0};
-    mt_parallel_rows(a->B * a->H, 2 * pair_cost(a), use_avx2() ? backward_avx2 : backward_generic, &j);
+    mt_rows_fn fn = use_avx512() ? backward_avx512 : use_avx2() ? backward_avx2 : backward_generic;
+    mt_parallel_rows(a->B * a->H, 2 * pair_cost(a), fn, &j);
     return j.failed ? -1 : 0;
 }

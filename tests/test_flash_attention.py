@@ -93,12 +93,16 @@ def test_kernel_matches_the_float64_reference(shape: tuple, causal: bool, mode: 
 
 
 @needs_c
-def test_the_portable_build_matches_the_reference_too() -> None:
-    """MICROTENSOR_ISA=generic (as for sgemm) runs the kernels' baseline compilation: checked in a child."""
+@pytest.mark.parametrize("isa", ["generic", "avx2"])
+def test_the_other_builds_match_the_reference_too(isa: str) -> None:
+    """MICROTENSOR_ISA=generic or avx2 (as for sgemm) runs the kernels' baseline or AVX2 compilation, which an
+    AVX-512 CPU would not pick: checked in a child."""
+    if isa == "avx2" and _backend._load_c().ISA == "generic":
+        pytest.skip("this CPU has no AVX2")
     code = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
             "import test_flash_attention as t\n"
             "from microtensor._backend import c\n"
-            "assert c.ISA == 'generic', c.ISA\n"
+            f"assert c.ISA == {isa!r}, c.ISA\n"
             "for shape in t.SHAPES:\n"
             "    for mode in t.MODES:\n"
             "        t.test_kernel_matches_the_float64_reference(shape, True, mode)\n"
@@ -107,7 +111,7 @@ def test_the_portable_build_matches_the_reference_too() -> None:
             "    for mode in ('dropout+weights', 'weights'):\n"
             "        t.test_heads_of_a_packed_projection_match_the_float64_reference(n, True, mode)\n"
             "    t.test_self_attention_last_only_is_the_full_ops_last_row('c', n, n == 7)\n")
-    env = dict(os.environ, MICROTENSOR_ISA="generic")
+    env = dict(os.environ, MICROTENSOR_ISA=isa)
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
 
