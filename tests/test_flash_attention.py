@@ -117,6 +117,32 @@ def test_the_other_builds_match_the_reference_too(isa: str) -> None:
 
 
 @needs_c
+def test_the_avx512_build_gives_the_avx2_builds_bits(tmp_path) -> None:
+    """On an AVX-512 CPU its build sums every value in the AVX2 build's order: the same bits, so a training run
+    (and the seed model's held-out accuracy) does not depend on which of the two the CPU gets."""
+    if _backend._load_c().ISA != "avx512":
+        pytest.skip("this CPU has no AVX-512")
+    code = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+            "import numpy as np\n"
+            "import test_flash_attention as t\n"
+            "out = {}\n"
+            "for i, shape in enumerate(t.SHAPES):\n"
+            "    for causal in (False, shape[2] == shape[3]):\n"
+            "        got = t._attend(*t._inputs(shape, i), causal=causal, need_weights=causal)\n"
+            "        out.update({f'{i}{causal}{name}': a for name, a in got.items() if a is not None})\n"
+            "np.savez(sys.argv[1], **out)\n")
+    for isa in ("avx512", "avx2"):
+        env = dict(os.environ, MICROTENSOR_ISA=isa)
+        done = subprocess.run([sys.executable, "-c", code, str(tmp_path / isa)], env=env, capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+    wide, narrow = np.load(tmp_path / "avx512.npz"), np.load(tmp_path / "avx2.npz")
+    assert wide.files == narrow.files and len(wide.files) > 50
+    for name in wide.files:
+        np.testing.assert_array_equal(wide[name], narrow[name], err_msg=name)
+
+
+@needs_c
 def test_saved_weights_and_recomputation_give_one_gradient() -> None:
     q, k, v, g = _inputs((2, 2, 70, 70, 32, 32), 3)
     with _on("c"):
