@@ -47,7 +47,7 @@ typedef struct {
     const char *name;
 } isa_t;
 
-#define KC 256  /* depth of one block of K: a KC x NR panel of B (16-32 KB) stays in L1 */
+#define KC 256  /* depth of one block of K: a KC x NR panel of B (AVX2's 16 KB) stays in L1 */
 #define MC 144  /* rows of A packed per task in the blocked driver: MC x KC (144 KB) stays in L2 */
 #define NC 4096 /* columns of B packed at once in the blocked driver: KC x NC (4 MB) in L3 */
 /* A KC x NR panel of B larger than this (AVX-512's 32 KB: all of L1) does not stay in L1: a product on one
@@ -739,14 +739,15 @@ static void blocked_run(const isa_t *isa, int trans_a, int trans_b, int64_t M, i
     /* Threads pack the next slice of B in the tasks that compute this one: deep products (dx's K = 1024 or
      * 1536) otherwise wait for both threads twice a slice. One thread keeps to one buffer. */
     int ahead = threads > 1 && K > KC;
+    int a_panel_in_l1 = threads == 1 && KC * isa->nr * (int64_t)sizeof(float) > B_PANEL_L1_MAX;
     blocked_job s = {isa, trans_a, trans_b, M, N, K, alpha, beta, A, lda, B, ldb, C, ldc, bias, bpack,
-                     bpack + nc_max * kc_max, 0, 0, 0, 0, 0,
-                     threads == 1 && KC * isa->nr * (int64_t)sizeof(float) > B_PANEL_L1_MAX, mtiles, mblocks, 0};
+                     bpack + nc_max * kc_max, 0, 0, 0, 0, 0, a_panel_in_l1, mtiles, mblocks, 0};
     for (s.j0 = 0; s.j0 < N; s.j0 += NC) {
         s.nc = min64(NC, N - s.j0);
-        /* Columns split too when there are fewer than two row blocks per thread. */
+        /* Columns split too when there are fewer than two row blocks per thread; under A's panel in L1, into
+         * parts whose packed B fits L2. */
         int64_t parts = min64((2 * threads + mblocks - 1) / mblocks, (s.nc + 4 * isa->nr - 1) / (4 * isa->nr));
-        if (s.a_panel_in_l1) parts = (s.nc + PART_L2 - 1) / PART_L2;
+        if (a_panel_in_l1) parts = (s.nc + PART_L2 - 1) / PART_L2;
         s.part = round_up((s.nc + parts - 1) / parts, isa->nr);
         parts = (s.nc + s.part - 1) / s.part;
         int64_t npack = (s.nc + 8 * isa->nr - 1) / (8 * isa->nr);
