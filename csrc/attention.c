@@ -376,6 +376,11 @@ INLINE int64_t row_keys(pads p, int trim, int64_t i0, int64_t nq, int64_t r, int
     return tile_keys(trim, i0, r0, rows, j0, nk);
 }
 
+/* Columns of a product over a tile's `lim` keys (scores, or dO V^T): whole vectors of 8, or in the AVX-512 build
+ * whole panels of 16, so no 8-wide tail runs in 6-row tiles (K and V are packed zero-padded to 16 keys, and
+ * the rows written hold whole panels; the columns past lim are overwritten or never read). */
+INLINE int64_t key_columns(pads p, int64_t lim) { return p.mr == MR16 ? (lim + 15) & ~(int64_t)15 : round8(lim); }
+
 /* Scores of queries [i0, i0+nq) against keys [j0, j0+nk) into s (rows ld apart): scale q . k (scaled as the
  * micro-kernel stores them), with -inf added where the causal or the given mask hides a key; -inf past a tile's
  * keys when trimmed. Without a mask only the hidden keys are visited (adding 0 to the others changes nothing):
@@ -386,7 +391,7 @@ INLINE void scores(const mt_attention *a, pads p, packed x, const uint8_t *mask,
     for (int64_t r0 = 0; r0 < nq; r0 += p.mr) {
         int64_t rows = nq - r0 < p.mr ? nq - r0 : p.mr, lim = tile_keys(trim, i0, r0, rows, j0, nk);
         if (lim)
-            gemm(p.mr, rows, round8(lim), a->D, x.q + (i0 + r0) * x.lq, x.lq, 1, x.kt + j0 * p.dp, 16, 16 * p.dp,
+            gemm(p.mr, rows, key_columns(p, lim), a->D, x.q + (i0 + r0) * x.lq, x.lq, 1, x.kt + j0 * p.dp, 16, 16 * p.dp,
                  s + r0 * ld, ld, 0, scale);
         for (int64_t r = r0; r < r0 + rows; r++) {
             float *row = s + r * ld;
@@ -780,7 +785,7 @@ INLINE void head_backward(const mt_attention *a, pads p, bwd_buf w, int64_t b, i
             for (int64_t r0 = 0; r0 < nq; r0 += p.mr) {
                 int64_t rows = nq - r0 < p.mr ? nq - r0 : p.mr, lim = tile_keys(trim, i0, r0, rows, j0, nk);
                 if (lim)
-                    gemm(p.mr, rows, round8(lim), a->Dv, w.g + (i0 + r0) * w.lg, w.lg, 1, w.x.vt + j0 * p.dvp, 16,
+                    gemm(p.mr, rows, key_columns(p, lim), a->Dv, w.g + (i0 + r0) * w.lg, w.lg, 1, w.x.vt + j0 * p.dvp, 16,
                          16 * p.dvp, w.ds + r0 * BK, BK, 0, 1.0f);
             }
             score_grads(a, p, w, pw, lp, trim, flat_row0, i0, nq, j0, nk);
