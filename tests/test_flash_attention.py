@@ -27,8 +27,8 @@ needs_c = pytest.mark.skipif(not C_BUILT, reason="C kernels not built")
 NAN, INF = np.nan, np.inf
 
 # (B, H, Tq, Tk, D, Dv): one element, odd widths, below / at / above a block, cross lengths both ways, keys over two
-# of the forward's blocks (FWD_BK 256); one or
-# two queries with whole-vector widths (the row path: decoding one position, keys past whole vectors of 8)
+# of the forward's blocks (FWD_BK 256); one or two queries with whole-vector widths (the row path: decoding one
+# position, keys past whole vectors of 8)
 SHAPES = [(1, 1, 1, 1, 1, 1), (2, 3, 5, 5, 17, 17), (2, 1, 49, 49, 32, 32), (1, 2, 130, 130, 64, 64),
           (2, 2, 65, 65, 8, 5), (1, 2, 37, 100, 12, 20), (1, 1, 100, 37, 16, 16), (2, 3, 1, 257, 32, 32),
           (1, 2, 2, 13, 40, 24), (1, 1, 1, 1, 8, 8), (1, 1, 20, 300, 16, 8)]
