@@ -437,6 +437,16 @@ static void exp_shifted_wide(float *x, int64_t n, float shift) {
     for (int64_t c = 0; c < n; c++) x[c] = mt_expf_nonpositive(x[c] - shift);
 }
 
+/* x[c] = exp(x[c] - shift) for c < n: 16 wide in the AVX-512 build (mr == MR16), else in the build's own vectors. */
+INLINE void exp_shifted(int mr, float *x, int64_t n, float shift) {
+    if (mr == MR16) {
+        exp_shifted_wide(x, n, shift);
+        return;
+    }
+#pragma omp simd
+    for (int64_t c = 0; c < n; c++) x[c] = mt_expf_nonpositive(x[c] - shift);
+}
+
 /* x[c] = exp(x[c] - shift) for c < n (a multiple of 8), returning their sum: 8 lanes at a time, as
  * a loop over a row's own keys (6, 12, ... under a causal mask) ran mostly in its scalar tail. The AVX-512
  * build (mr == MR16) takes the exponentials 16 wide first and sums them after, in the same order. */
@@ -726,15 +736,7 @@ INLINE const float *block_weights(const mt_attention *a, pads p, bwd_buf w, cons
         *lp = a->Tk;
     } else {
         scores(a, p, w.x, mask, trim, i0, nq, j0, nk, w.pw, BWD_BK);
-        for (int64_t r = 0; r < nq; r++) {
-            float *row = w.pw + r * BWD_BK, l = lse[r];
-            if (p.mr == MR16) {
-                exp_shifted_wide(row, nk, l);
-                continue;
-            }
-#pragma omp simd
-            for (int64_t c = 0; c < nk; c++) row[c] = mt_expf_nonpositive(row[c] - l);
-        }
+        for (int64_t r = 0; r < nq; r++) exp_shifted(p.mr, w.pw + r * BWD_BK, nk, lse[r]);
     }
     for (int64_t r = 0; r < nq && a->drop_threshold; r++) {
         uint64_t n0 = (uint64_t)((flat_row0 + r) * a->Tk + j0);

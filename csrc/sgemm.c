@@ -16,8 +16,8 @@
  *    KC x NR panel of B (L1) with constant strides, unrolled over K; threads take
  *    tasks from a grid of row blocks x column parts (columns split when there are
  *    fewer than two row blocks per thread). Where B's panel fills L1 (AVX-512), a
- *    one-thread product keeps A's panel in L1 and walks B's panels from L2, the AVX-512 micro-kernel asking
- *    for B's rows 8 steps of k ahead.
+ *    one-thread product keeps A's panel in L1 and walks B's panels from L2. In
+ *    either order the AVX-512 micro-kernel asks for packed B 8 steps of k ahead.
  */
 #define _ISOC11_SOURCE
 #include <stdlib.h>
