@@ -11,7 +11,7 @@
  *    row tiles (in place, rows 1 KB apart fall into a few L1 sets and evict each
  *    other: 2048x256 @ 256x64 ran 12-18% slower), else read in place.
  *    Threads split the columns (or rows) of C above a work threshold.
- *  - blocked: large shapes. BLIS loops: B packed once per KC x NC block (L3),
+ *  - blocked: large shapes. BLIS loops: B packed once per KC x NC block (L3; KC 384 under AVX-512),
  *    A packed per MC x KC block (L2) into micro-panels, the micro-kernel over a
  *    KC x NR panel of B (L1) with constant strides, unrolled over K; threads take
  *    tasks from a grid of row blocks x column parts (columns split when there are
@@ -46,14 +46,19 @@ typedef struct {
     ukr_fn fn;
     packed_fn packed;
     const char *name;
+    int kc; /* depth of one slice of K in the blocked driver */
 } isa_t;
 
 #define KC 256  /* depth of one block of K: a KC x NR panel of B (AVX2's 16 KB) stays in L1 */
-#define MC 144  /* rows of A packed per task in the blocked driver: MC x KC (144 KB) stays in L2 */
+/* The blocked driver's slices of K under AVX-512, whose B panel does not stay in L1 at any useful depth (below):
+ * BLIS's depth for Skylake-X. Fewer slices, fewer waits at 2 threads: on a Cascade Lake Xeon d384's linear products
+ * took 0.94-0.96 of the time at 2 threads, the GEMM table's 0.95-0.96, and 0.98-1.01 at 1. */
+#define KC_AVX512 384
+#define MC 144  /* rows of A packed per task in the blocked driver: MC x KC (144 KB; 216 KB at KC_AVX512) stays in L2 */
 #define NC 4096 /* columns of B packed at once in the blocked driver: KC x NC (4 MB) in L3 */
 /* A KC x NR panel of B larger than this (AVX-512's 32 KB: all of L1) does not stay in L1: a product on one
  * thread then keeps one MR-row panel of A there (8 KB) and walks B's panels under it, from L2, a task's
- * columns at most PART_L2 wide (KC x 512: 512 KB). On a Cascade Lake Xeon d384's linear products took
+ * columns at most PART_L2 wide (KC_AVX512 x 512: 768 KB). On a Cascade Lake Xeon d384's linear products took
  * 0.87-0.89 of the time at 1 thread; two threads sharing one packed B took 1.08x longer in this order,
  * so they keep the other (each thread's own part of a split weight gradient is a one-thread product). */
 #define B_PANEL_L1_MAX (16 << 10)
@@ -357,10 +362,10 @@ static void ukr_avx2_packed(int64_t mr, int64_t nr, int64_t k, const float *a, c
 
 /* ---------------------------------------------------------------- dispatch */
 
-static const isa_t ISA_GENERIC = {G_MR, G_NR, ukr_generic, ukr_generic_packed, "generic"};
+static const isa_t ISA_GENERIC = {G_MR, G_NR, ukr_generic, ukr_generic_packed, "generic", KC};
 #ifdef MT_X86
-static const isa_t ISA_AVX512 = {Z_MR, Z_NR, ukr_avx512, ukr_avx512_packed, "avx512"};
-static const isa_t ISA_AVX2 = {Y_MR, Y_NR, ukr_avx2, ukr_avx2_packed, "avx2"};
+static const isa_t ISA_AVX512 = {Z_MR, Z_NR, ukr_avx512, ukr_avx512_packed, "avx512", KC_AVX512};
+static const isa_t ISA_AVX2 = {Y_MR, Y_NR, ukr_avx2, ukr_avx2_packed, "avx2", KC};
 #endif
 
 static const isa_t *select_isa(void) {
@@ -703,7 +708,7 @@ static void blocked_compute_task(void *ctx, int64_t t) {
     int64_t i0 = b * s->mtiles / s->mblocks * mr, mc = min64((b + 1) * s->mtiles / s->mblocks * mr, s->M) - i0;
     int64_t jlo = (t / s->mblocks) * s->part, jhi = min64(jlo + s->part, s->nc);
     if (mc <= 0 || jlo >= jhi) return;
-    float ap[MC * KC + 8] __attribute__((aligned(64))); /* + 8: pack_a's last store runs 2 past */
+    float ap[MC * KC_AVX512 + 8] __attribute__((aligned(64))); /* + 8: pack_a's last store runs 2 past */
     pack_a(s->trans_a, s->A, s->lda, i0, mc, s->p0, s->kc, isa->mr, ap);
     float beta = s->p0 == 0 ? s->beta : 1.0f;
     const float *bias = s->p0 == 0 ? s->bias : NULL;
@@ -719,8 +724,9 @@ static void blocked_compute_task(void *ctx, int64_t t) {
 /* The first npack tasks pack the next slice of B, the rest compute this one: one wait per slice, not two. */
 static void blocked_step_task(void *ctx, int64_t t) {
     const blocked_job *s = ctx;
+    int64_t kc = s->isa->kc;
     if (t < s->npack)
-        blocked_pack_b(s, t, s->p0 + KC, min64(KC, s->K - s->p0 - KC), s->next);
+        blocked_pack_b(s, t, s->p0 + kc, min64(kc, s->K - s->p0 - kc), s->next);
     else
         blocked_compute_task(ctx, t - s->npack);
 }
@@ -734,7 +740,7 @@ static void run_tasks(int threads, int64_t ntasks, mt_task_fn fn, void *ctx) {
 }
 
 /* The blocked product on `threads` threads, B packed into bpack (nc x kc floats, twice that from 2 threads
- * when K > KC). */
+ * when K > one slice). */
 static void blocked_run(const isa_t *isa, int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                         const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc,
                         const float *bias, int threads, float *bpack) {
@@ -742,11 +748,11 @@ static void blocked_run(const isa_t *isa, int trans_a, int trans_b, int64_t M, i
      * (15 blocks on 2 threads leave one idle an eighth of the time). */
     int64_t mtiles = (M + isa->mr - 1) / isa->mr, mblocks = (M + MC - 1) / MC;
     if (threads > 1 && mblocks > 1 && round_up(mblocks, threads) <= mtiles) mblocks = round_up(mblocks, threads);
-    int64_t kc_max = min64(KC, K), nc_max = min64(NC, round_up(N, isa->nr));
+    int64_t kc_max = min64(isa->kc, K), nc_max = min64(NC, round_up(N, isa->nr));
     /* Threads pack the next slice of B in the tasks that compute this one: deep products (dx's K = 1024 or
      * 1536) otherwise wait for both threads twice a slice. One thread keeps to one buffer. */
-    int ahead = threads > 1 && K > KC;
-    int a_panel_in_l1 = threads == 1 && KC * isa->nr * (int64_t)sizeof(float) > B_PANEL_L1_MAX;
+    int ahead = threads > 1 && K > isa->kc;
+    int a_panel_in_l1 = threads == 1 && isa->kc * isa->nr * (int64_t)sizeof(float) > B_PANEL_L1_MAX;
     blocked_job s = {isa, trans_a, trans_b, M, N, K, alpha, beta, A, lda, B, ldb, C, ldc, bias, bpack,
                      bpack + nc_max * kc_max, 0, 0, 0, 0, 0, a_panel_in_l1, mtiles, mblocks, 0};
     for (s.j0 = 0; s.j0 < N; s.j0 += NC) {
@@ -758,10 +764,10 @@ static void blocked_run(const isa_t *isa, int trans_a, int trans_b, int64_t M, i
         s.part = round_up((s.nc + parts - 1) / parts, isa->nr);
         parts = (s.nc + s.part - 1) / s.part;
         int64_t npack = (s.nc + 8 * isa->nr - 1) / (8 * isa->nr);
-        for (s.p0 = 0; s.p0 < K; s.p0 += KC) {
-            s.kc = min64(KC, K - s.p0);
+        for (s.p0 = 0; s.p0 < K; s.p0 += isa->kc) {
+            s.kc = min64(isa->kc, K - s.p0);
             if (s.p0 == 0 || !ahead) run_tasks(threads, npack, blocked_pack_b_task, &s);
-            s.npack = ahead && s.p0 + KC < K ? npack : 0;
+            s.npack = ahead && s.p0 + isa->kc < K ? npack : 0;
             run_tasks(threads, s.npack + mblocks * parts, blocked_step_task, &s);
             if (ahead) {
                 float *t = s.bpack;
@@ -808,8 +814,8 @@ static void split_task(void *ctx, int64_t t) {
 static int gemm_blocked(const isa_t *isa, int trans_a, int trans_b, int64_t M, int64_t N, int64_t K,
                         float alpha, const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
                         float *C, int64_t ldc, const float *bias, int threads) {
-    int64_t kc_max = min64(KC, K);
-    if (threads > 1 && trans_a && K > KC) {
+    int64_t kc_max = min64(isa->kc, K);
+    if (threads > 1 && trans_a && K > isa->kc) {
         int rows = N <= M;
         int64_t unit = rows ? isa->mr : isa->nr, chunk = round_up(((rows ? M : N) + threads - 1) / threads, unit);
         int64_t parts = ((rows ? M : N) + chunk - 1) / chunk;
@@ -824,7 +830,7 @@ static int gemm_blocked(const isa_t *isa, int trans_a, int trans_b, int64_t M, i
         }
     }
     int64_t nc_max = min64(NC, round_up(N, isa->nr));
-    float *bpack = scratch_get((size_t)(nc_max * kc_max * (threads > 1 && K > KC ? 2 : 1)));
+    float *bpack = scratch_get((size_t)(nc_max * kc_max * (threads > 1 && K > isa->kc ? 2 : 1)));
     if (!bpack) return 0;
     blocked_run(isa, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bias, threads, bpack);
     scratch_put(bpack);
