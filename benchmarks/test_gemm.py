@@ -7,7 +7,11 @@ Run (OpenBLAS free to pick its own kernel for this CPU, whatever the machine's d
     python benchmarks/test_gemm.py gemm.json [before.json]   # the markdown table (before: an older build's run)
 
 On a shared machine, time the 1-thread rows in CPU time (`-k 1thread --benchmark-timer=time.process_time`):
-other jobs then slow them only through the caches, not by taking the core away.
+other jobs then slow them only through the caches, not by taking the core away. Where the machine's speed
+moves by more than the differences (slow spells of up to 2x for tens of seconds on these VMs), `-k interleaved`
+runs the issue's large products with microtensor, numpy, PyTorch and the peak probe in alternation, so every
+share of the peak comes from the same rounds (CPU time at 1 thread, wall time at more), and
+`python benchmarks/test_gemm.py gemm.json` prints that table instead.
 
 The peak is measured, not read from a data sheet: a C loop of 12 independent FMA chains, 16 wide where
 the CPU has AVX-512 (the sgemm kernel microtensor picks there), else 8 wide (`PEAK_SOURCE`, built with
@@ -29,7 +33,7 @@ import sys
 
 import numpy as np
 import pytest
-from test_train_step import THREADS
+from test_train_step import THREADS, interleaved
 
 IMPLS = ["microtensor", "numpy", "torch"]
 
@@ -223,6 +227,44 @@ def test_peak_probe(benchmark, fma_peak) -> None:
     benchmark.pedantic(fn, args=(PEAK_ITERS,), rounds=15, warmup_rounds=2)
 
 
+@pytest.mark.parametrize("threads", THREADS, ids=[f"{n}thread" for n in THREADS])
+@pytest.mark.parametrize("case", LARGE, ids=[slug(s[0]) for s in LARGE])
+def test_interleaved(benchmark, kernels, fma_peak, case, threads: int) -> None:
+    """One large product on each library and the 1-core peak probe, in alternation (see the module docstring)."""
+    label, m, k, n, _, _ = case
+    a, b = rand(m, k, seed=1), rand(k, n, seed=2)
+    set_threads(kernels, threads)
+    probe, flops_per_iter = fma_peak
+    steps = {"microtensor": lambda: kernels.matmul(a, b), "numpy": lambda: a @ b, "peak": lambda: probe(PEAK_ITERS)}
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    if torch is not None:
+        at, bt = torch_of(a, b)
+        steps["torch"] = lambda: at @ bt
+    benchmark.group = f"interleaved sgemm {label} [{threads} thread{'s' if threads > 1 else ''}]"
+    benchmark.extra_info.update(flops=2 * m * n * k, peak_flops=PEAK_ITERS * flops_per_iter, threads=threads,
+                                label=label)
+    benchmark.extra_info["medians"] = interleaved(benchmark, steps, max(5, min(15, rounds_for(2 * m * n * k))))
+
+
+def interleaved_table(benches: list) -> str:
+    """GFLOP/s of each library per product and thread count, and shares of the same rounds' peak (1 core's probe
+    times the threads), from test_interleaved's medians."""
+    lines = ["| product | threads | microtensor | numpy | torch | peak (probe x threads) | microtensor | numpy | "
+             "torch |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for bench in benches:
+        info = bench["extra_info"]
+        times = info["medians"]["cpu" if info["threads"] == 1 else "wall"]
+        peak = info["threads"] * info["peak_flops"] / times["peak"] / 1e9
+        rates = {i: info["flops"] / times[i] / 1e9 for i in IMPLS if i in times}
+        cells = [f"{rates[i]:.1f}" if i in rates else "-" for i in IMPLS]
+        shares = [f"{100 * rates[i] / peak:.0f}%" if i in rates else "-" for i in IMPLS]
+        lines.append(f"| {info['label']} | {info['threads']} | " + " | ".join(cells + [f"{peak:.1f}"] + shares) + " |")
+    return "\n".join(lines)
+
+
 def markdown_table(path: str, before: str | None = None) -> str:
     """GFLOP/s (from medians; the peak from the probe's fastest round) per shape and thread count, with shares of
     the measured peak; `before`, a run of an earlier microtensor, adds its column."""
@@ -230,6 +272,8 @@ def markdown_table(path: str, before: str | None = None) -> str:
     rows: dict[tuple, dict[str, float]] = {}
     core = "unknown"
     benches = json.load(open(path))["benchmarks"]
+    if all("medians" in b["extra_info"] for b in benches):
+        return interleaved_table(benches)
     if before:
         benches += [dict(b, params=dict(b["params"], impl="before")) for b in json.load(open(before))["benchmarks"]
                     if b["params"].get("impl") == "microtensor"]
