@@ -57,9 +57,9 @@ typedef struct {
 #define MC 144  /* rows of A packed per task in the blocked driver: MC x KC (144 KB; 216 KB at KC_AVX512) stays in L2 */
 #define NC 4096 /* columns of B packed at once in the blocked driver: KC x NC (4 MB) in L3 */
 /* A KC x NR panel of B larger than this (AVX-512's 32 KB: all of L1) does not stay in L1: a product on one
- * thread then keeps one MR-row panel of A there (8 KB) and walks B's panels under it, from L2, a task's
+ * thread then keeps one MR-row panel of A there (12 KB) and walks B's panels under it, from L2, a task's
  * columns at most PART_L2 wide (KC_AVX512 x 512: 768 KB). On a Cascade Lake Xeon d384's linear products took
- * 0.87-0.89 of the time at 1 thread; two threads sharing one packed B took 1.08x longer in this order,
+ * 0.87-0.89 of the time at 1 thread (slices of 256); two threads sharing one packed B took 1.08x longer in this order,
  * so they keep the other (each thread's own part of a split weight gradient is a one-thread product). */
 #define B_PANEL_L1_MAX (16 << 10)
 #define PART_L2 512
