@@ -52,7 +52,7 @@ typedef struct {
 #define KC 256  /* depth of one block of K: a KC x NR panel of B (AVX2's 16 KB) stays in L1 */
 /* The blocked driver's slices of K under AVX-512, whose B panel does not stay in L1 at any useful depth (below):
  * BLIS's depth for Skylake-X. Fewer slices, fewer waits at 2 threads: on a Cascade Lake Xeon d384's linear products
- * took 0.94-0.96 of the time at 2 threads, the GEMM table's 0.95-0.96, and 0.98-1.01 at 1. */
+ * took 0.94-0.96 of the time at 2 threads, the GEMM table's 0.94-0.96, and 0.97-1.02 at 1 (d256's 0.99-1.02). */
 #define KC_AVX512 384
 #define MC 144  /* rows of A packed per task in the blocked driver: MC x KC (144 KB; 216 KB at KC_AVX512) stays in L2 */
 #define NC 4096 /* columns of B packed at once in the blocked driver: KC x NC (4 MB) in L3 */
