@@ -1,6 +1,8 @@
-"""Shared fixtures: a seeded float64 random source and an optional PyTorch oracle."""
+"""Shared fixtures: a seeded float64 random source, an optional PyTorch oracle, Ctrl-C at its default in children."""
 
 from __future__ import annotations
+
+import signal
 
 import numpy as np
 import pytest
@@ -22,6 +24,14 @@ def randn(rng):
         return rng.standard_normal(shape)
 
     return draw
+
+
+@pytest.fixture
+def sigint_default():
+    """A preexec_fn putting Ctrl-C back to its default in a child, as at a terminal: a suite started in the
+    background (`make test &`) runs with SIGINT ignored, a child inherits that, and its Python then never raises
+    KeyboardInterrupt."""
+    return lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 @pytest.fixture

@@ -72,12 +72,12 @@ def test_tiny_study_end_to_end_and_rerun_keeps_finished_runs(tmp_path, capsys):
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGINT delivery differs on Windows")
-def test_ctrl_c_stops_the_children_and_still_writes_the_table(tmp_path):
+def test_ctrl_c_stops_the_children_and_still_writes_the_table(tmp_path, sigint_default):
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     proc = subprocess.Popen(
         [sys.executable, "-m", "transformer.study", "ablations", "--configs", "full,no_ffn", "--epochs", "50",
          "--train-size", "3000", "--out", str(tmp_path)],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=sigint_default)
     logs = [tmp_path / "full" / "seed0" / "train.log", tmp_path / "no_ffn" / "seed0" / "train.log"]
     deadline = time.monotonic() + 60
     while not all(log.exists() and "model:" in log.read_text() for log in logs):

@@ -24,9 +24,14 @@ RUNS = [f"{config}/seed{seed}" for config in ("full", "no_ffn") for seed in (0, 
 
 @pytest.fixture(scope="module")
 def cluster() -> str:
-    """One local Ray instance of 2 CPUs for the module; its address."""
+    """One local Ray instance of 2 CPUs for the module; its address. Its processes start with Ctrl-C at its default
+    (see the sigint_default fixture), which ray.cancel needs to interrupt a task."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    context = ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        context = ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+    finally:
+        signal.signal(signal.SIGINT, previous)
     yield context.address_info["gcs_address"]
     ray.shutdown()
 
@@ -85,13 +90,13 @@ def test_interrupted_ray_study_resumes_without_rerunning_finished_runs(studies, 
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGINT delivery differs on Windows")
-def test_ctrl_c_cancels_the_tasks_and_each_run_checkpoints_for_resume(cluster, tmp_path):
+def test_ctrl_c_cancels_the_tasks_and_each_run_checkpoints_for_resume(cluster, tmp_path, sigint_default):
     """A driver joining by --address is interrupted: each run saves a checkpoint the next study resumes from."""
     args = ["ablations", "--configs", "full,no_ffn", "--epochs", "50", "--train-size", "3000", "--executor", "ray",
             "--out", str(tmp_path), "--address", cluster]
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     proc = subprocess.Popen([sys.executable, "-m", "transformer.study", *args], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=sigint_default)
     logs = [tmp_path / name / "seed0" / "train.log" for name in ("full", "no_ffn")]
     deadline = time.monotonic() + 90
     while not all(log.exists() and "model:" in log.read_text() for log in logs):
