@@ -10,8 +10,8 @@ On a shared machine, time the 1-thread rows in CPU time (`-k 1thread --benchmark
 other jobs then slow them only through the caches, not by taking the core away. Where the machine's speed
 moves by more than the differences (slow spells of up to 2x for tens of seconds on these VMs), `-k interleaved`
 runs the issue's large products with microtensor, numpy, PyTorch and the peak probe in alternation, so every
-share of the peak comes from the same rounds (CPU time at 1 thread, wall time at more), and
-`python benchmarks/test_gemm.py gemm.json` prints that table instead.
+share of the peak comes from the same rounds (CPU time at 1 thread, wall time at more);
+`python benchmarks/test_gemm.py gemm.json` prints their table after the others.
 
 The peak is measured, not read from a data sheet: a C loop of 12 independent FMA chains, 16 wide where
 the CPU has AVX-512 (the sgemm kernel microtensor picks there), else 8 wide (`PEAK_SOURCE`, built with
@@ -267,13 +267,17 @@ def interleaved_table(benches: list) -> str:
 
 def markdown_table(path: str, before: str | None = None) -> str:
     """GFLOP/s (from medians; the peak from the probe's fastest round) per shape and thread count, with shares of
-    the measured peak; `before`, a run of an earlier microtensor, adds its column."""
+    the measured peak; `before`, a run of an earlier microtensor, adds its column. test_interleaved's rows, if the
+    run has them, follow in a table of their own."""
     peak = None
     rows: dict[tuple, dict[str, float]] = {}
     core = "unknown"
-    benches = json.load(open(path))["benchmarks"]
-    if all("medians" in b["extra_info"] for b in benches):
-        return interleaved_table(benches)
+    every = json.load(open(path))["benchmarks"]
+    benches = [b for b in every if "medians" not in b["extra_info"]]
+    alternated = [b for b in every if "medians" in b["extra_info"]]
+    tail = "\n\n" + interleaved_table(alternated) if alternated else ""
+    if not benches:
+        return tail.lstrip()
     if before:
         benches += [dict(b, params=dict(b["params"], impl="before")) for b in json.load(open(before))["benchmarks"]
                     if b["params"].get("impl") == "microtensor"]
@@ -295,7 +299,7 @@ def markdown_table(path: str, before: str | None = None) -> str:
         ratios = [f"{mt / by[i]:.2f}" if mt and i in by else "-" for i in ("numpy", "torch")]
         share = f"{100 * mt / (peak * threads):.0f}%" if mt and peak else "-"
         lines.append(f"| {label} | {threads} | " + " | ".join(cells + ratios + [share]) + " |")
-    return head + "\n".join(lines)
+    return head + "\n".join(lines) + tail
 
 
 if __name__ == "__main__":
