@@ -10,7 +10,9 @@ On a shared machine, time the 1-thread rows in CPU time (`-k 1thread --benchmark
 other jobs then slow them only through the caches, not by taking the core away. Where the machine's speed
 moves by more than the differences (slow spells of up to 2x for tens of seconds on these VMs), `-k interleaved`
 runs the issue's large products with microtensor, numpy, PyTorch and the peak probe in alternation, so every
-share of the peak comes from the same rounds (CPU time at 1 thread, wall time at more);
+share of the peak comes from the same rounds (CPU time at 1 thread, wall time at more, where each library's
+turn starts after a quarter second's sleep: numpy's idle OpenBLAS workers spin ~0.1 s after its products
+and took a core from the next library's threads);
 `python benchmarks/test_gemm.py gemm.json` prints their table after the others.
 
 The peak is measured, not read from a data sheet: a C loop of 12 independent FMA chains, 16 wide where
@@ -33,7 +35,7 @@ import sys
 
 import numpy as np
 import pytest
-from test_train_step import THREADS, interleaved
+from test_train_step import SETTLE_S, THREADS, interleaved
 
 IMPLS = ["microtensor", "numpy", "torch"]
 
@@ -246,7 +248,8 @@ def test_interleaved(benchmark, kernels, fma_peak, case, threads: int) -> None:
     benchmark.group = f"interleaved sgemm {label} [{threads} thread{'s' if threads > 1 else ''}]"
     benchmark.extra_info.update(flops=2 * m * n * k, peak_flops=PEAK_ITERS * flops_per_iter, threads=threads,
                                 label=label)
-    benchmark.extra_info["medians"] = interleaved(benchmark, steps, max(5, min(15, rounds_for(2 * m * n * k))))
+    rounds = max(5, min(15, rounds_for(2 * m * n * k)))
+    benchmark.extra_info["medians"] = interleaved(benchmark, steps, rounds, SETTLE_S if threads > 1 else 0.0)
 
 
 def interleaved_table(benches: list) -> str:

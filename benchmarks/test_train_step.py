@@ -35,6 +35,10 @@ def thread_counts() -> list[int]:
 
 THREADS = thread_counts()
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+# Seconds after which every library's idle workers have stopped spinning: numpy's OpenBLAS spins 2^28 cycles
+# (~0.1 s) after each call; on 2 cores microtensor's 2-thread 2048x256x1024 product ran at 61-70 GFLOP/s up to
+# 20 ms after a numpy product and 119-134 from 100 ms on (PyTorch's workers: no measurable effect).
+SETTLE_S = 0.25
 
 
 def _set_microtensor_threads(n: int) -> None:
@@ -48,17 +52,20 @@ def _set_microtensor_threads(n: int) -> None:
         setter(n)
 
 
-def interleaved(benchmark, steps: dict, pairs: int) -> dict[str, dict[str, float]]:
+def interleaved(benchmark, steps: dict, pairs: int, settle_s: float = 0.0) -> dict[str, dict[str, float]]:
     """Median seconds of each step, run in alternation (so the machine's load hits all), in wall and CPU time.
 
     CPU time is the process's: a step's own cost on a shared machine (at 2 threads it also counts waiting).
     Each timed step follows an untimed one of the same library: on 2 cores, the other library's idle
     OpenMP threads spin on after its step and took a core from the next step's threads (microtensor's
-    make lm step ran 6-12% slower right after PyTorch's at 2 threads, not at all with GOMP_SPINCOUNT=0)."""
+    make lm step ran 6-12% slower right after PyTorch's at 2 threads, not at all with GOMP_SPINCOUNT=0).
+    An untimed step shorter than that spin does not cover it: `settle_s` seconds of sleep before each
+    library's turn let the others' workers park first (see SETTLE_S)."""
     times: dict[str, dict[str, list[float]]] = {clock: {name: [] for name in steps} for clock in CLOCKS}
 
     def pair() -> None:
         for name, step in steps.items():
+            time.sleep(settle_s)
             step()
             started = {clock: read() for clock, read in CLOCKS.items()}
             step()
