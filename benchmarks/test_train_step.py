@@ -65,7 +65,8 @@ def interleaved(benchmark, steps: dict, pairs: int, settle_s: float = 0.0) -> di
 
     def pair() -> None:
         for name, step in steps.items():
-            time.sleep(settle_s)
+            if settle_s:
+                time.sleep(settle_s)
             step()
             started = {clock: read() for clock, read in CLOCKS.items()}
             step()
