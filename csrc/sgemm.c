@@ -1,6 +1,6 @@
 /* sgemm: C = alpha * op(A) @ op(B) + beta * C, row-major, float32.
  *
- * One register-blocked micro-kernel per instruction set (AVX-512: 8x32 tile,
+ * One register-blocked micro-kernel per instruction set (AVX-512: 8x48 tile,
  * AVX2+FMA: 6x16, portable C: 4x16), picked once at run time from the running
  * CPU (MICROTENSOR_ISA=avx2|generic forces a lower one, for tests).
  *
@@ -55,10 +55,10 @@ typedef struct {
  * took 0.94-0.96 of the time at 2 threads, the GEMM table's 0.94-0.96, and 0.97-1.02 at 1 (d256's 0.99-1.02). */
 #define KC_AVX512 384
 #define MC 144  /* rows of A packed per task in the blocked driver: MC x KC (144 KB; 216 KB at KC_AVX512) stays in L2 */
-#define NC 4096 /* columns of B packed at once in the blocked driver: KC x NC (4 MB) in L3 */
-/* A KC x NR panel of B larger than this (AVX-512's 32 KB: all of L1) does not stay in L1: a product on one
+#define NC 4032 /* columns of B packed at once in the blocked driver (a multiple of every NR): KC x NC (4 MB) in L3 */
+/* A KC x NR panel of B larger than this (AVX-512's 72 KB: more than L1) does not stay in L1: a product on one
  * thread then keeps one MR-row panel of A there (12 KB) and walks B's panels under it, from L2, a task's
- * columns at most PART_L2 wide (KC_AVX512 x 512: 768 KB). On a Cascade Lake Xeon d384's linear products took
+ * columns at most PART_L2 wide (KC_AVX512 x 528: 792 KB, in whole panels). On a Cascade Lake Xeon d384's linear products took
  * 0.87-0.89 of the time at 1 thread (slices of 256); two threads sharing one packed B took 1.08x longer in this order,
  * so they keep the other (each thread's own part of a split weight gradient is a one-thread product). */
 #define B_PANEL_L1_MAX (16 << 10)
@@ -108,10 +108,21 @@ static void ukr_generic_packed(int64_t mr, int64_t nr, int64_t k, const float *a
 #pragma GCC target("avx512f,avx2,fma")
 
 #define Z_MR 8
-#define Z_NR 32
-#define B_AHEAD 8 /* steps of k between a packed B row's prefetch and its use (4-16 ran alike) */
+/* Three vectors wide: 24 accumulators, 11 loads per 24 FMAs (8 x 32: 10 per 16). In one process against
+ * 8 x 32, the blocked products took 0.92-0.97 of the time at 1 thread and 0.92-0.95 at 2 (MKL's AVX-512
+ * sgemm runs the same 8 x 48 shape); 12 x 32 ran as 8 x 32. */
+#define Z_NR 48
+#define Z_NV (Z_NR / 16)
+/* Panels of 32 where 48 would leave a last panel of 16 columns or fewer that matters: one vector's FMAs then
+ * wait on 9 loads (N = 64: 2048x256 @ 256x64 took 1.12x as long in panels of 48, N = 256 1.00-1.03). */
+#define Z_NR_NARROW 32
+#define WIDE_ALWAYS_N 768
+#define B_AHEAD 8 /* steps of k between a packed B row's prefetch and its use (4-24 ran alike) */
 
-static inline __attribute__((always_inline)) void ukr512_t(const int MR, const int full, const int two,
+/* The tile of MR rows and nv vectors of 16 columns (the last nr - 16 * (nv - 1) of them masked unless full).
+ * Three named accumulator arrays, not one two-dimensional one: with that, gcc spilled the strided kernel's
+ * row offsets (N = 64 ran 1.18x slower). */
+static inline __attribute__((always_inline)) void ukr512_t(const int MR, const int full, const int nv,
                                                            int64_t nr,
                                                            int64_t k, const float *a, int64_t rs_a,
                                                            int64_t cs_a, const float *b, int64_t ldb,
@@ -119,45 +130,56 @@ static inline __attribute__((always_inline)) void ukr512_t(const int MR, const i
                                                            float beta, const float *bias) {
     __mmask16 m0 = nr >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << nr) - 1u);
     __mmask16 m1 = nr >= 32 ? (__mmask16)0xFFFF : nr <= 16 ? 0 : (__mmask16)((1u << (nr - 16)) - 1u);
-    __m512 c0[Z_MR], c1[Z_MR];
+    __mmask16 m2 = nr >= 48 ? (__mmask16)0xFFFF : nr <= 32 ? 0 : (__mmask16)((1u << (nr - 32)) - 1u);
+    __m512 c0[Z_MR], c1[Z_MR], c2[Z_MR];
     UNROLL_ROWS
     for (int i = 0; i < MR; i++) {
-        c0[i] = _mm512_setzero_ps();
-        c1[i] = _mm512_setzero_ps();
-        _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0); /* as in ukr256_t: 0.93-0.97 of d384's time */
-        _mm_prefetch((const char *)(c + i * ldc + 31), _MM_HINT_T0);
+        c0[i] = c1[i] = c2[i] = _mm512_setzero_ps();
+        _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0); /* 0.93-0.97 of d384's time */
+        if (nv == 3) _mm_prefetch((const char *)(c + i * ldc + 16), _MM_HINT_T0);
+        _mm_prefetch((const char *)(c + i * ldc + 16 * nv - 1), _MM_HINT_T0);
     }
     _Pragma("GCC unroll 4")
     for (int64_t p = 0; p < k; p++) {
-        /* A packed panel of B (32 KB) comes from L2: asked for ahead, d384's products took 0.93-0.94 of the time */
-        if (ldb == Z_NR) {
-            _mm_prefetch((const char *)(b + B_AHEAD * Z_NR), _MM_HINT_T0);
-            _mm_prefetch((const char *)(b + B_AHEAD * Z_NR + 16), _MM_HINT_T0);
+        /* A packed panel of B (a tile as wide as its panel) comes from L2: asked for ahead, d384's products
+         * took 0.93-0.94 of the time */
+        if (ldb == 16 * nv) {
+            _mm_prefetch((const char *)(b + B_AHEAD * 16 * nv), _MM_HINT_T0);
+            if (nv > 1) _mm_prefetch((const char *)(b + B_AHEAD * 16 * nv + 16), _MM_HINT_T0);
+            if (nv > 2) _mm_prefetch((const char *)(b + B_AHEAD * 16 * nv + 32), _MM_HINT_T0);
         }
         __m512 b0 = full ? _mm512_loadu_ps(b) : _mm512_maskz_loadu_ps(m0, b);
-        __m512 b1 = !two ? b0 : full ? _mm512_loadu_ps(b + 16) : _mm512_maskz_loadu_ps(m1, b + 16);
+        __m512 b1 = nv < 2 ? b0 : full ? _mm512_loadu_ps(b + 16) : _mm512_maskz_loadu_ps(m1, b + 16);
+        __m512 b2 = nv < 3 ? b0 : full ? _mm512_loadu_ps(b + 32) : _mm512_maskz_loadu_ps(m2, b + 32);
         UNROLL_ROWS
         for (int i = 0; i < MR; i++) {
             __m512 ai = _mm512_set1_ps(a[i * rs_a]);
             c0[i] = _mm512_fmadd_ps(ai, b0, c0[i]);
-            if (two) c1[i] = _mm512_fmadd_ps(ai, b1, c1[i]);
+            if (nv > 1) c1[i] = _mm512_fmadd_ps(ai, b1, c1[i]);
+            if (nv > 2) c2[i] = _mm512_fmadd_ps(ai, b2, c2[i]);
         }
         a += cs_a;
         b += ldb;
     }
     __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
     __m512 bias0 = bias ? _mm512_maskz_loadu_ps(m0, bias) : _mm512_setzero_ps();
-    __m512 bias1 = bias && two ? _mm512_maskz_loadu_ps(m1, bias + 16) : _mm512_setzero_ps();
+    __m512 bias1 = bias && nv > 1 ? _mm512_maskz_loadu_ps(m1, bias + 16) : _mm512_setzero_ps();
+    __m512 bias2 = bias && nv > 2 ? _mm512_maskz_loadu_ps(m2, bias + 32) : _mm512_setzero_ps();
     UNROLL_ROWS
     for (int i = 0; i < MR; i++) {
         float *cr = c + i * ldc;
         __m512 r0 = _mm512_fmadd_ps(va, c0[i], bias0);
         if (beta != 0.0f) r0 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m0, cr), r0);
         _mm512_mask_storeu_ps(cr, m0, r0);
-        if (two) {
+        if (nv > 1) {
             __m512 r1 = _mm512_fmadd_ps(va, c1[i], bias1);
             if (beta != 0.0f) r1 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m1, cr + 16), r1);
             _mm512_mask_storeu_ps(cr + 16, m1, r1);
+        }
+        if (nv > 2) {
+            __m512 r2 = _mm512_fmadd_ps(va, c2[i], bias2);
+            if (beta != 0.0f) r2 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m2, cr + 32), r2);
+            _mm512_mask_storeu_ps(cr + 32, m2, r2);
         }
     }
 }
@@ -165,11 +187,15 @@ static inline __attribute__((always_inline)) void ukr512_t(const int MR, const i
 #define Z_CASE(R)                                                                            \
     case R:                                                                                  \
         if (nr == Z_NR)                                                                      \
-            ukr512_t(R, 1, 1, nr, k, a, rs_a, cs_a, b, ldb, c, ldc, alpha, beta, bias);      \
+            ukr512_t(R, 1, Z_NV, nr, k, a, rs_a, cs_a, b, ldb, c, ldc, alpha, beta, bias);   \
+        else if (nr == 32)                                                                   \
+            ukr512_t(R, 1, 2, nr, k, a, rs_a, cs_a, b, ldb, c, ldc, alpha, beta, bias);      \
+        else if (nr > 32)                                                                    \
+            ukr512_t(R, 0, 3, nr, k, a, rs_a, cs_a, b, ldb, c, ldc, alpha, beta, bias);      \
         else if (nr > 16)                                                                    \
-            ukr512_t(R, 0, 1, nr, k, a, rs_a, cs_a, b, ldb, c, ldc, alpha, beta, bias);      \
+            ukr512_t(R, 0, 2, nr, k, a, rs_a, cs_a, b, ldb, c, ldc, alpha, beta, bias);      \
         else                                                                                 \
-            ukr512_t(R, 0, 0, nr, k, a, rs_a, cs_a, b, ldb, c, ldc, alpha, beta, bias);      \
+            ukr512_t(R, 0, 1, nr, k, a, rs_a, cs_a, b, ldb, c, ldc, alpha, beta, bias);      \
         break;
 
 static void ukr_avx512(int64_t mr, int64_t nr, int64_t k, const float *a, int64_t rs_a, int64_t cs_a,
@@ -182,14 +208,17 @@ static void ukr_avx512(int64_t mr, int64_t nr, int64_t k, const float *a, int64_
 }
 
 /* Packed panels: the strides are constants, so each case compiles to the plain BLIS loop. */
-static void ukr_avx512_packed(int64_t mr, int64_t nr, int64_t k, const float *a, const float *b, float *c,
-                              int64_t ldc, float alpha, float beta, const float *bias) {
-    const int64_t rs_a = 1, cs_a = Z_MR, ldb = Z_NR;
-    switch (mr) {
-        Z_CASE(1) Z_CASE(2) Z_CASE(3) Z_CASE(4) Z_CASE(5) Z_CASE(6) Z_CASE(7) Z_CASE(8)
-        default: break;
+#define Z_PACKED(name, width)                                                                                  \
+    static void name(int64_t mr, int64_t nr, int64_t k, const float *a, const float *b, float *c, int64_t ldc,  \
+                     float alpha, float beta, const float *bias) {                                             \
+        const int64_t rs_a = 1, cs_a = Z_MR, ldb = width;                                                      \
+        switch (mr) {                                                                                          \
+            Z_CASE(1) Z_CASE(2) Z_CASE(3) Z_CASE(4) Z_CASE(5) Z_CASE(6) Z_CASE(7) Z_CASE(8)                    \
+            default: break;                                                                                    \
+        }                                                                                                      \
     }
-}
+Z_PACKED(ukr_avx512_packed, Z_NR)
+Z_PACKED(ukr_avx512_packed_narrow, Z_NR_NARROW)
 #pragma GCC pop_options
 
 /* ---------------------------------------------------------------- AVX2 + FMA */
@@ -365,6 +394,7 @@ static void ukr_avx2_packed(int64_t mr, int64_t nr, int64_t k, const float *a, c
 static const isa_t ISA_GENERIC = {G_MR, G_NR, ukr_generic, ukr_generic_packed, "generic", KC};
 #ifdef MT_X86
 static const isa_t ISA_AVX512 = {Z_MR, Z_NR, ukr_avx512, ukr_avx512_packed, "avx512", KC_AVX512};
+static const isa_t ISA_AVX512_NARROW = {Z_MR, Z_NR_NARROW, ukr_avx512, ukr_avx512_packed_narrow, "avx512", KC_AVX512};
 static const isa_t ISA_AVX2 = {Y_MR, Y_NR, ukr_avx2, ukr_avx2_packed, "avx2", KC};
 #endif
 
@@ -391,6 +421,16 @@ static const isa_t *active_isa(void) {
         isa = select_isa();
         __atomic_store_n(&chosen, isa, __ATOMIC_RELEASE);
     }
+    return isa;
+}
+
+/* The active kernel, in its narrow panels under AVX-512 where n columns leave a thin last panel (Z_NR_NARROW). */
+static const isa_t *isa_for(int64_t n) {
+    const isa_t *isa = active_isa();
+#ifdef MT_X86
+    int64_t left = n % Z_NR;
+    if (isa == &ISA_AVX512 && left && left <= 16 && n < WIDE_ALWAYS_N) return &ISA_AVX512_NARROW;
+#endif
     return isa;
 }
 
@@ -860,7 +900,7 @@ static void gemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, floa
         gemm_dots(0, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bias);
         return;
     }
-    const isa_t *isa = active_isa();
+    const isa_t *isa = isa_for(N);
     int64_t work = M * N * K;
     int threads = allow_threads && work >= GEMM_PAR_MIN_WORK ? mt_num_threads() : 1;
     if (work >= BLOCKED_MIN_WORK &&
@@ -963,7 +1003,7 @@ static void fused_task(void *ctx, int64_t t) {
 /* 1 when it ran; 0 when g is too small to pay or memory for the packed panels is not there. */
 static int linear_backward_fused(const float *g, const float *x, const float *w, float *dx, float *dw, float *db,
                                  int64_t N, int64_t in, int64_t out) {
-    const isa_t *isa = active_isa();
+    const isa_t *isa = isa_for(in);
     if (N < FUSED_MIN_ROWS || out < FUSED_MIN_OUT || in <= 0 || out * in > FUSED_MAX_WEIGHT) return 0;
     int64_t panels = (in + isa->nr - 1) / isa->nr;
     float *wpack = scratch_get((size_t)(panels * isa->nr * (out + FUSED_ROWS)));

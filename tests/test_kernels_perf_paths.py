@@ -350,6 +350,21 @@ def test_small_and_skinny_sgemm_matches_the_reference(m: int, k: int, n: int, tr
     close(c.matmul(a, b, trans_a, trans_b), want, rtol=1e-4, atol=2e-4)
 
 
+@pytest.mark.parametrize("m,k", [(37, 40), (2048, 2048)])
+def test_every_column_count_around_the_panel_widths_matches_the_reference(m: int, k: int) -> None:
+    """Column counts through the AVX-512 kernel's panels of 48 and 32 (the narrow ones where 48 would leave a last
+    panel of 16 or fewer, below 768 columns) and AVX2's 16, with a bias, on the small driver (37 x 40) and the blocked
+    one (2048 x 2048): every partial panel of one, two or three vectors."""
+    rng = np.random.default_rng(m + k)
+    x = rng.standard_normal((m, k)).astype(F32)
+    widths = range(1, 100) if m < 100 else [17, 31, 32, 33, 47, 48, 49, 63, 64, 65, 80, 81, 96, 97, 112, 767, 784]
+    for n in widths:
+        w, bias = rng.standard_normal((n, k)).astype(F32), rng.standard_normal(n).astype(F32)
+        want = ref.linear(x.astype(np.float64), w.astype(np.float64), bias.astype(np.float64))
+        close(c.linear(x, w, bias), want, rtol=1e-4, atol=5e-4 if k > 100 else 2e-4)
+        close(c.matmul(x, w.T.copy()), want - bias, rtol=1e-4, atol=5e-4 if k > 100 else 2e-4)
+
+
 @pytest.mark.parametrize("isa", ["avx512", "avx2", "generic"])
 def test_every_instruction_set_runs_the_blocked_and_small_drivers(isa: str) -> None:
     """Each micro-kernel family (forced in a child process) on blocked, small and batched products and the
