@@ -109,8 +109,8 @@ static void ukr_generic_packed(int64_t mr, int64_t nr, int64_t k, const float *a
 
 #define Z_MR 8
 /* Three vectors wide: 24 accumulators, 11 loads per 24 FMAs (8 x 32: 10 per 16). In one process against
- * 8 x 32, the blocked products took 0.92-0.97 of the time at 1 thread and 0.92-0.95 at 2 (MKL's AVX-512
- * sgemm runs the same 8 x 48 shape); 12 x 32 ran as 8 x 32. */
+ * 8 x 32, the blocked products took 0.90-1.00 of the time at 1 thread (mostly 0.93-0.97) and 0.92-0.95 at 2
+ * (MKL's AVX-512 sgemm runs the same 8 x 48 shape); 12 x 32 ran as 8 x 32. */
 #define Z_NR 48
 #define Z_NV (Z_NR / 16)
 /* Panels of 32 where 48 would leave a last panel of 16 columns or fewer that matters: one vector's FMAs then
