@@ -114,7 +114,7 @@ static void ukr_generic_packed(int64_t mr, int64_t nr, int64_t k, const float *a
 #define Z_NR 48
 #define Z_NV (Z_NR / 16)
 /* Panels of 32 where 48 would leave a last panel of 16 columns or fewer that matters: one vector's FMAs then
- * wait on 9 loads (N = 64: 2048x256 @ 256x64 took 1.12x as long in panels of 48, N = 256 1.00-1.03). */
+ * wait on 9 loads (N = 64: 2048x256 @ (64x256)^T took 1.12-1.19x as long in panels of 48). */
 #define Z_NR_NARROW 32
 #define WIDE_ALWAYS_N 768
 #define B_AHEAD 8 /* steps of k between a packed B row's prefetch and its use (4-24 ran alike) */
