@@ -58,9 +58,10 @@ typedef struct {
 #define NC 4032 /* columns of B packed at once in the blocked driver (a multiple of every NR): KC x NC (4 MB) in L3 */
 /* A KC x NR panel of B larger than this (AVX-512's 72 KB: more than L1) does not stay in L1: a product on one
  * thread then keeps one MR-row panel of A there (12 KB) and walks B's panels under it, from L2, a task's
- * columns at most PART_L2 wide (KC_AVX512 x 528: 792 KB, in whole panels). On a Cascade Lake Xeon d384's linear products took
- * 0.87-0.89 of the time at 1 thread (slices of 256); two threads sharing one packed B took 1.08x longer in this order,
- * so they keep the other (each thread's own part of a split weight gradient is a one-thread product). */
+ * columns about PART_L2 wide (rounded up to whole panels: KC_AVX512 x 512-528, 768-792 KB). On a Cascade Lake
+ * Xeon d384's linear products took 0.87-0.89 of the time at 1 thread (slices of 256); two threads sharing one
+ * packed B took 1.08x longer in this order, so they keep the other (each thread's own part of a split weight
+ * gradient is a one-thread product). */
 #define B_PANEL_L1_MAX (16 << 10)
 #define PART_L2 512
 #define BLOCKED_MIN_WORK ((int64_t)1 << 26) /* M*N*K from which packing both pays (2048x256x64: not yet) */

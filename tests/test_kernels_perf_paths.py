@@ -350,14 +350,15 @@ def test_small_and_skinny_sgemm_matches_the_reference(m: int, k: int, n: int, tr
     close(c.matmul(a, b, trans_a, trans_b), want, rtol=1e-4, atol=2e-4)
 
 
-@pytest.mark.parametrize("m,k", [(37, 40), (2048, 2048)])
-def test_every_column_count_around_the_panel_widths_matches_the_reference(m: int, k: int) -> None:
+@pytest.mark.parametrize("m,k,widths", [(37, 40, range(1, 100)),
+                                          (2048, 2048, [17, 31, 32, 33, 47, 48, 49, 63, 64, 65, 80, 81, 96, 97, 112,
+                                                        767, 784])], ids=["small", "blocked"])
+def test_every_column_count_around_the_panel_widths_matches_the_reference(m: int, k: int, widths) -> None:
     """Column counts through the AVX-512 kernel's panels of 48 and 32 (the narrow ones where 48 would leave a last
     panel of 16 or fewer, below 768 columns) and AVX2's 16, with a bias, on the small driver (37 x 40) and the blocked
     one (2048 x 2048): every partial panel of one, two or three vectors."""
     rng = np.random.default_rng(m + k)
     x = rng.standard_normal((m, k)).astype(F32)
-    widths = range(1, 100) if m < 100 else [17, 31, 32, 33, 47, 48, 49, 63, 64, 65, 80, 81, 96, 97, 112, 767, 784]
     for n in widths:
         w, bias = rng.standard_normal((n, k)).astype(F32), rng.standard_normal(n).astype(F32)
         want = ref.linear(x.astype(np.float64), w.astype(np.float64), bias.astype(np.float64))
