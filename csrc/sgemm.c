@@ -653,12 +653,47 @@ static MT_CLONES void gemm_dots(int trans_a, int64_t M, int64_t N, int64_t K, fl
         dot_row(N, K, alpha, A + i * (trans_a ? 1 : lda), trans_a ? lda : 1, B, ldb, beta, C + i * ldc, bias);
 }
 
+/* Columns of the largest share when n columns go to `threads` tasks in whole panels of nr. */
+static int64_t largest_share(int64_t n, int64_t nr, int threads) {
+    return min64(((n + nr - 1) / nr + threads - 1) / threads * nr, n);
+}
+
+/* The kernel for n columns split among threads: AVX-512's narrow panels where their largest share is at most 4/5 of
+ * the wide panels' (128 columns on 2 threads: 96 + 32 in panels of 48, 64 + 64 in panels of 32; 512 columns, 288 +
+ * 224 against 256 + 256, ran faster wide). Every value is summed in the same order in either width. */
+static const isa_t *isa_for_split(const isa_t *isa, int64_t n, int threads) {
+#ifdef MT_X86
+    if (isa == &ISA_AVX512 && 5 * largest_share(n, Z_NR_NARROW, threads) <= 4 * largest_share(n, Z_NR, threads))
+        return &ISA_AVX512_NARROW;
+#endif
+    return isa;
+}
+
 static void gemm_small(const isa_t *isa, int trans_a, int trans_b, int64_t M, int64_t N, int64_t K,
                        float alpha, const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
                        float *C, int64_t ldc, const float *bias, int threads) {
     small_job s = {isa, trans_b, M, N, K, alpha, beta, A, trans_a ? 1 : lda, trans_a ? lda : 1,
                    B, ldb, C, ldc, bias, NULL, 1, N};
-    int64_t panels = (N + isa->nr - 1) / isa->nr;
+    int64_t panels = (N + isa->nr - 1) / isa->nr, ntasks = 1;
+    if (threads > 1) {
+        /* Columns split evenly and let each thread pack its own part of B^T; with many
+         * panels, packing once and splitting rows measured faster (256x64 @ (256x64)^T), and so
+         * did a C 16 or more times taller than wide, where every thread would otherwise read all of
+         * A and write part of every row of C (2 threads: 2048x16 @ 16x64 0.48-0.74 of the time,
+         * 2048x64 @ (64x64)^T 0.69-0.98; 256-row C lost 12-20% split by rows). */
+        int pack_once = trans_b && panels > 2 * threads && M >= 2 * (int64_t)isa->mr * threads;
+        if (panels >= threads && !pack_once && M < 16 * N) {
+            s.isa = isa = isa_for_split(isa, N, threads);
+            s.split_cols = 1;
+            s.chunk = round_up((N + threads - 1) / threads, isa->nr);
+            ntasks = (N + s.chunk - 1) / s.chunk;
+        } else if (M >= 2 * (int64_t)isa->mr) {
+            s.split_cols = 0;
+            s.chunk = round_up((M + threads - 1) / threads, isa->mr);
+            ntasks = (M + s.chunk - 1) / s.chunk;
+        }
+    }
+    panels = (N + isa->nr - 1) / isa->nr;
     /* per-head products of attention pack here, not on the heap */
     float local[SMALL_PACK_MAX] __attribute__((aligned(64)));
     int pack = trans_b || (K >= PACK_B_MIN_K && M >= 4 * (int64_t)isa->mr);
@@ -669,24 +704,6 @@ static void gemm_small(const isa_t *isa, int trans_a, int trans_b, int64_t M, in
         if (!s.bpack && trans_b) { /* B itself is read in place when there is no memory to pack it */
             gemm_dots(trans_a, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bias);
             return;
-        }
-    }
-    int64_t ntasks = 1;
-    if (threads > 1) {
-        /* Columns split evenly and let each thread pack its own part of B^T; with many
-         * panels, packing once and splitting rows measured faster (256x64 @ (256x64)^T), and so
-         * did a C 16 or more times taller than wide, where every thread would otherwise read all of
-         * A and write part of every row of C (2 threads: 2048x16 @ 16x64 0.48-0.74 of the time,
-         * 2048x64 @ (64x64)^T 0.69-0.98; 256-row C lost 12-20% split by rows). */
-        int pack_once = trans_b && panels > 2 * threads && M >= 2 * (int64_t)isa->mr * threads;
-        if (panels >= threads && !pack_once && M < 16 * N) {
-            s.split_cols = 1;
-            s.chunk = round_up((N + threads - 1) / threads, isa->nr);
-            ntasks = (N + s.chunk - 1) / s.chunk;
-        } else if (M >= 2 * (int64_t)isa->mr) {
-            s.split_cols = 0;
-            s.chunk = round_up((M + threads - 1) / threads, isa->mr);
-            ntasks = (M + s.chunk - 1) / s.chunk;
         }
     }
     if (!s.split_cols && s.bpack) pack_b(trans_b, B, ldb, 0, K, 0, N, isa->nr, s.bpack);
@@ -858,6 +875,7 @@ static int gemm_blocked(const isa_t *isa, int trans_a, int trans_b, int64_t M, i
     int64_t kc_max = min64(isa->kc, K);
     if (threads > 1 && trans_a && K > isa->kc) {
         int rows = N <= M;
+        if (!rows) isa = isa_for_split(isa, N, threads);
         int64_t unit = rows ? isa->mr : isa->nr, chunk = round_up(((rows ? M : N) + threads - 1) / threads, unit);
         int64_t parts = ((rows ? M : N) + chunk - 1) / chunk;
         int64_t bsize = min64(NC, round_up(rows ? N : chunk, isa->nr)) * kc_max;
@@ -1004,12 +1022,12 @@ static void fused_task(void *ctx, int64_t t) {
 /* 1 when it ran; 0 when g is too small to pay or memory for the packed panels is not there. */
 static int linear_backward_fused(const float *g, const float *x, const float *w, float *dx, float *dw, float *db,
                                  int64_t N, int64_t in, int64_t out) {
-    const isa_t *isa = isa_for(in);
+    int threads = mt_num_threads();
+    const isa_t *isa = threads > 1 ? isa_for_split(isa_for(in), in, threads) : isa_for(in);
     if (N < FUSED_MIN_ROWS || out < FUSED_MIN_OUT || in <= 0 || out * in > FUSED_MAX_WEIGHT) return 0;
     int64_t panels = (in + isa->nr - 1) / isa->nr;
     float *wpack = scratch_get((size_t)(panels * isa->nr * (out + FUSED_ROWS)));
     if (!wpack) return 0;
-    int threads = mt_num_threads();
     fused_job f = {isa, g, x, dx, dw, db, wpack, wpack + panels * isa->nr * out, N, in, out,
                    round_up((in + threads - 1) / threads, isa->nr)};
     pack_b(0, w, in, 0, out, 0, in, isa->nr, wpack);

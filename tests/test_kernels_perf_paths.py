@@ -278,10 +278,11 @@ def test_blocked_sgemm_does_not_depend_on_the_thread_count(m: int, k: int, n: in
 
 
 @pytest.mark.parametrize("trans_b", [False, True])
-@pytest.mark.parametrize("m,k,n", [(500, 600, 90), (70, 530, 700)])
+@pytest.mark.parametrize("m,k,n", [(500, 600, 90), (70, 530, 700), (64, 600, 128)])
 def test_deep_weight_gradient_split_per_thread_matches_one_thread(m: int, k: int, n: int, trans_b: bool) -> None:
     """From 2 threads op(A) = A^T deeper than one K slice runs as one 1-thread product per thread on its rows of C
-    (tall) or its columns (wide; ragged last part, partial panels): same bits at 1, 2, 3 and 8 threads."""
+    (tall) or its columns (wide; ragged last part, partial panels; 128 columns in AVX-512's narrow panels, which
+    share out evenly): same bits at 1, 2, 3 and 8 threads."""
     a, b = operands(np.random.default_rng(m + n), m, k, n, True, trans_b)
     out = _matmul_same_bits_at_each_thread_count(a, b, True, trans_b)
     close(out, ref.matmul(a.astype(np.float64), b.astype(np.float64), True, trans_b), rtol=1e-4, atol=5e-4)
@@ -297,11 +298,11 @@ def test_weight_gradient_sgemm_does_not_depend_on_the_thread_count(m: int, k: in
     close(out, ref.matmul(a.astype(np.float64), b.astype(np.float64), True, trans_b), rtol=1e-4, atol=5e-4)
 
 
-@pytest.mark.parametrize("n,i,o", [(1031, 77, 45), (1500, 130, 260), (1024, 1, 32), (2048, 200, 3)])
+@pytest.mark.parametrize("n,i,o", [(1031, 77, 45), (1500, 130, 260), (1024, 1, 32), (2048, 200, 3), (1024, 128, 384)])
 def test_fused_linear_backward_matches_the_separate_products(n: int, i: int, o: int) -> None:
     """From 1024 rows and 32 outputs dx, dw and db come from one walk down the rows (ragged last block, partial
-    panels; 3 outputs take the separate products): each matches its own product, the float64 reference and
-    itself at 1, 2, 3 and 8 threads, bit for bit."""
+    panels; 3 outputs take the separate products; 128 inputs split in AVX-512's narrow panels from 2 threads): each
+    matches its own product, the float64 reference and itself at 1, 2, 3 and 8 threads, bit for bit."""
     rng = np.random.default_rng(n + i + o)
     g, x, w = rng.standard_normal((n, o)).astype(F32), rng.standard_normal((n, i)).astype(F32), \
         rng.standard_normal((o, i)).astype(F32)
@@ -326,11 +327,12 @@ def test_fused_linear_backward_matches_the_separate_products(n: int, i: int, o: 
 
 
 @pytest.mark.parametrize("trans_b", [False, True])
-@pytest.mark.parametrize("m,k,n", [(2048, 16, 64), (2051, 37, 100), (1000, 64, 64)])
+@pytest.mark.parametrize("m,k,n", [(2048, 16, 64), (2051, 37, 100), (1000, 64, 64), (1024, 128, 128)])
 def test_small_sgemm_split_by_rows_or_columns_does_not_depend_on_the_thread_count(m: int, k: int, n: int,
                                                                                    trans_b: bool) -> None:
     """The small driver splits a C 16 or more times taller than wide by rows (ragged last chunk), a squarer one by
-    columns (1000 x 64): same bits at 1, 2, 3 and 8 threads, and the float64 reference."""
+    columns (1000 x 64; 1024 x 128 in AVX-512's narrow panels, which share out evenly): same bits at 1, 2, 3 and 8
+    threads, and the float64 reference."""
     a, b = operands(np.random.default_rng(m + k + n), m, k, n, False, trans_b)
     out = _matmul_same_bits_at_each_thread_count(a, b, False, trans_b)
     close(out, ref.matmul(a.astype(np.float64), b.astype(np.float64), False, trans_b), rtol=1e-4, atol=2e-4)
