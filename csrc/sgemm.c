@@ -118,11 +118,18 @@ static void ukr_generic_packed(int64_t mr, int64_t nr, int64_t k, const float *a
  * wait on 9 loads (N = 64: 2048x256 @ (64x256)^T took 1.12-1.19x as long in panels of 48). */
 #define Z_NR_NARROW 32
 #define WIDE_ALWAYS_N 768
+/* Panels of 64 (6 rows x 4 vectors: 24 accumulators, 10 loads per 24 FMAs) for column counts below WIDE_ALWAYS_N that
+ * 64 divides and 48 does not (64, 128, 256, 512, ...): whole panels where 48 leaves a part-filled last one. In one
+ * process against the 8 x 48 / 8 x 32 panels, d256's products with 256 columns took 0.83-0.93 of the time at 1
+ * thread and 0.87-0.97 at 2; with 128 columns 0.92-0.98 at 1; columns that 48 divides ran no faster in 64 (384,
+ * 1152, 1536: 0.99-1.05). */
+#define Z64_MR 6
+#define Z64_NR 64
 #define B_AHEAD 8 /* steps of k between a packed B row's prefetch and its use (4-24 ran alike) */
 
-/* The tile of MR rows and nv vectors of 16 columns (the last nr - 16 * (nv - 1) of them masked unless full).
- * Three named accumulator arrays, not one two-dimensional one: with that, gcc spilled the strided kernel's
- * row offsets (N = 64 ran 1.18x slower). */
+/* The tile of MR rows and nv (1-4) vectors of 16 columns (the last nr - 16 * (nv - 1) of them masked unless full).
+ * Named accumulator arrays, not one two-dimensional one: with that, gcc spilled the strided kernel's row offsets
+ * (N = 64 ran 1.18x slower). */
 static inline __attribute__((always_inline)) void ukr512_t(const int MR, const int full, const int nv,
                                                            int64_t nr,
                                                            int64_t k, const float *a, int64_t rs_a,
@@ -132,12 +139,14 @@ static inline __attribute__((always_inline)) void ukr512_t(const int MR, const i
     __mmask16 m0 = nr >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << nr) - 1u);
     __mmask16 m1 = nr >= 32 ? (__mmask16)0xFFFF : nr <= 16 ? 0 : (__mmask16)((1u << (nr - 16)) - 1u);
     __mmask16 m2 = nr >= 48 ? (__mmask16)0xFFFF : nr <= 32 ? 0 : (__mmask16)((1u << (nr - 32)) - 1u);
-    __m512 c0[Z_MR], c1[Z_MR], c2[Z_MR];
+    __mmask16 m3 = nr >= 64 ? (__mmask16)0xFFFF : nr <= 48 ? 0 : (__mmask16)((1u << (nr - 48)) - 1u);
+    __m512 c0[Z_MR], c1[Z_MR], c2[Z_MR], c3[Z_MR];
     UNROLL_ROWS
     for (int i = 0; i < MR; i++) {
-        c0[i] = c1[i] = c2[i] = _mm512_setzero_ps();
+        c0[i] = c1[i] = c2[i] = c3[i] = _mm512_setzero_ps();
         _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0); /* 0.93-0.97 of d384's time */
-        if (nv == 3) _mm_prefetch((const char *)(c + i * ldc + 16), _MM_HINT_T0);
+        if (nv >= 3) _mm_prefetch((const char *)(c + i * ldc + 16), _MM_HINT_T0);
+        if (nv == 4) _mm_prefetch((const char *)(c + i * ldc + 32), _MM_HINT_T0);
         _mm_prefetch((const char *)(c + i * ldc + 16 * nv - 1), _MM_HINT_T0);
     }
     _Pragma("GCC unroll 4")
@@ -148,16 +157,19 @@ static inline __attribute__((always_inline)) void ukr512_t(const int MR, const i
             _mm_prefetch((const char *)(b + B_AHEAD * 16 * nv), _MM_HINT_T0);
             if (nv > 1) _mm_prefetch((const char *)(b + B_AHEAD * 16 * nv + 16), _MM_HINT_T0);
             if (nv > 2) _mm_prefetch((const char *)(b + B_AHEAD * 16 * nv + 32), _MM_HINT_T0);
+            if (nv > 3) _mm_prefetch((const char *)(b + B_AHEAD * 16 * nv + 48), _MM_HINT_T0);
         }
         __m512 b0 = full ? _mm512_loadu_ps(b) : _mm512_maskz_loadu_ps(m0, b);
         __m512 b1 = nv < 2 ? b0 : full ? _mm512_loadu_ps(b + 16) : _mm512_maskz_loadu_ps(m1, b + 16);
         __m512 b2 = nv < 3 ? b0 : full ? _mm512_loadu_ps(b + 32) : _mm512_maskz_loadu_ps(m2, b + 32);
+        __m512 b3 = nv < 4 ? b0 : full ? _mm512_loadu_ps(b + 48) : _mm512_maskz_loadu_ps(m3, b + 48);
         UNROLL_ROWS
         for (int i = 0; i < MR; i++) {
             __m512 ai = _mm512_set1_ps(a[i * rs_a]);
             c0[i] = _mm512_fmadd_ps(ai, b0, c0[i]);
             if (nv > 1) c1[i] = _mm512_fmadd_ps(ai, b1, c1[i]);
             if (nv > 2) c2[i] = _mm512_fmadd_ps(ai, b2, c2[i]);
+            if (nv > 3) c3[i] = _mm512_fmadd_ps(ai, b3, c3[i]);
         }
         a += cs_a;
         b += ldb;
@@ -166,6 +178,7 @@ static inline __attribute__((always_inline)) void ukr512_t(const int MR, const i
     __m512 bias0 = bias ? _mm512_maskz_loadu_ps(m0, bias) : _mm512_setzero_ps();
     __m512 bias1 = bias && nv > 1 ? _mm512_maskz_loadu_ps(m1, bias + 16) : _mm512_setzero_ps();
     __m512 bias2 = bias && nv > 2 ? _mm512_maskz_loadu_ps(m2, bias + 32) : _mm512_setzero_ps();
+    __m512 bias3 = bias && nv > 3 ? _mm512_maskz_loadu_ps(m3, bias + 48) : _mm512_setzero_ps();
     UNROLL_ROWS
     for (int i = 0; i < MR; i++) {
         float *cr = c + i * ldc;
@@ -182,11 +195,16 @@ static inline __attribute__((always_inline)) void ukr512_t(const int MR, const i
             if (beta != 0.0f) r2 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m2, cr + 32), r2);
             _mm512_mask_storeu_ps(cr + 32, m2, r2);
         }
+        if (nv > 3) {
+            __m512 r3 = _mm512_fmadd_ps(va, c3[i], bias3);
+            if (beta != 0.0f) r3 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m3, cr + 48), r3);
+            _mm512_mask_storeu_ps(cr + 48, m3, r3);
+        }
     }
 }
 
-#define Z_CASE(R)                                                                            \
-    case R:                                                                                  \
+/* The tile for nr <= Z_NR columns. */
+#define Z_TILE(R)                                                                            \
         if (nr == Z_NR)                                                                      \
             ukr512_t(R, 1, Z_NV, nr, k, a, rs_a, cs_a, b, ldb, c, ldc, alpha, beta, bias);   \
         else if (nr == 32)                                                                   \
@@ -196,7 +214,20 @@ static inline __attribute__((always_inline)) void ukr512_t(const int MR, const i
         else if (nr > 16)                                                                    \
             ukr512_t(R, 0, 2, nr, k, a, rs_a, cs_a, b, ldb, c, ldc, alpha, beta, bias);      \
         else                                                                                 \
-            ukr512_t(R, 0, 1, nr, k, a, rs_a, cs_a, b, ldb, c, ldc, alpha, beta, bias);      \
+            ukr512_t(R, 0, 1, nr, k, a, rs_a, cs_a, b, ldb, c, ldc, alpha, beta, bias);
+#define Z_CASE(R) \
+    case R:       \
+        Z_TILE(R) \
+        break;
+/* The tile for nr <= Z64_NR columns. */
+#define Z64_CASE(R)                                                                          \
+    case R:                                                                                  \
+        if (nr == Z64_NR)                                                                    \
+            ukr512_t(R, 1, 4, nr, k, a, rs_a, cs_a, b, ldb, c, ldc, alpha, beta, bias);      \
+        else if (nr > Z_NR)                                                                  \
+            ukr512_t(R, 0, 4, nr, k, a, rs_a, cs_a, b, ldb, c, ldc, alpha, beta, bias);      \
+        else                                                                                 \
+            Z_TILE(R)                                                                        \
         break;
 
 static void ukr_avx512(int64_t mr, int64_t nr, int64_t k, const float *a, int64_t rs_a, int64_t cs_a,
@@ -220,6 +251,24 @@ static void ukr_avx512(int64_t mr, int64_t nr, int64_t k, const float *a, int64_
     }
 Z_PACKED(ukr_avx512_packed, Z_NR)
 Z_PACKED(ukr_avx512_packed_narrow, Z_NR_NARROW)
+
+static void ukr_avx512_64(int64_t mr, int64_t nr, int64_t k, const float *a, int64_t rs_a, int64_t cs_a,
+                          const float *b, int64_t ldb, float *c, int64_t ldc, float alpha, float beta,
+                          const float *bias) {
+    switch (mr) {
+        Z64_CASE(1) Z64_CASE(2) Z64_CASE(3) Z64_CASE(4) Z64_CASE(5) Z64_CASE(6)
+        default: break;
+    }
+}
+
+static void ukr_avx512_packed_64(int64_t mr, int64_t nr, int64_t k, const float *a, const float *b, float *c,
+                                 int64_t ldc, float alpha, float beta, const float *bias) {
+    const int64_t rs_a = 1, cs_a = Z64_MR, ldb = Z64_NR;
+    switch (mr) {
+        Z64_CASE(1) Z64_CASE(2) Z64_CASE(3) Z64_CASE(4) Z64_CASE(5) Z64_CASE(6)
+        default: break;
+    }
+}
 #pragma GCC pop_options
 
 /* ---------------------------------------------------------------- AVX2 + FMA */
@@ -395,6 +444,7 @@ static void ukr_avx2_packed(int64_t mr, int64_t nr, int64_t k, const float *a, c
 static const isa_t ISA_GENERIC = {G_MR, G_NR, ukr_generic, ukr_generic_packed, "generic", KC};
 #ifdef MT_X86
 static const isa_t ISA_AVX512 = {Z_MR, Z_NR, ukr_avx512, ukr_avx512_packed, "avx512", KC_AVX512};
+static const isa_t ISA_AVX512_64 = {Z64_MR, Z64_NR, ukr_avx512_64, ukr_avx512_packed_64, "avx512", KC_AVX512};
 static const isa_t ISA_AVX512_NARROW = {Z_MR, Z_NR_NARROW, ukr_avx512, ukr_avx512_packed_narrow, "avx512", KC_AVX512};
 static const isa_t ISA_AVX2 = {Y_MR, Y_NR, ukr_avx2, ukr_avx2_packed, "avx2", KC};
 #endif
@@ -425,12 +475,14 @@ static const isa_t *active_isa(void) {
     return isa;
 }
 
-/* The active kernel, in its narrow panels under AVX-512 where n columns leave a thin last panel (Z_NR_NARROW). */
+/* The active kernel; under AVX-512 below WIDE_ALWAYS_N columns, in panels of 64 where those are whole and 48 are not
+ * (Z64_NR), else of 32 where 48 would leave a thin last panel (Z_NR_NARROW). */
 static const isa_t *isa_for(int64_t n) {
     const isa_t *isa = active_isa();
 #ifdef MT_X86
     int64_t left = n % Z_NR;
-    if (isa == &ISA_AVX512 && left && left <= 16 && n < WIDE_ALWAYS_N) return &ISA_AVX512_NARROW;
+    if (isa == &ISA_AVX512 && left && n < WIDE_ALWAYS_N)
+        return n % Z64_NR == 0 ? &ISA_AVX512_64 : left <= 16 ? &ISA_AVX512_NARROW : isa;
 #endif
     return isa;
 }
@@ -653,47 +705,12 @@ static MT_CLONES void gemm_dots(int trans_a, int64_t M, int64_t N, int64_t K, fl
         dot_row(N, K, alpha, A + i * (trans_a ? 1 : lda), trans_a ? lda : 1, B, ldb, beta, C + i * ldc, bias);
 }
 
-/* Columns of the largest share when n columns go to `threads` tasks in whole panels of nr. */
-static int64_t largest_share(int64_t n, int64_t nr, int threads) {
-    return min64(((n + nr - 1) / nr + threads - 1) / threads * nr, n);
-}
-
-/* The kernel for n columns split among threads: AVX-512's narrow panels where their largest share is at most 4/5 of
- * the wide panels' (128 columns on 2 threads: 96 + 32 in panels of 48, 64 + 64 in panels of 32; 512 columns, 288 +
- * 224 against 256 + 256, ran faster wide). Every value is summed in the same order in either width. */
-static const isa_t *isa_for_split(const isa_t *isa, int64_t n, int threads) {
-#ifdef MT_X86
-    if (isa == &ISA_AVX512 && 5 * largest_share(n, Z_NR_NARROW, threads) <= 4 * largest_share(n, Z_NR, threads))
-        return &ISA_AVX512_NARROW;
-#endif
-    return isa;
-}
-
 static void gemm_small(const isa_t *isa, int trans_a, int trans_b, int64_t M, int64_t N, int64_t K,
                        float alpha, const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
                        float *C, int64_t ldc, const float *bias, int threads) {
     small_job s = {isa, trans_b, M, N, K, alpha, beta, A, trans_a ? 1 : lda, trans_a ? lda : 1,
                    B, ldb, C, ldc, bias, NULL, 1, N};
-    int64_t panels = (N + isa->nr - 1) / isa->nr, ntasks = 1;
-    if (threads > 1) {
-        /* Columns split evenly and let each thread pack its own part of B^T; with many
-         * panels, packing once and splitting rows measured faster (256x64 @ (256x64)^T), and so
-         * did a C 16 or more times taller than wide, where every thread would otherwise read all of
-         * A and write part of every row of C (2 threads: 2048x16 @ 16x64 0.48-0.74 of the time,
-         * 2048x64 @ (64x64)^T 0.69-0.98; 256-row C lost 12-20% split by rows). */
-        int pack_once = trans_b && panels > 2 * threads && M >= 2 * (int64_t)isa->mr * threads;
-        if (panels >= threads && !pack_once && M < 16 * N) {
-            s.isa = isa = isa_for_split(isa, N, threads);
-            s.split_cols = 1;
-            s.chunk = round_up((N + threads - 1) / threads, isa->nr);
-            ntasks = (N + s.chunk - 1) / s.chunk;
-        } else if (M >= 2 * (int64_t)isa->mr) {
-            s.split_cols = 0;
-            s.chunk = round_up((M + threads - 1) / threads, isa->mr);
-            ntasks = (M + s.chunk - 1) / s.chunk;
-        }
-    }
-    panels = (N + isa->nr - 1) / isa->nr;
+    int64_t panels = (N + isa->nr - 1) / isa->nr;
     /* per-head products of attention pack here, not on the heap */
     float local[SMALL_PACK_MAX] __attribute__((aligned(64)));
     int pack = trans_b || (K >= PACK_B_MIN_K && M >= 4 * (int64_t)isa->mr);
@@ -704,6 +721,24 @@ static void gemm_small(const isa_t *isa, int trans_a, int trans_b, int64_t M, in
         if (!s.bpack && trans_b) { /* B itself is read in place when there is no memory to pack it */
             gemm_dots(trans_a, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bias);
             return;
+        }
+    }
+    int64_t ntasks = 1;
+    if (threads > 1) {
+        /* Columns split evenly and let each thread pack its own part of B^T; with many
+         * panels, packing once and splitting rows measured faster (256x64 @ (256x64)^T), and so
+         * did a C 16 or more times taller than wide, where every thread would otherwise read all of
+         * A and write part of every row of C (2 threads: 2048x16 @ 16x64 0.48-0.74 of the time,
+         * 2048x64 @ (64x64)^T 0.69-0.98; 256-row C lost 12-20% split by rows). */
+        int pack_once = trans_b && panels > 2 * threads && M >= 2 * (int64_t)isa->mr * threads;
+        if (panels >= threads && !pack_once && M < 16 * N) {
+            s.split_cols = 1;
+            s.chunk = round_up((N + threads - 1) / threads, isa->nr);
+            ntasks = (N + s.chunk - 1) / s.chunk;
+        } else if (M >= 2 * (int64_t)isa->mr) {
+            s.split_cols = 0;
+            s.chunk = round_up((M + threads - 1) / threads, isa->mr);
+            ntasks = (M + s.chunk - 1) / s.chunk;
         }
     }
     if (!s.split_cols && s.bpack) pack_b(trans_b, B, ldb, 0, K, 0, N, isa->nr, s.bpack);
@@ -875,7 +910,6 @@ static int gemm_blocked(const isa_t *isa, int trans_a, int trans_b, int64_t M, i
     int64_t kc_max = min64(isa->kc, K);
     if (threads > 1 && trans_a && K > isa->kc) {
         int rows = N <= M;
-        if (!rows) isa = isa_for_split(isa, N, threads);
         int64_t unit = rows ? isa->mr : isa->nr, chunk = round_up(((rows ? M : N) + threads - 1) / threads, unit);
         int64_t parts = ((rows ? M : N) + chunk - 1) / chunk;
         int64_t bsize = min64(NC, round_up(rows ? N : chunk, isa->nr)) * kc_max;
@@ -1022,12 +1056,12 @@ static void fused_task(void *ctx, int64_t t) {
 /* 1 when it ran; 0 when g is too small to pay or memory for the packed panels is not there. */
 static int linear_backward_fused(const float *g, const float *x, const float *w, float *dx, float *dw, float *db,
                                  int64_t N, int64_t in, int64_t out) {
-    int threads = mt_num_threads();
-    const isa_t *isa = threads > 1 ? isa_for_split(isa_for(in), in, threads) : isa_for(in);
+    const isa_t *isa = isa_for(in);
     if (N < FUSED_MIN_ROWS || out < FUSED_MIN_OUT || in <= 0 || out * in > FUSED_MAX_WEIGHT) return 0;
     int64_t panels = (in + isa->nr - 1) / isa->nr;
     float *wpack = scratch_get((size_t)(panels * isa->nr * (out + FUSED_ROWS)));
     if (!wpack) return 0;
+    int threads = mt_num_threads();
     fused_job f = {isa, g, x, dx, dw, db, wpack, wpack + panels * isa->nr * out, N, in, out,
                    round_up((in + threads - 1) / threads, isa->nr)};
     pack_b(0, w, in, 0, out, 0, in, isa->nr, wpack);

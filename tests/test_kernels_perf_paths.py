@@ -281,8 +281,8 @@ def test_blocked_sgemm_does_not_depend_on_the_thread_count(m: int, k: int, n: in
 @pytest.mark.parametrize("m,k,n", [(500, 600, 90), (70, 530, 700), (64, 600, 128)])
 def test_deep_weight_gradient_split_per_thread_matches_one_thread(m: int, k: int, n: int, trans_b: bool) -> None:
     """From 2 threads op(A) = A^T deeper than one K slice runs as one 1-thread product per thread on its rows of C
-    (tall) or its columns (wide; ragged last part, partial panels; 128 columns in AVX-512's narrow panels, which
-    share out evenly): same bits at 1, 2, 3 and 8 threads."""
+    (tall) or its columns (wide; ragged last part, partial panels; 128 columns in AVX-512's panels of 64): same
+    bits at 1, 2, 3 and 8 threads."""
     a, b = operands(np.random.default_rng(m + n), m, k, n, True, trans_b)
     out = _matmul_same_bits_at_each_thread_count(a, b, True, trans_b)
     close(out, ref.matmul(a.astype(np.float64), b.astype(np.float64), True, trans_b), rtol=1e-4, atol=5e-4)
@@ -301,8 +301,8 @@ def test_weight_gradient_sgemm_does_not_depend_on_the_thread_count(m: int, k: in
 @pytest.mark.parametrize("n,i,o", [(1031, 77, 45), (1500, 130, 260), (1024, 1, 32), (2048, 200, 3), (1024, 128, 384)])
 def test_fused_linear_backward_matches_the_separate_products(n: int, i: int, o: int) -> None:
     """From 1024 rows and 32 outputs dx, dw and db come from one walk down the rows (ragged last block, partial
-    panels; 3 outputs take the separate products; 128 inputs split in AVX-512's narrow panels from 2 threads): each
-    matches its own product, the float64 reference and itself at 1, 2, 3 and 8 threads, bit for bit."""
+    panels; 3 outputs take the separate products; 128 inputs in AVX-512's panels of 64): each matches its own
+    product, the float64 reference and itself at 1, 2, 3 and 8 threads, bit for bit."""
     rng = np.random.default_rng(n + i + o)
     g, x, w = rng.standard_normal((n, o)).astype(F32), rng.standard_normal((n, i)).astype(F32), \
         rng.standard_normal((o, i)).astype(F32)
@@ -331,8 +331,8 @@ def test_fused_linear_backward_matches_the_separate_products(n: int, i: int, o: 
 def test_small_sgemm_split_by_rows_or_columns_does_not_depend_on_the_thread_count(m: int, k: int, n: int,
                                                                                    trans_b: bool) -> None:
     """The small driver splits a C 16 or more times taller than wide by rows (ragged last chunk), a squarer one by
-    columns (1000 x 64; 1024 x 128 in AVX-512's narrow panels, which share out evenly): same bits at 1, 2, 3 and 8
-    threads, and the float64 reference."""
+    columns (1000 x 64; 1024 x 128 in AVX-512's panels of 64): same bits at 1, 2, 3 and 8 threads, and the float64
+    reference."""
     a, b = operands(np.random.default_rng(m + k + n), m, k, n, False, trans_b)
     out = _matmul_same_bits_at_each_thread_count(a, b, False, trans_b)
     close(out, ref.matmul(a.astype(np.float64), b.astype(np.float64), False, trans_b), rtol=1e-4, atol=2e-4)
@@ -354,11 +354,12 @@ def test_small_and_skinny_sgemm_matches_the_reference(m: int, k: int, n: int, tr
 
 @pytest.mark.parametrize("m,k,widths", [(37, 40, range(1, 100)),
                                           (2048, 2048, [17, 31, 32, 33, 47, 48, 49, 63, 64, 65, 80, 81, 96, 97, 112,
-                                                        767, 784])], ids=["small", "blocked"])
+                                                        128, 256, 704, 767, 768, 784])], ids=["small", "blocked"])
 def test_every_column_count_around_the_panel_widths_matches_the_reference(m: int, k: int, widths) -> None:
-    """Column counts through the AVX-512 kernel's panels of 48 and 32 (the narrow ones where 48 would leave a last
-    panel of 16 or fewer, below 768 columns) and AVX2's 16, with a bias, on the small driver (37 x 40) and the blocked
-    one (2048 x 2048): every partial panel of one, two or three vectors."""
+    """Column counts through the AVX-512 kernel's panels of 48, 64 (whole panels where 48 are not, below 768 columns)
+    and 32 (where 48 would leave a last panel of 16 or fewer) and AVX2's 16, with a bias, on the small driver (37 x
+    40: rows in tiles of 8 and of 6, and their ragged last tile) and the blocked one (2048 x 2048): every partial
+    panel of one, two or three vectors."""
     rng = np.random.default_rng(m + k)
     x = rng.standard_normal((m, k)).astype(F32)
     for n in widths:
