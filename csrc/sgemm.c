@@ -1,8 +1,9 @@
 /* sgemm: C = alpha * op(A) @ op(B) + beta * C, row-major, float32.
  *
- * One register-blocked micro-kernel per instruction set (AVX-512: 8x48 tile,
- * AVX2+FMA: 6x16, portable C: 4x16), picked once at run time from the running
- * CPU (MICROTENSOR_ISA=avx2|generic forces a lower one, for tests).
+ * One register-blocked micro-kernel per instruction set (AVX-512: 8x48 tiles,
+ * 6x64 or 8x32 where the columns fill those panels better; AVX2+FMA: 6x16;
+ * portable C: 4x16), picked once at run time from the running CPU
+ * (MICROTENSOR_ISA=avx2|generic forces a lower one, for tests).
  *
  * Two drivers:
  *  - small: the model's shapes (K <= 256 fits L1). A is read in place through
@@ -121,7 +122,7 @@ static void ukr_generic_packed(int64_t mr, int64_t nr, int64_t k, const float *a
 /* Panels of 64 (6 rows x 4 vectors: 24 accumulators, 10 loads per 24 FMAs) for column counts below WIDE_ALWAYS_N that
  * 64 divides and 48 does not (64, 128, 256, 512, ...): whole panels where 48 leaves a part-filled last one. In one
  * process against the 8 x 48 / 8 x 32 panels, d256's products with 256 columns took 0.83-0.93 of the time at 1
- * thread and 0.87-0.97 at 2; with 128 columns 0.92-0.98 at 1; columns that 48 divides ran no faster in 64 (384,
+ * thread and 0.87-0.97 at 2; with 128 columns 0.92-1.01 at 1; columns that 48 divides ran no faster in 64 (384,
  * 1152, 1536: 0.99-1.05). */
 #define Z64_MR 6
 #define Z64_NR 64
