@@ -115,8 +115,9 @@ static void ukr_generic_packed(int64_t mr, int64_t nr, int64_t k, const float *a
  * (MKL's AVX-512 sgemm runs the same 8 x 48 shape); 12 x 32 ran as 8 x 32. */
 #define Z_NR 48
 #define Z_NV (Z_NR / 16)
-/* Panels of 32 where 48 would leave a last panel of 16 columns or fewer that matters: one vector's FMAs then
- * wait on 9 loads (N = 64: 2048x256 @ (64x256)^T took 1.12-1.19x as long in panels of 48). */
+/* Panels of 32 where 48 would leave a last panel of 16 columns or fewer that matters and 64 does not divide the
+ * columns (80, 112, 160, ...): one vector's FMAs then wait on 9 loads (N = 64, now in panels of 64: 2048x256 @
+ * (64x256)^T took 1.12-1.19x as long in panels of 48 as in panels of 32). */
 #define Z_NR_NARROW 32
 #define WIDE_ALWAYS_N 768
 /* Panels of 64 (6 rows x 4 vectors: 24 accumulators, 10 loads per 24 FMAs) for column counts below WIDE_ALWAYS_N that
