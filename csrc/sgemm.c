@@ -116,7 +116,7 @@ static void ukr_generic_packed(int64_t mr, int64_t nr, int64_t k, const float *a
 #define Z_NR 48
 #define Z_NV (Z_NR / 16)
 /* Panels of 32 where 48 would leave a last panel of 16 columns or fewer that matters and 64 does not divide the
- * columns (80, 112, 160, ...): one vector's FMAs then wait on 9 loads (N = 64, now in panels of 64: 2048x256 @
+ * columns (49-63, 112, 160, ...): one vector's FMAs then wait on 9 loads (N = 64, now in panels of 64: 2048x256 @
  * (64x256)^T took 1.12-1.19x as long in panels of 48 as in panels of 32). */
 #define Z_NR_NARROW 32
 #define WIDE_ALWAYS_N 768
