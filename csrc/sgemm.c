@@ -128,6 +128,10 @@ static void ukr_generic_packed(int64_t mr, int64_t nr, int64_t k, const float *a
 #define Z64_MR 6
 #define Z64_NR 64
 #define B_AHEAD 8 /* steps of k between a packed B row's prefetch and its use (4-24 ran alike) */
+/* Whether the kernel asks for a packed panel of B ahead (set with the ISA): on a Cascade Lake Xeon that took d384's
+ * products to 0.93-0.94 of the time; on an Ice Lake Xeon, whose own prefetcher keeps up, leaving it out took them
+ * to 0.90-0.98 (in one process, against an identical build's 0.98-1.12), and d256's 256-column ones to 0.90-1.01. */
+static int z_prefetch_b = 1;
 
 /* The tile of MR rows and nv (1-4) vectors of 16 columns (the last nr - 16 * (nv - 1) of them masked unless full).
  * Named accumulator arrays, not one two-dimensional one: with that, gcc spilled the strided kernel's row offsets
@@ -143,6 +147,7 @@ static inline __attribute__((always_inline)) void ukr512_t(const int MR, const i
     __mmask16 m2 = nr >= 48 ? (__mmask16)0xFFFF : nr <= 32 ? 0 : (__mmask16)((1u << (nr - 32)) - 1u);
     __mmask16 m3 = nr >= 64 ? (__mmask16)0xFFFF : nr <= 48 ? 0 : (__mmask16)((1u << (nr - 48)) - 1u);
     __m512 c0[Z_MR], c1[Z_MR], c2[Z_MR], c3[Z_MR];
+    const int prefetch_b = z_prefetch_b && ldb == 16 * nv; /* a packed panel of B (a tile as wide), from L2 */
     UNROLL_ROWS
     for (int i = 0; i < MR; i++) {
         c0[i] = c1[i] = c2[i] = c3[i] = _mm512_setzero_ps();
@@ -153,9 +158,7 @@ static inline __attribute__((always_inline)) void ukr512_t(const int MR, const i
     }
     _Pragma("GCC unroll 4")
     for (int64_t p = 0; p < k; p++) {
-        /* A packed panel of B (a tile as wide as its panel) comes from L2: asked for ahead, d384's products
-         * took 0.93-0.94 of the time */
-        if (ldb == 16 * nv) {
+        if (prefetch_b) {
             _mm_prefetch((const char *)(b + B_AHEAD * 16 * nv), _MM_HINT_T0);
             if (nv > 1) _mm_prefetch((const char *)(b + B_AHEAD * 16 * nv + 16), _MM_HINT_T0);
             if (nv > 2) _mm_prefetch((const char *)(b + B_AHEAD * 16 * nv + 32), _MM_HINT_T0);
@@ -458,7 +461,10 @@ static const isa_t *select_isa(void) {
     if (force && force[0] == 'a' && force[3] == '2' && force[4] == 0) allow512 = 0;
 #ifdef MT_X86
     __builtin_cpu_init();
-    if (allow512 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma")) return &ISA_AVX512;
+    if (allow512 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma")) {
+        z_prefetch_b = !__builtin_cpu_is("icelake-server");
+        return &ISA_AVX512;
+    }
     if (allow2 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return &ISA_AVX2;
 #else
     (void)allow512;
