@@ -39,6 +39,11 @@ CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 # (~0.1 s) after each call; on 2 cores microtensor's 2-thread 2048x256x1024 product ran at 61-70 GFLOP/s up to
 # 20 ms after a numpy product and 119-134 from 100 ms on (PyTorch's workers: no measurable effect).
 SETTLE_S = 0.25
+# Seconds of untimed steps before each timed one: PyTorch's idle OpenMP workers spin for a few ms after its call
+# (libgomp's default), and on 2 cores took one from the next call's threads: microtensor's 2-thread 2048x256x768
+# linear ran at 110 GFLOP/s right after PyTorch's, 167 2 ms later and 203 10 ms later (201 after its own). One
+# untimed call of a 2 ms kernel (attention at T 128) did not cover that.
+WARM_S = 0.02
 
 
 def _set_microtensor_threads(n: int) -> None:
@@ -56,18 +61,21 @@ def interleaved(benchmark, steps: dict, pairs: int, settle_s: float = 0.0) -> di
     """Median seconds of each step, run in alternation (so the machine's load hits all), in wall and CPU time.
 
     CPU time is the process's: a step's own cost on a shared machine (at 2 threads it also counts waiting).
-    Each timed step follows an untimed one of the same library: on 2 cores, the other library's idle
-    OpenMP threads spin on after its step and took a core from the next step's threads (microtensor's
-    make lm step ran 6-12% slower right after PyTorch's at 2 threads, not at all with GOMP_SPINCOUNT=0).
-    An untimed step shorter than that spin does not cover it: `settle_s` seconds of sleep before each
-    library's turn let the others' workers park first (see SETTLE_S)."""
+    Each timed step follows untimed ones of the same library, for WARM_S seconds at least: on 2 cores, the
+    other library's idle OpenMP threads spin on after its step and took a core from the next step's threads
+    (microtensor's make lm step ran 6-12% slower right after PyTorch's at 2 threads, not at all with
+    GOMP_SPINCOUNT=0). Numpy's OpenBLAS spins longer: `settle_s` seconds of sleep before each library's
+    turn let its workers park first (see SETTLE_S)."""
     times: dict[str, dict[str, list[float]]] = {clock: {name: [] for name in steps} for clock in CLOCKS}
 
     def pair() -> None:
         for name, step in steps.items():
             if settle_s:
                 time.sleep(settle_s)
+            warm_until = time.perf_counter() + WARM_S
             step()
+            while time.perf_counter() < warm_until:
+                step()
             started = {clock: read() for clock, read in CLOCKS.items()}
             step()
             for clock, read in CLOCKS.items():
