@@ -298,11 +298,13 @@ def test_weight_gradient_sgemm_does_not_depend_on_the_thread_count(m: int, k: in
     close(out, ref.matmul(a.astype(np.float64), b.astype(np.float64), True, trans_b), rtol=1e-4, atol=5e-4)
 
 
-@pytest.mark.parametrize("n,i,o", [(1031, 77, 45), (1500, 130, 260), (1024, 1, 32), (2048, 200, 3), (1024, 128, 384)])
+@pytest.mark.parametrize("n,i,o", [(1031, 77, 45), (1500, 130, 260), (1024, 1, 32), (2048, 64, 256), (2048, 200, 3),
+                                   (1024, 128, 384)])
 def test_fused_linear_backward_matches_the_separate_products(n: int, i: int, o: int) -> None:
     """From 1024 rows and 32 outputs dx, dw and db come from one walk down the rows (ragged last block, partial
-    panels; 3 outputs take the separate products; 128 inputs in AVX-512's panels of 64): each matches its own
-    product, the float64 reference and itself at 1, 2, 3 and 8 threads, bit for bit."""
+    panels; 3 outputs, or inputs that fill one panel (1, 64), take the separate products; 128 inputs in AVX-512's
+    panels of 64): each matches its own product, the float64 reference and itself at 1, 2, 3 and 8 threads, bit
+    for bit."""
     rng = np.random.default_rng(n + i + o)
     g, x, w = rng.standard_normal((n, o)).astype(F32), rng.standard_normal((n, i)).astype(F32), \
         rng.standard_normal((o, i)).astype(F32)
