@@ -1025,13 +1025,26 @@ void mt_linear_forward(const float *x, const float *w, const float *bias, float 
     gemm(0, 1, N, out, in, 1.0f, x, in, w, in, 0.0f, y, out, bias, 1);
 }
 
-/* db[j] += sum over rows [r0, r1) of g[r][j]: rows added as vectors, so the inner loop runs along j. */
-static MT_CLONES void column_sums_add(const float *g, float *db, int64_t r0, int64_t r1, int64_t out) {
+/* db[j] += sum over rows [r0, r1) of g[r][j] for columns j in [j0, j1): rows added as vectors, so the inner loop
+ * runs along j. */
+static MT_CLONES void column_sums_add(const float *g, float *db, int64_t r0, int64_t r1, int64_t j0, int64_t j1,
+                                     int64_t out) {
     for (int64_t r = r0; r < r1; r++) {
         const float *row = g + r * out;
 #pragma omp simd
-        for (int64_t j = 0; j < out; j++) db[j] += row[j];
+        for (int64_t j = j0; j < j1; j++) db[j] += row[j];
     }
+}
+
+typedef struct {
+    const float *g;
+    float *db;
+    int64_t N, out;
+} column_sums_job;
+
+static void column_sums_columns(void *ctx, int64_t j0, int64_t j1) {
+    const column_sums_job *s = ctx;
+    column_sums_add(s->g, s->db, 0, s->N, j0, j1, s->out);
 }
 
 /* linear's dx = g @ w, dw = g^T @ x and db in one walk down the N rows: each block of FUSED_ROWS rows
@@ -1069,7 +1082,7 @@ static void fused_task(void *ctx, int64_t t) {
         small_job sw = {isa, 0, f->out, f->in, rows, 1.0f, r0 ? 1.0f : 0.0f, f->g + r0 * f->out, 1, f->out,
                         NULL, f->in, f->dw, f->in, NULL, xpack - (j0 / isa->nr) * rows * isa->nr, 1, 0};
         small_block(&sw, 0, f->out, j0, j1, 0);
-        if (f->db && t == 0) column_sums_add(f->g, f->db, r0, r0 + rows, f->out);
+        if (f->db && t == 0) column_sums_add(f->g, f->db, r0, r0 + rows, 0, f->out, f->out);
     }
 }
 
@@ -1096,8 +1109,9 @@ void mt_linear_backward(const float *g, const float *x, const float *w, float *d
     if (dx && dw && linear_backward_fused(g, x, w, dx, dw, db, N, in, out)) return;
     if (dx) mt_sgemm(0, 0, N, in, out, 1.0f, g, out, w, in, 0.0f, dx, in);
     if (dw) mt_sgemm(1, 0, out, in, N, 1.0f, g, out, x, in, 0.0f, dw, in);
-    if (db) {
+    if (db) { /* threads split the columns, each summed down all rows in order: the same bits at any count */
         memset(db, 0, (size_t)out * sizeof(float));
-        column_sums_add(g, db, 0, N, out);
+        column_sums_job s = {g, db, N, out};
+        mt_parallel_rows(out, N, column_sums_columns, &s);
     }
 }
