@@ -17,6 +17,12 @@ static MT_CLONES void dropout_range(void *ctx, int64_t i0, int64_t i1) {
     float *y = s->y, *mask = s->mask;
     uint64_t threshold = s->threshold, seed = s->seed;
     float scale = s->scale;
+    if (mask == NULL) {
+#pragma omp simd
+        for (int64_t i = i0; i < i1; i++)
+            y[i] = x[i] * ((mt_splitmix64(seed + (uint64_t)(i + 1) * MT_GOLDEN) >> 40) >= threshold ? scale : 0.0f);
+        return;
+    }
 #pragma omp simd
     for (int64_t i = i0; i < i1; i++) {
         uint64_t z = mt_splitmix64(seed + (uint64_t)(i + 1) * MT_GOLDEN);

@@ -109,7 +109,8 @@ void mt_gelu_erf_backward(const float *x, const float *cdf, const float *g, floa
 void mt_masked_fill(const float *x, const uint8_t *mask, float value, float *out, int64_t outer, int64_t inner);
 
 /* Inverted dropout: element i is kept when (splitmix64(seed + (i+1) * golden) >> 40) >= threshold
- * (threshold = p * 2^24); mask[i] = scale (= 1/(1-p)) when kept, else 0; y = x * mask. */
+ * (threshold = p * 2^24); mask[i] = scale (= 1/(1-p)) when kept, else 0; y = x * mask. mask may be NULL: the
+ * backward draws the same mask again from the seed instead of keeping it. */
 void mt_dropout_forward(const float *x, float *y, float *mask, int64_t n, uint64_t threshold, float scale,
                         uint64_t seed);
 

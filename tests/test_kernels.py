@@ -10,6 +10,8 @@ import sys
 import numpy as np
 import pytest
 
+import microtensor as mt
+
 try:
     c = importlib.import_module("microtensor._backend.c")
 except ImportError as err:  # the extension is not built: nothing here can run
@@ -348,6 +350,27 @@ def test_dropout_mask_does_not_depend_on_the_thread_count(n: int) -> None:
             np.testing.assert_array_equal(y, x * mask)
     finally:
         c.set_num_threads(before)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_dropout_backward_draws_the_forwards_mask_again(threads: int) -> None:
+    """The backward keeps no mask: it draws the forward's from the seed (the C kernel's mask-free path), so the
+    gradient is g * mask, the mask being y / x, and both match the reference's, bit for bit, at any thread count."""
+    rng = np.random.default_rng(threads)
+    x, g = rand(rng, 100_003) + 2.0, rand(rng, 100_003)  # x away from 0, so y / x recovers the mask
+    before = c.num_threads()
+    try:
+        c.set_num_threads(threads)
+        xt = mt.tensor(x, requires_grad=True)
+        y = mt.nn.functional.dropout(xt, 0.3, True, np.random.default_rng(9))
+        y.backward(mt.tensor(g))
+    finally:
+        c.set_num_threads(before)
+    seed = int(np.random.default_rng(9).integers(1 << 63))
+    y_ref, mask = dropout.reference_dropout_forward(x, 0.3, seed)
+    np.testing.assert_array_equal(y.data, y_ref)
+    np.testing.assert_array_equal(xt.grad.data, g * mask)
+    assert 0.25 < (mask == 0).mean() < 0.35
 
 
 def test_dropout_rejects_bad_arguments() -> None:

@@ -53,6 +53,15 @@ def _dropout_forward(x: np.ndarray, p: float, seed: int) -> tuple[np.ndarray, np
     return y, mask
 
 
+def _dropout_apply(x: np.ndarray, p: float, seed: int) -> np.ndarray:
+    """_dropout_forward's y alone: the mask is drawn, applied and not kept."""
+    if not _backend.native(x):
+        return reference_dropout_forward(x, p, seed)[0]
+    y = np.empty_like(x)
+    _backend.K.call("dropout_forward", x, y, None, x.size, dropout_threshold(p), 1.0 / (1.0 - p), seed)
+    return y
+
+
 # ---------------------------------------------------------------- the Function
 
 
@@ -68,10 +77,9 @@ class Dropout(Function):
         check_float("dropout", input=x)
         if not 0.0 <= p < 1.0:
             raise ValueError(f"dropout: p must be in [0, 1), got {p}")
-        seed = int(resolve(generator).integers(1 << 63))
-        y, ctx.mask = _dropout_forward(contiguous(x), p, seed)
-        return y
+        ctx.p, ctx.seed = p, int(resolve(generator).integers(1 << 63))
+        return _dropout_apply(contiguous(x), p, ctx.seed)
 
     @staticmethod
     def backward(ctx, g):
-        return g * ctx.mask
+        return _dropout_apply(contiguous(g), ctx.p, ctx.seed)
