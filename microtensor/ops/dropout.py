@@ -44,22 +44,17 @@ def reference_dropout_forward(x: np.ndarray, p: float, seed: int) -> tuple[np.nd
 # ---------------------------------------------------------------- the kernel's entry point
 
 
-def _dropout_forward(x: np.ndarray, p: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(y, mask) of a C-contiguous x for p in [0, 1) and a seed below 2**64, as reference_dropout_forward."""
+def _dropout_forward(
+    x: np.ndarray, p: float, seed: int, keep_mask: bool = True
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """(y, mask) of a C-contiguous x for p in [0, 1) and a seed below 2**64, as reference_dropout_forward; without
+    keep_mask the mask is drawn and applied but not kept (None)."""
     if not _backend.native(x):
-        return reference_dropout_forward(x, p, seed)
-    y, mask = np.empty_like(x), np.empty_like(x)
+        y, mask = reference_dropout_forward(x, p, seed)
+        return y, mask if keep_mask else None
+    y, mask = np.empty_like(x), np.empty_like(x) if keep_mask else None
     _backend.K.call("dropout_forward", x, y, mask, x.size, dropout_threshold(p), 1.0 / (1.0 - p), seed)
     return y, mask
-
-
-def _dropout_apply(x: np.ndarray, p: float, seed: int) -> np.ndarray:
-    """_dropout_forward's y alone: the mask is drawn, applied and not kept."""
-    if not _backend.native(x):
-        return reference_dropout_forward(x, p, seed)[0]
-    y = np.empty_like(x)
-    _backend.K.call("dropout_forward", x, y, None, x.size, dropout_threshold(p), 1.0 / (1.0 - p), seed)
-    return y
 
 
 # ---------------------------------------------------------------- the Function
@@ -78,8 +73,8 @@ class Dropout(Function):
         if not 0.0 <= p < 1.0:
             raise ValueError(f"dropout: p must be in [0, 1), got {p}")
         ctx.p, ctx.seed = p, int(resolve(generator).integers(1 << 63))
-        return _dropout_apply(contiguous(x), p, ctx.seed)
+        return _dropout_forward(contiguous(x), p, ctx.seed, keep_mask=False)[0]
 
     @staticmethod
     def backward(ctx, g):
-        return _dropout_apply(contiguous(g), ctx.p, ctx.seed)
+        return _dropout_forward(contiguous(g), ctx.p, ctx.seed, keep_mask=False)[0]
