@@ -9,7 +9,12 @@ $(STAMP): $(SOURCES)
 	$(PY) -m pip install -q -e ".[dev]"
 	@touch $(STAMP)
 
-install: $(STAMP) graphviz
+# Installs again when the sources changed, and when this interpreter does not import this checkout from
+# elsewhere (a new or reset environment keeps the stamp; the tests' subprocesses then failed to import).
+install: graphviz
+	@cd / && $(PY) -c "import sys, microtensor, transformer; sys.exit(not microtensor.__file__.startswith('$(CURDIR)/'))" \
+		2>/dev/null || rm -f "$(CURDIR)/$(STAMP)"
+	@$(MAKE) --no-print-directory -s $(STAMP)
 
 graphviz:  ## the `dot` program for rendering graphs; best effort, never fatal
 	@command -v dot >/dev/null 2>&1 || { (apt-get update -qq && apt-get install -y -qq graphviz >/dev/null) \
