@@ -366,7 +366,7 @@ INLINE int all_finite(const mt_attention *a, pads p, packed x) {
 
 /* Dropout's factor for element n of the flat (B, H, Tq, Tk) weights: drop_scale when kept, else 0. */
 INLINE float keep_factor(const mt_attention *a, uint64_t n) {
-    return (mt_splitmix64(a->drop_seed + (n + 1) * MT_GOLDEN) >> 40) >= a->drop_threshold ? a->drop_scale : 0.0f;
+    return mt_keep_factor(a->drop_seed, a->drop_threshold, a->drop_scale, n);
 }
 
 /* Keys of the block [j0, j0 + nk) that the tile of query rows [i0 + r0, i0 + r0 + rows) needs: all of

@@ -10,12 +10,6 @@ typedef struct {
     float scale;
 } dropout_job;
 
-/* The factor of element i: scale where kept, else 0. */
-static inline __attribute__((always_inline)) float keep_factor(uint64_t seed, uint64_t threshold, float scale,
-                                                              int64_t i) {
-    return (mt_splitmix64(seed + (uint64_t)(i + 1) * MT_GOLDEN) >> 40) >= threshold ? scale : 0.0f;
-}
-
 /* Elements [i0, i1): each one's mask depends on its index alone, so any split draws the same mask. */
 static MT_CLONES void dropout_range(void *ctx, int64_t i0, int64_t i1) {
     const dropout_job *s = ctx;
@@ -25,12 +19,12 @@ static MT_CLONES void dropout_range(void *ctx, int64_t i0, int64_t i1) {
     float scale = s->scale;
     if (mask == NULL) {
 #pragma omp simd
-        for (int64_t i = i0; i < i1; i++) y[i] = x[i] * keep_factor(seed, threshold, scale, i);
+        for (int64_t i = i0; i < i1; i++) y[i] = x[i] * mt_keep_factor(seed, threshold, scale, (uint64_t)i);
         return;
     }
 #pragma omp simd
     for (int64_t i = i0; i < i1; i++) {
-        float m = keep_factor(seed, threshold, scale, i);
+        float m = mt_keep_factor(seed, threshold, scale, (uint64_t)i);
         mask[i] = m;
         y[i] = x[i] * m;
     }

@@ -138,4 +138,11 @@ static inline __attribute__((always_inline)) uint64_t mt_splitmix64(uint64_t z) 
     return z ^ (z >> 31);
 }
 
+/* Dropout's factor for element i: scale where kept ((bits >> 40) >= threshold, threshold = p * 2^24), else 0.
+ * Takes values, not a job struct: a loop calling it then stays vectorized. */
+static inline __attribute__((always_inline)) float mt_keep_factor(uint64_t seed, uint64_t threshold, float scale,
+                                                                 uint64_t i) {
+    return (mt_splitmix64(seed + (i + 1) * MT_GOLDEN) >> 40) >= threshold ? scale : 0.0f;
+}
+
 #endif
