@@ -8,14 +8,16 @@ medians is read from one run:
     python -m pytest benchmarks/test_scale.py --benchmark-only --benchmark-columns=median,iqr,rounds \
         --benchmark-group-by=group
 
-`test_scale_vs_pytorch` runs the two steps in alternation instead (pairs in one run, so
-the machine's load hits both) and prints microtensor / PyTorch in wall and CPU time:
+`test_scale_vs_pytorch` runs the two steps in alternation instead, together with the step's linear
+products alone on each library (y = x w^T + b, then dx, dw, db), so all four share the machine's load. It
+prints microtensor / PyTorch in wall and CPU time for the steps and for the linears, and what the linears
+set: the step ratio were microtensor's linears as fast as PyTorch's (the rest of each step as measured), were
+the rest of microtensor's step free (its linears alone against PyTorch's whole step), and PyTorch's linears'
+share of its own step (the step ratio were microtensor's linears as fast as PyTorch's and the rest free):
 
     python -m pytest benchmarks/test_scale.py --benchmark-only -k test_scale_vs_pytorch -s
 
-`test_linears_vs_pytorch` times a step's linear products alone the same way (`-k linears`): the part of
-the step's ratio that GEMM speed sets (`-k vs_pytorch` runs both). `-k d256` picks one config. The models
-and the steps are benchmarks/test_train_step.py's.
+`-k d256` picks one config. The models and the steps are benchmarks/test_train_step.py's.
 """
 
 from __future__ import annotations
@@ -81,19 +83,6 @@ def test_scale_torch(benchmark, name, threads):
     benchmark.pedantic(step, rounds=rounds, warmup_rounds=2)
 
 
-@pytest.mark.parametrize("name, threads", CASES)
-def test_scale_vs_pytorch(benchmark, name, threads):
-    """Interleaved pairs of steps; extra_info holds both medians (ms) and microtensor / PyTorch, wall and CPU."""
-    torch = pytest.importorskip("torch")
-    torch.set_num_threads(threads)
-    _set_microtensor_threads(threads)
-    config, batch, rounds = config_and_batch(name)
-    model = Transformer(config, np.random.default_rng(0))
-    steps = {"microtensor": microtensor_step(model, mt.optim.Adam(model.parameters(), lr=1e-3), *batch),
-             "torch": torch_step(config, *batch)}
-    report(benchmark, f"{group(name, threads)}, interleaved", name, threads, interleaved(benchmark, steps, rounds))
-
-
 def step_linears(name: str) -> list[tuple[int, int, int]]:
     """(rows, in, out) of every linear in one step of config `name`: the last block runs its last position only."""
     d, _, d_ff, blocks, T, batch, _ = CONFIGS[name]
@@ -102,13 +91,8 @@ def step_linears(name: str) -> list[tuple[int, int, int]]:
     return [(batch * T, d, 3 * d)] * blocks + full * (blocks - 1) + last + [(batch, d, ModelConfig().vocab_size)]
 
 
-@pytest.mark.parametrize("name, threads", CASES)
-def test_linears_vs_pytorch(benchmark, name, threads):
-    """A step's linear products alone (y = x w^T + b, then dx, dw, db), interleaved as the step: the share of
-    the step's ratio that GEMM speed sets (d256's and d384's linears are 80-84% of microtensor's step)."""
-    torch = pytest.importorskip("torch")
-    torch.set_num_threads(threads)
-    _set_microtensor_threads(threads)
+def linears(name: str, torch) -> dict:
+    """The linear products of one step of config `name` (forward and backward) on each library, as closures."""
     rng = np.random.default_rng(0)
     arrays = [[rng.standard_normal(shape, dtype=np.float32) for shape in ((n, i), (o, i), (o,), (n, o))]
               for n, i, o in step_linears(name)]
@@ -124,17 +108,38 @@ def test_linears_vs_pytorch(benchmark, name, threads):
             torch.nn.functional.linear(x, w, b)
             g @ w, g.t() @ x, g.sum(0)
 
-    medians = interleaved(benchmark, {"microtensor": ours, "torch": theirs}, CONFIGS[name][-1])
-    report(benchmark, f"{group(name, threads)}, linears", f"{name} linears", threads, medians)
+    return {"microtensor linears": ours, "torch linears": theirs}
+
+
+@pytest.mark.parametrize("name, threads", CASES)
+def test_scale_vs_pytorch(benchmark, name, threads):
+    """Interleaved steps and linears; extra_info holds the medians (ms) and microtensor / PyTorch, wall and CPU."""
+    torch = pytest.importorskip("torch")
+    torch.set_num_threads(threads)
+    _set_microtensor_threads(threads)
+    config, batch, rounds = config_and_batch(name)
+    model = Transformer(config, np.random.default_rng(0))
+    steps = {"microtensor": microtensor_step(model, mt.optim.Adam(model.parameters(), lr=1e-3), *batch),
+             "torch": torch_step(config, *batch), **linears(name, torch)}
+    report(benchmark, f"{group(name, threads)}, interleaved", name, threads, interleaved(benchmark, steps, rounds))
 
 
 def report(benchmark, benchmark_group: str, label: str, threads: int, medians: dict) -> None:
-    """Both medians (ms) and microtensor / PyTorch, wall and CPU, into extra_info and printed."""
-    ratio = {clock: m["microtensor"] / m["torch"] for clock, m in medians.items()}
+    """The medians (ms), microtensor / PyTorch for the steps and the linears, and the step ratios the linears
+    set (see the module docstring), wall and CPU, into extra_info and printed."""
+    ratios = {}
+    for clock, m in medians.items():
+        ours, theirs, ours_lin, theirs_lin = (m[k] for k in ("microtensor", "torch", "microtensor linears",
+                                                             "torch linears"))
+        ratios[clock] = {"step": ours / theirs, "linears": ours_lin / theirs_lin,
+                         "step with PyTorch's linears": (ours - ours_lin + theirs_lin) / theirs,
+                         "step with the rest free": ours_lin / theirs,
+                         "PyTorch's linears / its step": theirs_lin / theirs}
     ms = {clock: {lib: round(s * 1e3, 2) for lib, s in m.items()} for clock, m in medians.items()}
     benchmark.group = benchmark_group
-    benchmark.extra_info.update(threads=threads, ms=ms["wall"], ratio=ratio["wall"], cpu_ms=ms["cpu"],
-                                cpu_ratio=ratio["cpu"])
+    benchmark.extra_info.update(threads=threads, ms=ms["wall"], ratio=ratios["wall"]["step"], cpu_ms=ms["cpu"],
+                                cpu_ratio=ratios["cpu"]["step"], ratios=ratios)
     for clock in medians:
-        print(f"\n{label}, {threads} thread(s), {clock} time: {json.dumps(ms[clock])} ms, "
-              f"microtensor / PyTorch = {ratio[clock]:.2f}", end="")
+        shown = ", ".join(f"{what} {r:.2f}" for what, r in ratios[clock].items())
+        print(f"\n{label}, {threads} thread(s), {clock} time: {json.dumps(ms[clock])} ms; microtensor / PyTorch: "
+              f"{shown}", end="")
