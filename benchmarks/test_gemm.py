@@ -243,10 +243,6 @@ def test_interleaved(benchmark, kernels, fma_peak, case, threads: int) -> None:
     set_threads(kernels, threads)
     probe, flops_per_iter = fma_peak
     steps = {"microtensor": lambda: kernels.matmul(a, b), "numpy": lambda: a @ b, "peak": lambda: probe(PEAK_ITERS)}
-    if threads > 1:
-        benchmark.extra_info["at_once_flops"] = threads * AT_ONCE_ITERS * flops_per_iter
-        pool = ThreadPoolExecutor(threads)  # ctypes lets go of the GIL: one probe per core, all at once
-        steps["peak, all threads"] = lambda: list(pool.map(probe, [AT_ONCE_ITERS] * threads))
     try:
         import torch
     except ImportError:
@@ -256,11 +252,12 @@ def test_interleaved(benchmark, kernels, fma_peak, case, threads: int) -> None:
         steps["torch"] = lambda: at @ bt
     benchmark.group = f"interleaved sgemm {label} [{threads} thread{'s' if threads > 1 else ''}]"
     benchmark.extra_info.update(flops=2 * m * n * k, peak_flops=PEAK_ITERS * flops_per_iter, threads=threads,
-                                label=label)
+                                label=label, at_once_flops=threads * AT_ONCE_ITERS * flops_per_iter)
     rounds = max(5, min(15, rounds_for(2 * m * n * k)))
-    benchmark.extra_info["medians"] = interleaved(benchmark, steps, rounds, SETTLE_S if threads > 1 else 0.0)
-    if threads > 1:
-        pool.shutdown()
+    with ThreadPoolExecutor(threads) as pool:  # ctypes lets go of the GIL: one probe per core, all at once
+        if threads > 1:
+            steps["peak, all threads"] = lambda: list(pool.map(probe, [AT_ONCE_ITERS] * threads))
+        benchmark.extra_info["medians"] = interleaved(benchmark, steps, rounds, SETTLE_S if threads > 1 else 0.0)
 
 
 def interleaved_table(benches: list) -> str:
