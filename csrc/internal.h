@@ -11,8 +11,9 @@ typedef void (*mt_task_fn)(void *ctx, int64_t task);
 void mt_parallel_for(int64_t ntasks, mt_task_fn fn, void *ctx);
 int mt_num_threads(void);
 
-/* fn(ctx, r0, r1) over [0, rows) in contiguous chunks, one per thread, when rows * cost_per_row
- * is worth a second thread; otherwise fn(ctx, 0, rows) on the calling thread. */
+/* fn(ctx, r0, r1) over [0, rows) in contiguous chunks that the threads claim in turn, each a 2 * threads-th of
+ * the rows left (so a worker that wakes late takes less), when rows * cost_per_row is worth a second thread;
+ * otherwise fn(ctx, 0, rows) on the calling thread. fn gives a row the same result in any range. */
 typedef void (*mt_rows_fn)(void *ctx, int64_t r0, int64_t r1);
 void mt_parallel_rows(int64_t rows, int64_t cost_per_row, mt_rows_fn fn, void *ctx);
 

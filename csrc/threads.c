@@ -213,13 +213,25 @@ void mt_parallel_for(int64_t ntasks, mt_task_fn fn, void *ctx) {
 typedef struct {
     mt_rows_fn fn;
     void *ctx;
-    int64_t rows, chunk;
+    int64_t rows, min_rows, next;
+    int threads;
 } rows_job;
 
+/* One thread's share of mt_parallel_rows: chunks claimed from the shared row counter, each a 2 * threads-th of the
+ * rows left (at least min_rows), so a worker that wakes late takes less and the threads finish together. */
 static void rows_task(void *ctx, int64_t t) {
-    const rows_job *j = ctx;
-    int64_t r0 = t * j->chunk, r1 = r0 + j->chunk < j->rows ? r0 + j->chunk : j->rows;
-    if (r0 < r1) j->fn(j->ctx, r0, r1);
+    rows_job *j = ctx;
+    (void)t;
+    int64_t r0 = __atomic_load_n(&j->next, __ATOMIC_RELAXED), n;
+    for (;;) {
+        do {
+            if (r0 >= j->rows) return;
+            n = (j->rows - r0) / (2 * j->threads);
+            n = n < j->min_rows ? j->min_rows : n;
+        } while (!__atomic_compare_exchange_n(&j->next, &r0, r0 + n, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED));
+        j->fn(j->ctx, r0, r0 + n < j->rows ? r0 + n : j->rows);
+        r0 = __atomic_load_n(&j->next, __ATOMIC_RELAXED);
+    }
 }
 
 void mt_parallel_rows(int64_t rows, int64_t cost_per_row, mt_rows_fn fn, void *ctx) {
@@ -228,7 +240,7 @@ void mt_parallel_rows(int64_t rows, int64_t cost_per_row, mt_rows_fn fn, void *c
         if (rows > 0) fn(ctx, 0, rows);
         return;
     }
-    int64_t ntasks = rows < threads ? rows : threads;
-    rows_job j = {fn, ctx, rows, (rows + ntasks - 1) / ntasks};
-    mt_parallel_for((rows + j.chunk - 1) / j.chunk, rows_task, &j);
+    int64_t min_rows = MT_PAR_MIN_WORK / 2 / (cost_per_row > 0 ? cost_per_row : 1);
+    rows_job j = {fn, ctx, rows, min_rows > 0 ? min_rows : 1, 0, threads};
+    mt_parallel_for(threads, rows_task, &j);
 }
