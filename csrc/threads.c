@@ -222,15 +222,14 @@ typedef struct {
 static void rows_task(void *ctx, int64_t t) {
     rows_job *j = ctx;
     (void)t;
-    int64_t r0 = __atomic_load_n(&j->next, __ATOMIC_RELAXED), n;
     for (;;) {
-        do {
+        int64_t r0 = __atomic_load_n(&j->next, __ATOMIC_RELAXED), n;
+        do { /* a failed exchange reloads r0 */
             if (r0 >= j->rows) return;
             n = (j->rows - r0) / (2 * j->threads);
             n = n < j->min_rows ? j->min_rows : n;
         } while (!__atomic_compare_exchange_n(&j->next, &r0, r0 + n, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED));
         j->fn(j->ctx, r0, r0 + n < j->rows ? r0 + n : j->rows);
-        r0 = __atomic_load_n(&j->next, __ATOMIC_RELAXED);
     }
 }
 
