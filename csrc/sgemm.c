@@ -17,7 +17,8 @@
  *    KC x NR panel of B (L1) with constant strides, unrolled over K; threads take
  *    tasks from a grid of row blocks x column parts (columns split when there are
  *    fewer than two row blocks per thread). Where B's panel fills L1 (AVX-512), a
- *    one-thread product keeps A's panel in L1 and walks B's panels from L2. In
+ *    one-thread product (on Ice Lake Xeons, each thread of a tall one) keeps A's panel
+ *    in L1 and walks B's panels from L2. In
  *    either order the AVX-512 micro-kernel asks for packed B 8 steps of k ahead (not on Ice Lake Xeons, whose
  *    hardware prefetcher does better).
  */
@@ -62,10 +63,15 @@ typedef struct {
  * thread then keeps one MR-row panel of A there (12 KB) and walks B's panels under it, from L2, a task's
  * columns about PART_L2 wide (rounded up to whole panels: KC_AVX512 x 512-528, 768-792 KB). On a Cascade Lake
  * Xeon d384's linear products took 0.87-0.89 of the time at 1 thread (slices of 256); two threads sharing one
- * packed B took 1.08x longer in this order, so they keep the other (each thread's own part of a split weight
- * gradient is a one-thread product). */
+ * packed B took 1.08x longer in this order there, so they keep the other (each thread's own part of a split weight
+ * gradient is a one-thread product) but where `threads_walk_b` is set (below). */
 #define B_PANEL_L1_MAX (16 << 10)
 #define PART_L2 512
+/* Whether threads sharing one packed B also walk it under their own panel of A, where each has two row blocks or
+ * more: on an Ice Lake Xeon (1.25 MB of L2, set with the ISA), in one process against the other order at 2 threads,
+ * the GEMM table's products took 0.94-0.97 of the time, 2048x256x1024 0.95, and the forward of linears 1152-1536 wide
+ * from 384 0.92-0.96, 768-1024 wide from 256 0.90-0.98 (384 and 256 wide 0.99-1.04, an identical build 0.98-1.11). */
+static int threads_walk_b = 0;
 #define BLOCKED_MIN_WORK ((int64_t)1 << 26) /* M*N*K from which packing both pays (2048x256x64: not yet) */
 #define GEMM_PAR_MIN_WORK ((int64_t)1 << 17)
 #define SMALL_PACK_MAX 2048 /* floats of packed B kept on the stack */
@@ -463,7 +469,8 @@ static const isa_t *select_isa(void) {
 #ifdef MT_X86
     __builtin_cpu_init();
     if (allow512 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma")) {
-        z_prefetch_b = !__builtin_cpu_is("icelake-server");
+        threads_walk_b = __builtin_cpu_is("icelake-server");
+        z_prefetch_b = !threads_walk_b;
         return &ISA_AVX512;
     }
     if (allow2 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return &ISA_AVX2;
@@ -804,7 +811,7 @@ static inline void blocked_tile(const blocked_job *s, const float *ap, int64_t i
 }
 
 /* Row block t % mblocks: its A packed, then the micro-kernel over its tiles in column part t / mblocks, or under A's
- * panel in L1 (one thread) over every part in turn, A packed once (the part of B and the block of A, 0.8 + 0.2 MB,
+ * panel in L1 (one thread, or each where threads_walk_b) over every part in turn, A packed once (the part of B and the block of A, 0.8 + 0.2 MB,
  * share L2; packing A once a part, the K 384 products with 1152 and 1536 columns took 1.03-1.06x as long on an Ice
  * Lake Xeon, 1.25 MB of L2, and the same time on a Cascade Lake one, 1 MB). */
 static void blocked_compute_task(void *ctx, int64_t t) {
@@ -861,7 +868,8 @@ static void blocked_run(const isa_t *isa, int trans_a, int trans_b, int64_t M, i
     /* Threads pack the next slice of B in the tasks that compute this one: deep products (dx's K = 1024 or
      * 1536) otherwise wait for both threads twice a slice. One thread keeps to one buffer. */
     int ahead = threads > 1 && K > isa->kc;
-    int a_panel_in_l1 = threads == 1 && isa->kc * isa->nr * (int64_t)sizeof(float) > B_PANEL_L1_MAX;
+    int a_panel_in_l1 = isa->kc * isa->nr * (int64_t)sizeof(float) > B_PANEL_L1_MAX &&
+                        (threads == 1 || (threads_walk_b && mblocks >= 2 * threads));
     blocked_job s = {isa, trans_a, trans_b, M, N, K, alpha, beta, A, lda, B, ldb, C, ldc, bias, bpack,
                      bpack + nc_max * kc_max, 0, 0, 0, 0, 0, a_panel_in_l1, mtiles, mblocks, 0};
     for (s.j0 = 0; s.j0 < N; s.j0 += NC) {

@@ -271,7 +271,8 @@ def _matmul_same_bits_at_each_thread_count(a: np.ndarray, b: np.ndarray, trans_a
 def test_blocked_sgemm_does_not_depend_on_the_thread_count(m: int, k: int, n: int) -> None:
     """Rows split over threads, and columns too when rows are few (300); from 2 threads the next K slice of B is
     packed while this one is used (ragged last slice, a second column block past NC): every count gives the same
-    bits. On one AVX-512 thread, A's panel stays in L1 under column parts of 512 (ragged last part)."""
+    bits. On one AVX-512 thread (on an Ice Lake Xeon also on each of 2 or 3, with two row blocks each), A's panel
+    stays in L1 under column parts of 512 (ragged last part)."""
     a, b = operands(np.random.default_rng(12), m, k, n, False, True)
     out = _matmul_same_bits_at_each_thread_count(a, b, False, True)
     close(out, ref.matmul(a.astype(np.float64), b.astype(np.float64), False, True), rtol=1e-4, atol=5e-4)
