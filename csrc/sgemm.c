@@ -1072,6 +1072,7 @@ typedef struct {
     const isa_t *isa;
     const float *g, *x;
     float *dx, *dw, *db, *wpack, *xpack;
+    float dx_beta; /* 1: dx added into */
     int64_t N, in, out, chunk;
 } fused_job;
 
@@ -1083,7 +1084,7 @@ static void fused_task(void *ctx, int64_t t) {
     float *xpack = f->xpack + (j0 / isa->nr) * FUSED_ROWS * isa->nr;
     for (int64_t r0 = 0; r0 < f->N; r0 += FUSED_ROWS) {
         int64_t rows = min64(FUSED_ROWS, f->N - r0);
-        small_job sx = {isa, 0, rows, f->in, f->out, 1.0f, 0.0f, f->g + r0 * f->out, f->out, 1,
+        small_job sx = {isa, 0, rows, f->in, f->out, 1.0f, f->dx_beta, f->g + r0 * f->out, f->out, 1,
                         NULL, f->in, f->dx + r0 * f->in, f->in, NULL, f->wpack, 1, 0};
         small_block(&sx, 0, rows, j0, j1, 0);
         pack_b(0, f->x + r0 * f->in, f->in, 0, rows, j0, j1 - j0, isa->nr, xpack);
@@ -1095,15 +1096,15 @@ static void fused_task(void *ctx, int64_t t) {
 }
 
 /* 1 when it ran; 0 when g is too small to pay, `in` fills one panel or memory for the packed panels is not there. */
-static int linear_backward_fused(const float *g, const float *x, const float *w, float *dx, float *dw, float *db,
-                                 int64_t N, int64_t in, int64_t out) {
+static int linear_backward_fused(const float *g, const float *x, const float *w, float *dx, float dx_beta, float *dw,
+                                 float *db, int64_t N, int64_t in, int64_t out) {
     const isa_t *isa = isa_for(in);
     int64_t panels = (in + isa->nr - 1) / isa->nr;
     if (N < FUSED_MIN_ROWS || out < FUSED_MIN_OUT || panels < FUSED_MIN_PANELS || out * in > FUSED_MAX_WEIGHT) return 0;
     float *wpack = scratch_get((size_t)(panels * isa->nr * (out + FUSED_ROWS)));
     if (!wpack) return 0;
     int threads = mt_num_threads();
-    fused_job f = {isa, g, x, dx, dw, db, wpack, wpack + panels * isa->nr * out, N, in, out,
+    fused_job f = {isa, g, x, dx, dw, db, wpack, wpack + panels * isa->nr * out, dx_beta, N, in, out,
                    round_up((in + threads - 1) / threads, isa->nr)};
     pack_b(0, w, in, 0, out, 0, in, isa->nr, wpack);
     if (db) memset(db, 0, (size_t)out * sizeof(float));
@@ -1112,10 +1113,11 @@ static int linear_backward_fused(const float *g, const float *x, const float *w,
     return 1;
 }
 
-void mt_linear_backward(const float *g, const float *x, const float *w, float *dx, float *dw, float *db, int64_t N,
-                        int64_t in, int64_t out) {
-    if (dx && dw && linear_backward_fused(g, x, w, dx, dw, db, N, in, out)) return;
-    if (dx) mt_sgemm(0, 0, N, in, out, 1.0f, g, out, w, in, 0.0f, dx, in);
+void mt_linear_backward(const float *g, const float *x, const float *w, float *dx, int add_dx, float *dw, float *db,
+                        int64_t N, int64_t in, int64_t out) {
+    float dx_beta = add_dx ? 1.0f : 0.0f;
+    if (dx && dw && linear_backward_fused(g, x, w, dx, dx_beta, dw, db, N, in, out)) return;
+    if (dx) mt_sgemm(0, 0, N, in, out, 1.0f, g, out, w, in, dx_beta, dx, in);
     if (dw) mt_sgemm(1, 0, out, in, N, 1.0f, g, out, x, in, 0.0f, dw, in);
     if (db) { /* threads split the columns, each summed down all rows in order: the same bits at any count */
         memset(db, 0, (size_t)out * sizeof(float));

@@ -293,7 +293,7 @@ def _run_node(node: Function, g: np.ndarray, grads: dict, retain_graph: bool, ow
     if node._retain is not None:
         _accumulate_leaf(node._retain, g)
     if node.sums_into:
-        node.grad_into = [owned.get(p) for p in node.parents]
+        node.grad_into = [_running_sum(p, grads, owned) for p in node.parents]
     node.grad_owned = type(g) is np.ndarray and g.base is None and sys.getrefcount(g) <= _SOLE_REFS
     in_grads = type(node).backward(node, g)
     if not isinstance(in_grads, tuple):
@@ -346,8 +346,30 @@ def _fresh(gi: Any) -> bool:
     tensor, another node, the program, another view of its memory) can see a write into it."""
     if type(gi) is not np.ndarray or sys.getrefcount(gi) > _LOOP_REFS or not gi.flags.writeable:
         return False
-    base = gi.base  # a reshape of a new array: fresh when only gi refers to that array
+    return _sole_view(gi)
+
+
+def _sole_view(g: np.ndarray) -> bool:
+    """True when no other array shares g's memory: g owns it, or is a reshape of an array only g refers to."""
+    base = g.base
     return base is None or (type(base) is np.ndarray and base.base is None and sys.getrefcount(base) <= 3)
+
+
+def _running_sum(parent: Any, grads: dict, owned: dict) -> np.ndarray | None:
+    """The sum so far of parent's gradient that a node may add into, or None: an array the engine made, or one that
+    only `grads` still holds (a backward gave one array to several inputs, as x + residual does, and the others have
+    used it), which the engine then owns: the second sum costs no pass of its own."""
+    acc = owned.get(parent)
+    if acc is None and _only_in_grads(grads.get(parent)):
+        acc = owned[parent] = grads[parent]
+    return acc
+
+
+def _only_in_grads(g: Any) -> bool:
+    """True for an array that only backward's `grads` holds, called as _only_in_grads(grads.get(parent))."""
+    if type(g) is not np.ndarray or sys.getrefcount(g) > _GRADS_REFS or not g.flags.writeable:
+        return False
+    return _sole_view(g)
 
 
 def _sole_refs() -> int:
@@ -363,8 +385,15 @@ def _loop_refs() -> int:
     return 0
 
 
+def _grads_refs() -> int:
+    """References to an array held only by a dict, as _only_in_grads counts them."""
+    grads = {0: np.empty(1)}
+    return _refs(grads.get(0))
+
+
 _SOLE_REFS = _sole_refs()
 _LOOP_REFS = _loop_refs()
+_GRADS_REFS = _grads_refs()
 
 
 def _sum_into_new(grads: dict, owned: dict, ctx: Function, total: Any) -> None:

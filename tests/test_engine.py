@@ -428,6 +428,57 @@ def test_linears_sharing_an_input_add_dx_into_the_engines_sum(backend, rng, dtyp
     assert x.grad.dtype == dtype
 
 
+class _Shared(Function):
+    """The sum of its inputs; backward hands one array to all of them, as add_layer_norm's does."""
+
+    @staticmethod
+    def forward(ctx, *xs):
+        return sum(xs[1:], xs[0].copy())
+
+    @staticmethod
+    def backward(ctx, g):
+        g = g.copy()
+        return (g,) * len(ctx.parents)
+
+
+class _TimesThree(Function):
+    """3 x, adding its gradient into the engine's running sum when offered one (as linear does); records the offers."""
+
+    sums_into = True
+    offers: list = []
+
+    @staticmethod
+    def forward(ctx, x):
+        return 3 * x
+
+    @staticmethod
+    def backward(ctx, g):
+        into = ctx.grad_into[0]
+        _TimesThree.offers.append(into is not None)
+        if into is None:
+            return 3 * g
+        into += 3 * g
+        return into
+
+
+@pytest.mark.parametrize("order", ["scaled first", "scaled last"])
+def test_a_gradient_given_to_several_inputs_is_summed_into_once_the_others_used_it(order) -> None:
+    """x + f(x) through one op whose backward returns one array for both inputs (a residual add fused into a
+    LayerNorm): a sums_into op under f adds into that array once no pending node holds it, and not before. A third
+    input, 5 x, holds it until its node runs: whichever node runs first, d/dx of sum(x + 6 x + 5 x) is 12."""
+    x = mt.tensor(np.arange(6, dtype=np.float32).reshape(2, 3), requires_grad=True)
+    h = x * 1.0
+    scaled, five = _TimesThree.apply(h) * 2.0, h * 5.0
+    _TimesThree.offers = []
+    (_Shared.apply(scaled, h, five) if order == "scaled first" else _Shared.apply(five, h, scaled)).sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), np.full((2, 3), 12.0))
+    x.grad, h = None, x * 1.0
+    _TimesThree.offers = []
+    _Shared.apply(_TimesThree.apply(h) * 2.0, h).sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), np.full((2, 3), 7.0))
+    assert _TimesThree.offers == [True]  # h's gradient, held only by the engine once x * 2's node has run
+
+
 def test_an_intermediate_no_op_saved_is_freed_when_dropped() -> None:
     """Nodes keep their parents' nodes, not their output tensors: as in PyTorch, `(x @ x) * 2` does not keep
     the product alive (a per-head attention step would otherwise hold every score array until backward)."""

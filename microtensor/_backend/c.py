@@ -259,13 +259,11 @@ def linear_backward(
         raise ValueError(f"linear_backward: g {g.shape}, x {x.shape}, w {w.shape} must be (N, out), (N, in), (out, in)")
     g, x, w = contiguous(g), contiguous(x), contiguous(w)
     into = dx_into is not None and need_x
-    if into:
-        if not (dx_into.shape == (n, n_in) and dx_into.flags.c_contiguous):
-            raise ValueError(f"linear_backward: dx_into {dx_into.shape} must be a C-contiguous ({n}, {n_in}) array")
-        _sgemm(0, 0, n, n_in, n_out, 1.0, _fp(g), n_out, _fp(w), n_in, 1.0, _fp(dx_into), n_in)
+    if into and not (dx_into.shape == (n, n_in) and dx_into.flags.c_contiguous):
+        raise ValueError(f"linear_backward: dx_into {dx_into.shape} must be a C-contiguous ({n}, {n_in}) array")
     dx = dx_into if into else _empty((n, n_in), _F32) if need_x else None
     dw = _empty((n_out, n_in), _F32) if need_w else None
     db = _empty(n_out, _F32) if need_b else None
-    lib.mt_linear_backward(_fp(g), _fp(x), _fp(w), _NULL if dx is None or into else _fp(dx),
+    lib.mt_linear_backward(_fp(g), _fp(x), _fp(w), _NULL if dx is None else _fp(dx), into,
                            _NULL if dw is None else _fp(dw), _NULL if db is None else _fp(db), n, n_in, n_out)
     return dx, dw, db
