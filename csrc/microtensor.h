@@ -31,9 +31,11 @@ void mt_sgemm_strided_batched(int trans_a, int trans_b, int64_t M, int64_t N, in
 /* y (N, out) = x (N, in) @ w (out, in)^T + bias (out, or NULL). */
 void mt_linear_forward(const float *x, const float *w, const float *bias, float *y,
                        int64_t N, int64_t in, int64_t out);
-/* The three gradients of linear from g (N, out): dx (N, in) = g @ w (added into dx with add_dx),
- * dw (out, in) = g^T @ x, db (out) = column sums of g; pass NULL for any that is not needed. */
-void mt_linear_backward(const float *g, const float *x, const float *w, float *dx, int add_dx, float *dw, float *db,
+/* The three gradients of linear from g (N, out): dx (N, in) = g @ w, dw (out, in) = g^T @ x, db (out) = column
+ * sums of g; pass NULL for any that is not needed. `add` (MT_ADD_DX | MT_ADD_DW | MT_ADD_DB) adds those into their
+ * arrays instead (a running sum of the input's gradient, a parameter's .grad). */
+enum { MT_ADD_DX = 1, MT_ADD_DW = 2, MT_ADD_DB = 4 };
+void mt_linear_backward(const float *g, const float *x, const float *w, float *dx, float *dw, float *db, int add,
                         int64_t N, int64_t in, int64_t out);
 
 /* Softmax over rows of length cols. */

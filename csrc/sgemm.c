@@ -1068,11 +1068,14 @@ static void column_sums_columns(void *ctx, int64_t j0, int64_t j1) {
 #define FUSED_MIN_PANELS 2
 #define FUSED_MAX_WEIGHT 65536 /* out * in: w packed and dw stay in L2 (1024 x 1024 ran 30% slower fused) */
 
+/* GEMM's beta for one of linear's gradients: 1 where `add` asks for it to be added into its array. */
+static float beta_of(int add, int flag) { return add & flag ? 1.0f : 0.0f; }
+
 typedef struct {
     const isa_t *isa;
     const float *g, *x;
     float *dx, *dw, *db, *wpack, *xpack;
-    float dx_beta; /* 1: dx added into */
+    float dx_beta, dw_beta; /* 1: added into */
     int64_t N, in, out, chunk;
 } fused_job;
 
@@ -1088,7 +1091,7 @@ static void fused_task(void *ctx, int64_t t) {
                         NULL, f->in, f->dx + r0 * f->in, f->in, NULL, f->wpack, 1, 0};
         small_block(&sx, 0, rows, j0, j1, 0);
         pack_b(0, f->x + r0 * f->in, f->in, 0, rows, j0, j1 - j0, isa->nr, xpack);
-        small_job sw = {isa, 0, f->out, f->in, rows, 1.0f, r0 ? 1.0f : 0.0f, f->g + r0 * f->out, 1, f->out,
+        small_job sw = {isa, 0, f->out, f->in, rows, 1.0f, r0 ? 1.0f : f->dw_beta, f->g + r0 * f->out, 1, f->out,
                         NULL, f->in, f->dw, f->in, NULL, xpack - (j0 / isa->nr) * rows * isa->nr, 1, 0};
         small_block(&sw, 0, f->out, j0, j1, 0);
         if (f->db && t == 0) column_sums_add(f->g, f->db, r0, r0 + rows, 0, f->out, f->out);
@@ -1096,31 +1099,31 @@ static void fused_task(void *ctx, int64_t t) {
 }
 
 /* 1 when it ran; 0 when g is too small to pay, `in` fills one panel or memory for the packed panels is not there. */
-static int linear_backward_fused(const float *g, const float *x, const float *w, float *dx, float dx_beta, float *dw,
-                                 float *db, int64_t N, int64_t in, int64_t out) {
+static int linear_backward_fused(const float *g, const float *x, const float *w, float *dx, float *dw, float *db,
+                                 int add, int64_t N, int64_t in, int64_t out) {
     const isa_t *isa = isa_for(in);
     int64_t panels = (in + isa->nr - 1) / isa->nr;
     if (N < FUSED_MIN_ROWS || out < FUSED_MIN_OUT || panels < FUSED_MIN_PANELS || out * in > FUSED_MAX_WEIGHT) return 0;
     float *wpack = scratch_get((size_t)(panels * isa->nr * (out + FUSED_ROWS)));
     if (!wpack) return 0;
     int threads = mt_num_threads();
-    fused_job f = {isa, g, x, dx, dw, db, wpack, wpack + panels * isa->nr * out, dx_beta, N, in, out,
+    fused_job f = {isa, g, x, dx, dw, db, wpack, wpack + panels * isa->nr * out, beta_of(add, MT_ADD_DX),
+                   beta_of(add, MT_ADD_DW), N, in, out,
                    round_up((in + threads - 1) / threads, isa->nr)};
     pack_b(0, w, in, 0, out, 0, in, isa->nr, wpack);
-    if (db) memset(db, 0, (size_t)out * sizeof(float));
+    if (db && !(add & MT_ADD_DB)) memset(db, 0, (size_t)out * sizeof(float));
     run_tasks(threads, (in + f.chunk - 1) / f.chunk, fused_task, &f);
     scratch_put(wpack);
     return 1;
 }
 
-void mt_linear_backward(const float *g, const float *x, const float *w, float *dx, int add_dx, float *dw, float *db,
+void mt_linear_backward(const float *g, const float *x, const float *w, float *dx, float *dw, float *db, int add,
                         int64_t N, int64_t in, int64_t out) {
-    float dx_beta = add_dx ? 1.0f : 0.0f;
-    if (dx && dw && linear_backward_fused(g, x, w, dx, dx_beta, dw, db, N, in, out)) return;
-    if (dx) mt_sgemm(0, 0, N, in, out, 1.0f, g, out, w, in, dx_beta, dx, in);
-    if (dw) mt_sgemm(1, 0, out, in, N, 1.0f, g, out, x, in, 0.0f, dw, in);
+    if (dx && dw && linear_backward_fused(g, x, w, dx, dw, db, add, N, in, out)) return;
+    if (dx) mt_sgemm(0, 0, N, in, out, 1.0f, g, out, w, in, beta_of(add, MT_ADD_DX), dx, in);
+    if (dw) mt_sgemm(1, 0, out, in, N, 1.0f, g, out, x, in, beta_of(add, MT_ADD_DW), dw, in);
     if (db) { /* threads split the columns, each summed down all rows in order: the same bits at any count */
-        memset(db, 0, (size_t)out * sizeof(float));
+        if (!(add & MT_ADD_DB)) memset(db, 0, (size_t)out * sizeof(float));
         column_sums_job s = {g, db, N, out};
         mt_parallel_rows(out, N, column_sums_columns, &s);
     }

@@ -307,6 +307,8 @@ def _run_node(node: Function, g: np.ndarray, grads: dict, retain_graph: bool, ow
         if not needed or gi is None:
             continue
         if not isinstance(parent, Function):
+            if parent._grad is not None and gi is parent._grad.data:
+                continue  # the node added into the leaf's gradient
             if gi.shape != parent.data.shape:
                 gi = sum_to_shape(gi, parent.data.shape)
             if parent._grad is None and _fresh(gi) and gi.dtype == parent.data.dtype:
@@ -356,9 +358,12 @@ def _sole_view(g: np.ndarray) -> bool:
 
 
 def _running_sum(parent: Any, grads: dict, owned: dict) -> np.ndarray | None:
-    """The sum so far of parent's gradient that a node may add into, or None: an array the engine made, or one that
-    only `grads` still holds (a backward gave one array to several inputs, as x + residual does, and the others have
-    used it), which the engine then owns: the second sum costs no pass of its own."""
+    """The sum so far of parent's gradient that a node may add into, or None: a leaf's .grad (added into in place
+    anyway), an array the engine made, or one that only `grads` still holds (a backward gave one array to several
+    inputs, as x + residual does, and the others have used it), which the engine then owns: no pass of its own."""
+    if not isinstance(parent, Function):
+        grad = getattr(parent, "_grad", None)
+        return grad.data if grad is not None and grad.data.shape == parent.data.shape else None
     acc = owned.get(parent)
     if acc is None and _only_in_grads(grads.get(parent)):
         acc = owned[parent] = grads[parent]

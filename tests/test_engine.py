@@ -428,6 +428,27 @@ def test_linears_sharing_an_input_add_dx_into_the_engines_sum(backend, rng, dtyp
     assert x.grad.dtype == dtype
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_linear_adds_into_gradients_zeroed_in_place(backend, rng, dtype) -> None:
+    """With .grad zeroed in place (zero_grad(set_to_none=False), as the trainer keeps them: views of Adam's flat
+    buffer), linear's backward adds dw and db into those very arrays, over two backward calls; fresh ones the
+    first time."""
+    x = mt.tensor(rng.standard_normal((4, 5, 8)).astype(dtype))
+    w, b = (mt.tensor(rng.standard_normal(s).astype(dtype), requires_grad=True) for s in ((3, 8), (3,)))
+    coef = rng.standard_normal((4, 5, 3)).astype(dtype)
+    expected_dw, expected_db = coef.reshape(-1, 3).T @ x.numpy().reshape(-1, 8), coef.reshape(-1, 3).sum(0)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    (mt.nn.functional.linear(x, w, b) * mt.tensor(coef)).sum().backward()
+    for p in (w, b):
+        p.zero_grad(set_to_none=False)
+    kept = w.grad.data, b.grad.data
+    for calls in (1, 2):
+        (mt.nn.functional.linear(x, w, b) * mt.tensor(coef)).sum().backward()
+        assert w.grad.data is kept[0] and b.grad.data is kept[1]
+        np.testing.assert_allclose(w.grad.numpy(), calls * expected_dw, rtol=tol, atol=tol)
+        np.testing.assert_allclose(b.grad.numpy(), calls * expected_db, rtol=tol, atol=tol)
+
+
 class _Shared(Function):
     """The sum of its inputs; backward hands one array to all of them, as add_layer_norm's does."""
 

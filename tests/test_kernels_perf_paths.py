@@ -305,30 +305,27 @@ def test_fused_linear_backward_matches_the_separate_products(n: int, i: int, o: 
     """From 1024 rows and 32 outputs dx, dw and db come from one walk down the rows (ragged last block, partial
     panels; 3 outputs, or inputs that fill one panel (1, 64), take the separate products; 128 inputs in AVX-512's
     panels of 64): each matches its own product, the float64 reference and itself at 1, 2, 3 and 8 threads, bit
-    for bit; so does dx added into a running sum (dx_into)."""
+    for bit; so are the three added into running sums (dx_into, dw_into, db_into)."""
     rng = np.random.default_rng(n + i + o)
     g, x, w = rng.standard_normal((n, o)).astype(F32), rng.standard_normal((n, i)).astype(F32), \
         rng.standard_normal((o, i)).astype(F32)
-    running = rng.standard_normal((n, i)).astype(F32)
+    running = [rng.standard_normal(s).astype(F32) for s in ((n, i), (o, i), (o,))]
     before = c.num_threads()
     try:
         outs, sums = [], []
         for threads in (1, 2, 3, 8):
             c.set_num_threads(threads)
             outs.append(c.linear_backward(g, x, w, True, True, True))
-            sums.append(running.copy())
-            dx_sum, dw_sum, db_sum = c.linear_backward(g, x, w, True, True, True, sums[-1])
-            assert dx_sum is sums[-1]
-            np.testing.assert_array_equal(dw_sum, outs[-1][1])
-            np.testing.assert_array_equal(db_sum, outs[-1][2])
+            sums.append([a.copy() for a in running])
+            assert all(a is b for a, b in zip(c.linear_backward(g, x, w, True, True, True, *sums[-1]), sums[-1]))
     finally:
         c.set_num_threads(before)
-    for out, total in zip(outs[1:], sums[1:]):
-        for a, b in zip(out, outs[0]):
+    for out, total in zip(outs[1:] + sums[1:], outs[:1] * 3 + sums[:1] * 3):
+        for a, b in zip(out, total):
             np.testing.assert_array_equal(a, b)
-        np.testing.assert_array_equal(total, sums[0])
+    for total, start, grad in zip(sums[0], running, outs[0]):
+        close(total, start + grad, rtol=1e-5, atol=2e-4)
     dx, dw, db = outs[0]
-    close(sums[0], running + dx, rtol=1e-5, atol=1e-5)
     close(dx, c.matmul(g, w), rtol=1e-5, atol=1e-5)
     close(dw, c.matmul(g, x, trans_a=True), rtol=1e-5, atol=2e-4)  # sums of n products of size ~1
     close(db, g.sum(axis=0), rtol=1e-5, atol=2e-4)

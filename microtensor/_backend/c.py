@@ -244,26 +244,29 @@ def linear(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
 
 def linear_backward(
     g: np.ndarray, x: np.ndarray, w: np.ndarray, need_x: bool, need_w: bool, need_b: bool,
-    dx_into: np.ndarray | None = None,
+    dx_into: np.ndarray | None = None, dw_into: np.ndarray | None = None, db_into: np.ndarray | None = None,
 ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
     """(dx, dw, db) of linear in one call: two sgemms and a column sum; None where not needed.
 
-    With dx_into (N, in), dx is added into it (one sgemm with beta 1) and returned as dx.
+    A gradient given an `_into` array of its shape (C-contiguous float32) is added into it, which is returned.
     """
-    if not _is_f32("linear_backward", g, x, w, *(() if dx_into is None else (dx_into,))):
-        return reference.linear_backward(g, x, w, need_x, need_w, need_b, dx_into)
+    intos = (dx_into, dw_into, db_into)
+    if not _is_f32("linear_backward", g, x, w, *(a for a in intos if a is not None)):
+        return reference.linear_backward(g, x, w, need_x, need_w, need_b, *intos)
     if not (g.ndim == 2 and x.ndim == 2 and w.ndim == 2):
         raise ValueError(f"linear_backward: g {g.shape}, x {x.shape}, w {w.shape} must be 2-D")
     (n, n_out), n_in = g.shape, w.shape[1]
     if not (x.shape == (n, n_in) and w.shape == (n_out, n_in)):
         raise ValueError(f"linear_backward: g {g.shape}, x {x.shape}, w {w.shape} must be (N, out), (N, in), (out, in)")
     g, x, w = contiguous(g), contiguous(x), contiguous(w)
-    into = dx_into is not None and need_x
-    if into and not (dx_into.shape == (n, n_in) and dx_into.flags.c_contiguous):
-        raise ValueError(f"linear_backward: dx_into {dx_into.shape} must be a C-contiguous ({n}, {n_in}) array")
-    dx = dx_into if into else _empty((n, n_in), _F32) if need_x else None
-    dw = _empty((n_out, n_in), _F32) if need_w else None
-    db = _empty(n_out, _F32) if need_b else None
-    lib.mt_linear_backward(_fp(g), _fp(x), _fp(w), _NULL if dx is None else _fp(dx), into,
-                           _NULL if dw is None else _fp(dw), _NULL if db is None else _fp(db), n, n_in, n_out)
-    return dx, dw, db
+    grads, add = [], 0
+    for bit, (name, need, into, shape) in enumerate(
+            zip(("dx", "dw", "db"), (need_x, need_w, need_b), intos, ((n, n_in), (n_out, n_in), (n_out,)))):
+        if need and into is not None:
+            if not (into.shape == shape and into.flags.c_contiguous):
+                raise ValueError(f"linear_backward: {name}_into {into.shape} must be a C-contiguous {shape} array")
+            add |= 1 << bit
+        grads.append(None if not need else into if into is not None else _empty(shape, _F32))
+    lib.mt_linear_backward(_fp(g), _fp(x), _fp(w), *(_NULL if a is None else _fp(a) for a in grads), add,
+                           n, n_in, n_out)
+    return tuple(grads)

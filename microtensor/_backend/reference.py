@@ -31,16 +31,19 @@ def linear(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
 
 def linear_backward(
     g: np.ndarray, x: np.ndarray, w: np.ndarray, need_x: bool, need_w: bool, need_b: bool,
-    dx_into: np.ndarray | None = None,
+    dx_into: np.ndarray | None = None, dw_into: np.ndarray | None = None, db_into: np.ndarray | None = None,
 ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
     """Gradients (dx, dw, db) of linear for g (N, out), x (N, in), w (out, in); None where not needed.
 
-    With dx_into (N, in), dx is added into it and returned as dx.
+    A gradient given an `_into` array is added into it, which is returned.
     """
-    dx = g @ w if need_x else None
-    if dx_into is not None and dx is not None:
-        dx_into += dx
-        dx = dx_into
-    dw = g.T @ x if need_w else None
-    db = g.sum(axis=0) if need_b else None
-    return dx, dw, db
+    grads = (g @ w if need_x else None, g.T @ x if need_w else None, g.sum(axis=0) if need_b else None)
+    return tuple(_added_into(grad, into) for grad, into in zip(grads, (dx_into, dw_into, db_into)))
+
+
+def _added_into(grad: np.ndarray | None, into: np.ndarray | None) -> np.ndarray | None:
+    """into += grad, returned; grad itself when there is no array to add into."""
+    if grad is None or into is None:
+        return grad
+    into += grad
+    return into

@@ -14,8 +14,8 @@ from .checks import check_float
 class Linear(Function):
     """y = x @ weight.T + bias over the last axis of x, as one matrix product on (N, in) rows.
 
-    Backward adds dx into the engine's running sum of x's gradient when offered
-    one (a per-head model feeds one x to many linears).
+    Backward adds each gradient into the engine's running sum of it when offered one: x's (a per-head model
+    feeds one x to many linears), the weight's and bias's .grad (zeroed in place between steps).
     """
 
     sums_into = True
@@ -40,10 +40,16 @@ class Linear(Function):
         rows, weight = ctx.saved_tensors
         need_x, need_w, need_b = ctx.needs_input_grad
         g = np.ascontiguousarray(g.reshape(len(rows), weight.shape[0]))
-        into = ctx.grad_into[0] if ctx.grad_into and need_x else None
-        if into is not None and (into.dtype != g.dtype or not into.flags.c_contiguous):
-            into = None
-        dx, dw, db = _backend.K.linear_backward(
-            g, rows, weight, need_x, need_w, need_b, None if into is None else into.reshape(rows.shape)
-        )
-        return (into if into is not None else None if dx is None else dx.reshape(ctx.shape)), dw, db
+        intos = [into if need and _can_add_into(into, g) else None
+                 for into, need in zip(ctx.grad_into or (None,) * 3, ctx.needs_input_grad)]
+        x_into = intos[0]
+        if x_into is not None:
+            intos[0] = x_into.reshape(rows.shape)
+        dx, dw, db = _backend.K.linear_backward(g, rows, weight, need_x, need_w, need_b, *intos)
+        dx = x_into if x_into is not None else None if dx is None else dx.reshape(ctx.shape)
+        return dx, dw, db  # a sum added into goes back as that very array
+
+
+def _can_add_into(into: np.ndarray | None, g: np.ndarray) -> bool:
+    """Whether a running sum the engine offers can take a gradient computed from g: the same dtype, C-contiguous."""
+    return into is not None and into.dtype == g.dtype and into.flags.c_contiguous
