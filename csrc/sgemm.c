@@ -17,9 +17,9 @@
  *    KC x NR panel of B (L1) with constant strides, unrolled over K; threads take
  *    tasks from a grid of row blocks x column parts (columns split when there are
  *    fewer than two row blocks per thread). Where B's panel fills L1 (AVX-512), a
- *    one-thread product (on Ice Lake Xeons, each thread of a tall one) keeps A's panel
- *    in L1 and walks B's panels from L2. In
- *    either order the AVX-512 micro-kernel asks for packed B 8 steps of k ahead (not on Ice Lake Xeons, whose
+ *    one-thread product (on Ice Lake Xeons, each thread of a tall one) keeps A's
+ *    panel in L1 and walks B's panels from L2. In either order the AVX-512
+ *    micro-kernel asks for packed B 8 steps of k ahead (not on Ice Lake Xeons, whose
  *    hardware prefetcher does better).
  */
 #define _ISOC11_SOURCE
@@ -811,9 +811,9 @@ static inline void blocked_tile(const blocked_job *s, const float *ap, int64_t i
 }
 
 /* Row block t % mblocks: its A packed, then the micro-kernel over its tiles in column part t / mblocks, or under A's
- * panel in L1 (one thread, or each where threads_walk_b) over every part in turn, A packed once (the part of B and the block of A, 0.8 + 0.2 MB,
- * share L2; packing A once a part, the K 384 products with 1152 and 1536 columns took 1.03-1.06x as long on an Ice
- * Lake Xeon, 1.25 MB of L2, and the same time on a Cascade Lake one, 1 MB). */
+ * panel in L1 (one thread, or each where threads_walk_b) over every part in turn, A packed once (the part of B and
+ * the block of A, 0.8 + 0.2 MB, share L2; packing A once a part, the K 384 products with 1152 and 1536 columns took
+ * 1.03-1.06x as long on an Ice Lake Xeon, 1.25 MB of L2, and the same time on a Cascade Lake one, 1 MB). */
 static void blocked_compute_task(void *ctx, int64_t t) {
     const blocked_job *s = ctx;
     const isa_t *isa = s->isa;

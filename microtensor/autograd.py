@@ -363,7 +363,8 @@ def _running_sum(parent: Any, grads: dict, owned: dict) -> np.ndarray | None:
     inputs, as x + residual does, and the others have used it), which the engine then owns: no pass of its own."""
     if not isinstance(parent, Function):
         grad = getattr(parent, "_grad", None)
-        return grad.data if grad is not None and grad.data.shape == parent.data.shape else None
+        usable = grad is not None and grad.data.shape == parent.data.shape and grad.data.flags.writeable
+        return grad.data if usable else None
     acc = owned.get(parent)
     if acc is None and _only_in_grads(grads.get(parent)):
         acc = owned[parent] = grads[parent]

@@ -449,6 +449,17 @@ def test_linear_adds_into_gradients_zeroed_in_place(backend, rng, dtype) -> None
         np.testing.assert_allclose(b.grad.numpy(), calls * expected_db, rtol=tol, atol=tol)
 
 
+def test_a_read_only_gradient_is_not_added_into(backend) -> None:
+    """A .grad the program made read-only is not offered to linear's kernel: backward fails as numpy's add does."""
+    w = mt.tensor(np.ones((2, 3), dtype=np.float32), requires_grad=True)
+    frozen = np.zeros((2, 3), dtype=np.float32)
+    frozen.flags.writeable = False
+    w.grad = mt.from_numpy(frozen)
+    with pytest.raises(ValueError, match="read-only"):
+        mt.nn.functional.linear(mt.tensor(np.ones((4, 3), dtype=np.float32)), w).sum().backward()
+    np.testing.assert_array_equal(frozen, 0.0)
+
+
 class _Shared(Function):
     """The sum of its inputs; backward hands one array to all of them, as add_layer_norm's does."""
 
