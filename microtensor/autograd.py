@@ -311,7 +311,7 @@ def _run_node(node: Function, g: np.ndarray, grads: dict, retain_graph: bool, ow
                 continue  # the node added into the leaf's gradient
             if gi.shape != parent.data.shape:
                 gi = sum_to_shape(gi, parent.data.shape)
-            if parent._grad is None and _fresh(gi) and gi.dtype == parent.data.dtype:
+            if parent._grad is None and _unshared(gi, _LOOP_REFS) and gi.dtype == parent.data.dtype:
                 parent._grad = Tensor._wrap(gi)  # the leaf's first gradient, an array nothing else holds: no copy
             else:
                 _accumulate_leaf(parent, gi)
@@ -320,7 +320,7 @@ def _run_node(node: Function, g: np.ndarray, grads: dict, retain_graph: bool, ow
             gi = sum_to_shape(gi, parent._shape)
         if parent not in grads:
             grads[parent] = gi
-            if _fresh(gi):
+            if _unshared(gi, _LOOP_REFS):
                 owned[parent] = gi  # later gradients of parent add into it
         else:
             acc = grads[parent]
@@ -330,7 +330,7 @@ def _run_node(node: Function, g: np.ndarray, grads: dict, retain_graph: bool, ow
                         acc += gi
                     else:
                         _sum_into_new(grads, owned, parent, acc + gi)
-            elif _fresh(gi) and gi.dtype == acc.dtype:
+            elif _unshared(gi, _LOOP_REFS) and gi.dtype == acc.dtype:
                 gi += acc  # the sum goes into the new gradient's own array, which then takes later sums
                 grads[parent] = owned[parent] = gi
             else:
@@ -343,16 +343,12 @@ def _refs(x: Any) -> int:
     return sys.getrefcount(x)
 
 
-def _fresh(gi: Any) -> bool:
-    """True for a gradient array that a backward made and handed only to _run_node's loop: nothing else (a saved
-    tensor, another node, the program, another view of its memory) can see a write into it."""
-    if type(gi) is not np.ndarray or sys.getrefcount(gi) > _LOOP_REFS or not gi.flags.writeable:
+def _unshared(g: Any, refs: int) -> bool:
+    """True for a writeable array with at most `refs` references (as its caller's pattern counts them) whose memory
+    no other array shares (g owns it, or is a reshape of an array only g refers to): nothing else (a saved tensor,
+    another node, the program, another view) can see a write into it."""
+    if type(g) is not np.ndarray or sys.getrefcount(g) > refs or not g.flags.writeable:
         return False
-    return _sole_view(gi)
-
-
-def _sole_view(g: np.ndarray) -> bool:
-    """True when no other array shares g's memory: g owns it, or is a reshape of an array only g refers to."""
     base = g.base
     return base is None or (type(base) is np.ndarray and base.base is None and sys.getrefcount(base) <= 3)
 
@@ -366,16 +362,9 @@ def _running_sum(parent: Any, grads: dict, owned: dict) -> np.ndarray | None:
         usable = grad is not None and grad.data.shape == parent.data.shape and grad.data.flags.writeable
         return grad.data if usable else None
     acc = owned.get(parent)
-    if acc is None and _only_in_grads(grads.get(parent)):
+    if acc is None and _unshared(grads.get(parent), _GRADS_REFS):
         acc = owned[parent] = grads[parent]
     return acc
-
-
-def _only_in_grads(g: Any) -> bool:
-    """True for an array that only backward's `grads` holds, called as _only_in_grads(grads.get(parent))."""
-    if type(g) is not np.ndarray or sys.getrefcount(g) > _GRADS_REFS or not g.flags.writeable:
-        return False
-    return _sole_view(g)
 
 
 def _sole_refs() -> int:
@@ -385,14 +374,14 @@ def _sole_refs() -> int:
 
 
 def _loop_refs() -> int:
-    """References to a fresh array a backward returned, as _fresh counts them in _run_node's loop over in_grads."""
+    """References to a fresh array a backward returned, as _unshared counts them in _run_node's loop over in_grads."""
     for _, _, gi in zip((None,), (True,), (np.empty(1),)):
         return _refs(gi)
     return 0
 
 
 def _grads_refs() -> int:
-    """References to an array held only by a dict, as _only_in_grads counts them."""
+    """References to an array held only by a dict, as _unshared counts them called on grads.get(parent)."""
     grads = {0: np.empty(1)}
     return _refs(grads.get(0))
 
