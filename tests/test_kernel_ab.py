@@ -87,3 +87,14 @@ def test_bad_arguments_exit_2(args, capsys):
         kernel_ab.main(args)
     assert exit_info.value.code == 2
     assert "kernel_ab" in capsys.readouterr().err
+
+
+def test_every_timed_call_follows_the_eviction_and_rounds_rotate_the_order():
+    order: list[str] = []
+    calls = {name: (lambda name=name: order.append(name)) for name in ("a", "b", "c")}
+    evictions = []
+    times = kernel_ab.timed_rounds(calls, 2, lambda: evictions.append(len(order)))
+    assert {name: len(t) for name, t in times.items()} == {"a": 2, "b": 2, "c": 2}
+    assert order == ["a"] * 3 + ["b"] * 3 + ["c"] * 3 + ["b"] * 3 + ["c"] * 3 + ["a"] * 3
+    assert evictions == list(range(18))
+    kernel_ab.evict_caches()()  # writes its buffer without error

@@ -8,6 +8,8 @@ round in a rotated order (best of three calls each). It prints each build's medi
 the per-round time ratio to the base: the copy's ratio is the noise floor. On a shared machine whose speed
 drifts by 10-50% within minutes, runs of separate processes cannot resolve a change of a few percent; the
 rounds here share the drift. It also prints the largest difference of each build's result from the base's.
+With --cold every call starts with the operands out of the caches, as a backward pass finds the activations
+saved long before (the operands of a benchmark that calls one product again and again stay in L3).
 
 Products (dimensions in the order given): fwd N IN OUT, linear's forward x (N, IN) @ w (OUT, IN)^T + b;
 dx / dw / bwd N IN OUT, its backward's dx, dw or all three gradients; nn M K N, sgemm A (M, K) @ B (K, N).
@@ -125,14 +127,27 @@ def flops(product: str, dims: tuple[int, int, int]) -> float:
     return 2.0 * dims[0] * dims[1] * dims[2] * (2 if product == "bwd" else 1)
 
 
-def timed_rounds(calls: dict[str, Callable], rounds: int) -> dict[str, list[float]]:
-    """Seconds of each call per round (best of three), the calls of a round in a rotated order."""
+def evict_caches() -> Callable[[], None]:
+    """A function that writes 4x the last-level cache (64 MB where sysfs does not say), pushing everything out."""
+    size = 16 << 20
+    for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
+        text = (index / "size").read_text().strip() if (index / "size").exists() else ""
+        if text[:-1].isdigit() and text[-1] in "KM":
+            size = max(size, int(text[:-1]) << (10 if text[-1] == "K" else 20))
+    buffer = np.zeros(size, np.float32)  # 4 bytes a float: 4x the cache
+    return lambda: buffer.fill(buffer[0] + 1)
+
+
+def timed_rounds(calls: dict[str, Callable], rounds: int, before: Callable[[], None] = lambda: None,
+                 ) -> dict[str, list[float]]:
+    """Seconds of each call per round (best of three, each after `before`), the calls of a round rotated."""
     names = list(calls)
     times: dict[str, list[float]] = {name: [] for name in names}
     for r in range(rounds):
         for name in names[r % len(names):] + names[: r % len(names)]:
             best = float("inf")
             for _ in range(3):
+                before()
                 start = time.perf_counter()
                 calls[name]()
                 best = min(best, time.perf_counter() - start)
@@ -159,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--new", default=None, help="git revision of the new build (default: the working tree)")
     parser.add_argument("--threads", type=int, default=1, help="threads of every build (default 1)")
     parser.add_argument("--rounds", type=int, default=21, help="rounds, at least 2 (default 21)")
+    parser.add_argument("--cold", action="store_true", help="evict the caches before every call")
     args = parser.parse_args(argv)
     if min(args.dims) < 1 or args.threads < 1 or args.rounds < 2:
         parser.error("dimensions and threads must be >= 1 and rounds >= 2")
@@ -170,9 +186,10 @@ def main(argv: list[str] | None = None) -> int:
         for name, lib in libs.items():
             lib.mt_set_num_threads(args.threads)
             calls[name], results[name] = call_of(lib, args.product, dims, arrays[name])
-        times = timed_rounds(calls, args.rounds)
+        times = timed_rounds(calls, args.rounds, evict_caches() if args.cold else lambda: None)
     spread = ratios(times)
-    print(f"{args.product} {' x '.join(map(str, dims))}, {args.threads} thread(s), {args.rounds} rounds "
+    print(f"{args.product} {' x '.join(map(str, dims))}, {args.threads} thread(s), {args.rounds} rounds"
+          f"{', cold' if args.cold else ''} "
           f"(base {args.base}, new {args.new or 'working tree'}):")
     for name in libs:
         gflops = flops(args.product, dims) / statistics.median(times[name]) / 1e9
