@@ -98,3 +98,13 @@ def test_every_timed_call_follows_the_eviction_and_rounds_rotate_the_order():
     assert order == ["a"] * 3 + ["b"] * 3 + ["c"] * 3 + ["b"] * 3 + ["c"] * 3 + ["a"] * 3
     assert evictions == list(range(18))
     kernel_ab.evict_caches()()  # writes its buffer without error
+
+
+def test_a_build_that_does_not_compile_is_refused_with_the_compiler_message(tmp_path):
+    if shutil.which("cc") is None:
+        pytest.skip("needs a C compiler")
+    src = tmp_path / "csrc"
+    src.mkdir()
+    (src / "broken.c").write_text("int f(void) { return undeclared_name; }\n")
+    with pytest.raises(SystemExit, match=r"(?s)kernel_ab: broken.c does not compile:\n.*undeclared_name"):
+        kernel_ab.build(src, tmp_path / "broken.so")

@@ -58,8 +58,10 @@ def build(src: Path, out: Path) -> Path:
     """src/*.c compiled with the package's flags (one file per core at once) and linked into `out`."""
     def compile_one(c: Path) -> Path:
         obj = c.with_suffix(".o")
-        subprocess.run(["cc", *COMPILE_ARGS, "-fPIC", "-pthread", f"-I{src}", "-c", str(c), "-o", str(obj)],
-                       check=True, capture_output=True)
+        run = subprocess.run(["cc", *COMPILE_ARGS, "-fPIC", "-pthread", f"-I{src}", "-c", str(c), "-o", str(obj)],
+                             capture_output=True, text=True)
+        if run.returncode:
+            raise SystemExit(f"kernel_ab: {c.name} does not compile:\n{run.stderr.strip()}")
         return obj
 
     with ThreadPoolExecutor() as pool:
@@ -84,6 +86,7 @@ def libraries(base: str, new: str | None, work: Path) -> dict[str, ctypes.CDLL]:
         src = sources(rev, work / name)
         key = digest(src)
         if key not in built:
+            print(f"kernel_ab: building {name} ({rev or 'working tree'})", file=sys.stderr)
             built[key] = build(src, work / f"{name}.so")
         paths[name] = built[key]
     paths["base copy"] = Path(shutil.copy(paths["base"], work / "base_copy.so"))
