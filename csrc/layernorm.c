@@ -77,7 +77,19 @@ void mt_add_layernorm_forward(const float *x, const float *residual, const float
     mt_parallel_rows(R, 5 * C, ln_forward_rows, &s);
 }
 
-/* Rows [r0, r1): dx, and the sums of g * xhat and g into dw, db (length C, accumulated). */
+/* One vector of a row's backward: its terms of sum(g w) and sum(g w xhat) into sg and sgx, and of dw and db. */
+static inline __attribute__((always_inline)) void ln_grad_sums8(const float *x, const float *g, const float *w,
+                                                               float mean, float rstd, float *dw, float *db,
+                                                               mt_v8 *sg, mt_v8 *sgx) {
+    mt_v8 xhat = (MT_V8(x) - mean) * rstd, gv = MT_V8(g), gx = w ? gv * MT_V8(w) : gv;
+    *sg += gx;
+    *sgx += gx * xhat;
+    MT_V8(dw) += gv * xhat;
+    MT_V8(db) += gv;
+}
+
+/* Rows [r0, r1): dx, and the sums of g * xhat and g into dw, db (length C, accumulated). Each row sum runs in two
+ * vector sums in turn: one, its add latency bound the loop. */
 static MT_CLONES void ln_backward_range(const ln_job *s, int64_t r0, int64_t r1, float *dw, float *db) {
     int64_t C = s->C;
     const float *w = s->weight;
@@ -85,9 +97,18 @@ static MT_CLONES void ln_backward_range(const ln_job *s, int64_t r0, int64_t r1,
         const float *x = s->x + r * C, *g = s->g + r * C;
         float *dx = s->dx + r * C;
         float mean = s->mean[r], rstd = s->rstd[r];
-        float sum_gx = 0.0f, sum_gx_xhat = 0.0f;
-#pragma omp simd reduction(+ : sum_gx, sum_gx_xhat)
-        for (int64_t j = 0; j < C; j++) {
+        mt_v8 sg[2] = {{0}, {0}}, sgx[2] = {{0}, {0}};
+        int64_t j = 0;
+        for (; j + 16 <= C; j += 16)
+            for (int u = 0; u < 2; u++)
+                ln_grad_sums8(x + j + 8 * u, g + j + 8 * u, w ? w + j + 8 * u : NULL, mean, rstd, dw + j + 8 * u,
+                              db + j + 8 * u, sg + u, sgx + u);
+        if (j + 8 <= C) {
+            ln_grad_sums8(x + j, g + j, w ? w + j : NULL, mean, rstd, dw + j, db + j, sg, sgx);
+            j += 8;
+        }
+        float sum_gx = mt_hsum8(sg[0] + sg[1]), sum_gx_xhat = mt_hsum8(sgx[0] + sgx[1]);
+        for (; j < C; j++) {
             float xhat = (x[j] - mean) * rstd;
             float gx = w ? g[j] * w[j] : g[j];
             sum_gx += gx;
@@ -97,10 +118,10 @@ static MT_CLONES void ln_backward_range(const ln_job *s, int64_t r0, int64_t r1,
         }
         float mean_gx = sum_gx / (float)C, mean_gx_xhat = sum_gx_xhat / (float)C;
 #pragma omp simd
-        for (int64_t j = 0; j < C; j++) {
-            float xhat = (x[j] - mean) * rstd;
-            float gx = w ? g[j] * w[j] : g[j];
-            dx[j] = rstd * (gx - mean_gx - xhat * mean_gx_xhat);
+        for (int64_t c = 0; c < C; c++) {
+            float xhat = (x[c] - mean) * rstd;
+            float gx = w ? g[c] * w[c] : g[c];
+            dx[c] = rstd * (gx - mean_gx - xhat * mean_gx_xhat);
         }
     }
 }
