@@ -105,9 +105,10 @@ static inline __attribute__((always_inline)) float mt_max(const float *x, int64_
 typedef float mt_v8 __attribute__((vector_size(32), aligned(4)));
 #define MT_V8(p) (*(mt_v8 *)(p))
 
-/* The lanes of v added as a tree: an `omp simd` reduction ends in a chain of scalar adds through the stack. */
-static inline __attribute__((always_inline)) float mt_hsum8(mt_v8 v) {
-    return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
+/* The lanes of *v added as a tree: an `omp simd` reduction ends in a chain of scalar adds through the stack. By
+ * pointer: a vector passed by value makes gcc print a note on every build (its ABI for them changed in 4.6). */
+static inline __attribute__((always_inline)) float mt_hsum8(const mt_v8 *v) {
+    return (((*v)[0] + (*v)[4]) + ((*v)[1] + (*v)[5])) + (((*v)[2] + (*v)[6]) + ((*v)[3] + (*v)[7]));
 }
 
 /* Sum of x[j] - shift, or of its square when `square`, over one block: four vector sums in turn, not one
@@ -124,7 +125,8 @@ static inline __attribute__((always_inline)) float mt_sum_block(const float *x, 
         mt_v8 v = MT_V8(x + j) - shift;
         acc[0] += square ? v * v : v;
     }
-    float s = mt_hsum8((acc[0] + acc[1]) + (acc[2] + acc[3]));
+    mt_v8 all = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+    float s = mt_hsum8(&all);
     for (; j < n; j++) {
         float v = x[j] - shift;
         s += square ? v * v : v;

@@ -107,7 +107,8 @@ static MT_CLONES void ln_backward_range(const ln_job *s, int64_t r0, int64_t r1,
             ln_grad_sums8(x + j, g + j, w ? w + j : NULL, mean, rstd, dw + j, db + j, sg, sgx);
             j += 8;
         }
-        float sum_gx = mt_hsum8(sg[0] + sg[1]), sum_gx_xhat = mt_hsum8(sgx[0] + sgx[1]);
+        mt_v8 sg_all = sg[0] + sg[1], sgx_all = sgx[0] + sgx[1];
+        float sum_gx = mt_hsum8(&sg_all), sum_gx_xhat = mt_hsum8(&sgx_all);
         for (; j < C; j++) {
             float xhat = (x[j] - mean) * rstd;
             float gx = w ? g[j] * w[j] : g[j];
