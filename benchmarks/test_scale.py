@@ -13,7 +13,9 @@ products alone on each library (y = x w^T + b, then dx, dw, db), so all four sha
 prints microtensor / PyTorch in wall and CPU time for the steps and for the linears, and what the linears
 set: the step ratio were microtensor's linears as fast as PyTorch's (the rest of each step as measured), were
 the rest of microtensor's step free (its linears alone against PyTorch's whole step), and PyTorch's linears'
-share of its own step (the step ratio were microtensor's linears as fast as PyTorch's and the rest free):
+share of its own step (the step ratio were microtensor's linears as fast as PyTorch's and the rest free), and the
+median and quartiles of the step ratio taken round by round (each round's two steps seconds apart), which the
+machine's drifts between rounds do not move:
 
     python -m pytest benchmarks/test_scale.py --benchmark-only -k test_scale_vs_pytorch -s
 
@@ -121,12 +123,15 @@ def test_scale_vs_pytorch(benchmark, name, threads):
     model = Transformer(config, np.random.default_rng(0))
     steps = {"microtensor": microtensor_step(model, mt.optim.Adam(model.parameters(), lr=1e-3), *batch),
              "torch": torch_step(config, *batch), **linears(name, torch)}
-    report(benchmark, f"{group(name, threads)}, interleaved", name, threads, interleaved(benchmark, steps, rounds))
+    per_round: dict = {}
+    medians = interleaved(benchmark, steps, rounds, per_round=per_round)
+    report(benchmark, f"{group(name, threads)}, interleaved", name, threads, medians, per_round)
 
 
-def report(benchmark, benchmark_group: str, label: str, threads: int, medians: dict) -> None:
-    """The medians (ms), microtensor / PyTorch for the steps and the linears, and the step ratios the linears
-    set (see the module docstring), wall and CPU, into extra_info and printed."""
+def report(benchmark, benchmark_group: str, label: str, threads: int, medians: dict, per_round: dict) -> None:
+    """The medians (ms), microtensor / PyTorch for the steps and the linears, the step ratios the linears set
+    (see the module docstring), and the quartiles of the step ratio taken round by round, wall and CPU, into
+    extra_info and printed."""
     ratios = {}
     for clock, m in medians.items():
         ours, theirs, ours_lin, theirs_lin = (m[k] for k in ("microtensor", "torch", "microtensor linears",
@@ -135,11 +140,15 @@ def report(benchmark, benchmark_group: str, label: str, threads: int, medians: d
                          "step with PyTorch's linears": (ours - ours_lin + theirs_lin) / theirs,
                          "step with the rest free": ours_lin / theirs,
                          "PyTorch's linears / its step": theirs_lin / theirs}
+        by_round = np.divide(per_round[clock]["microtensor"], per_round[clock]["torch"])
+        ratios[clock]["step by round"] = tuple(np.percentile(by_round, (25, 50, 75)).tolist())
     ms = {clock: {lib: round(s * 1e3, 2) for lib, s in m.items()} for clock, m in medians.items()}
     benchmark.group = benchmark_group
     benchmark.extra_info.update(threads=threads, ms=ms["wall"], ratio=ratios["wall"]["step"], cpu_ms=ms["cpu"],
                                 cpu_ratio=ratios["cpu"]["step"], ratios=ratios)
     for clock in medians:
-        shown = ", ".join(f"{what} {r:.2f}" for what, r in ratios[clock].items())
+        shown = ", ".join(f"{what} {r:.2f}" for what, r in ratios[clock].items() if what != "step by round")
+        q1, mid, q3 = ratios[clock]["step by round"]
+        shown += f", step round by round {mid:.2f} (quartiles {q1:.2f}-{q3:.2f})"
         print(f"\n{label}, {threads} thread(s), {clock} time: {json.dumps(ms[clock])} ms; microtensor / PyTorch: "
               f"{shown}", end="")

@@ -57,7 +57,8 @@ def _set_microtensor_threads(n: int) -> None:
         setter(n)
 
 
-def interleaved(benchmark, steps: dict, pairs: int, settle_s: float = 0.0) -> dict[str, dict[str, float]]:
+def interleaved(benchmark, steps: dict, pairs: int, settle_s: float = 0.0,
+                per_round: dict | None = None) -> dict[str, dict[str, float]]:
     """Median seconds of each step, run in alternation (so the machine's load hits all), in wall and CPU time.
 
     CPU time is the process's: a step's own cost on a shared machine (at 2 threads it also counts waiting).
@@ -65,7 +66,8 @@ def interleaved(benchmark, steps: dict, pairs: int, settle_s: float = 0.0) -> di
     other library's idle OpenMP threads spin on after its step and took a core from the next step's threads
     (microtensor's make lm step ran 6-12% slower right after PyTorch's at 2 threads, not at all with
     GOMP_SPINCOUNT=0). Numpy's OpenBLAS spins longer: `settle_s` seconds of sleep before each library's
-    turn let its workers park first (see SETTLE_S)."""
+    turn let its workers park first (see SETTLE_S). `per_round`, when given, receives each step's seconds round by
+    round ({clock: {name: [...]}}), for ratios within a round, which the machine's slow drifts do not move."""
     times: dict[str, dict[str, list[float]]] = {clock: {name: [] for name in steps} for clock in CLOCKS}
 
     def pair() -> None:
@@ -82,6 +84,8 @@ def interleaved(benchmark, steps: dict, pairs: int, settle_s: float = 0.0) -> di
                 times[clock][name].append(read() - started[clock])
 
     benchmark.pedantic(pair, rounds=pairs, warmup_rounds=2)
+    if per_round is not None:
+        per_round.update({clock: {name: t[-pairs:] for name, t in by_name.items()} for clock, by_name in times.items()})
     return {clock: {name: float(np.median(t[-pairs:])) for name, t in by_name.items()}
             for clock, by_name in times.items()}
 
