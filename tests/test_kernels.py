@@ -184,7 +184,9 @@ def test_softmax_many_rows_threads() -> None:
 # ---------------------------------------------------------------- layernorm
 
 
-@pytest.mark.parametrize("rows,cols", [(1, 1), (1, 5), (7, 16), (256, 64), (33, 17), (3000, 40)])
+# Widths past each loop of the row sums: 32-float blocks, then 8, then single floats (47), and blocks of 1024
+# added in double (1100).
+@pytest.mark.parametrize("rows,cols", [(1, 1), (1, 5), (7, 16), (256, 64), (33, 17), (3000, 40), (5, 47), (3, 1100)])
 @pytest.mark.parametrize("affine", [True, False])
 def test_layernorm(rows: int, cols: int, affine: bool) -> None:
     rng = np.random.default_rng(rows + cols)
