@@ -88,8 +88,8 @@ static inline __attribute__((always_inline)) void ln_grad_sums8(const float *x, 
     MT_V8(db) += gv;
 }
 
-/* Rows [r0, r1): dx, and the sums of g * xhat and g into dw, db (length C, accumulated). Each row sum runs in two
- * vector sums in turn: one, its add latency bound the loop. */
+/* Rows [r0, r1): dx, and the sums of g * xhat and g into dw, db (length C, accumulated). Each row sum is kept in
+ * two vector sums taken in turn (with one, its add latency bound the loop). */
 static MT_CLONES void ln_backward_range(const ln_job *s, int64_t r0, int64_t r1, float *dw, float *db) {
     int64_t C = s->C;
     const float *w = s->weight;
