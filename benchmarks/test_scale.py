@@ -132,7 +132,7 @@ def report(benchmark, benchmark_group: str, label: str, threads: int, medians: d
     """The medians (ms), microtensor / PyTorch for the steps and the linears, the step ratios the linears set
     (see the module docstring), and the quartiles of the step ratio taken round by round, wall and CPU, into
     extra_info and printed."""
-    ratios = {}
+    ratios, quartiles = {}, {}
     for clock, m in medians.items():
         ours, theirs, ours_lin, theirs_lin = (m[k] for k in ("microtensor", "torch", "microtensor linears",
                                                              "torch linears"))
@@ -141,14 +141,14 @@ def report(benchmark, benchmark_group: str, label: str, threads: int, medians: d
                          "step with the rest free": ours_lin / theirs,
                          "PyTorch's linears / its step": theirs_lin / theirs}
         by_round = np.divide(per_round[clock]["microtensor"], per_round[clock]["torch"])
-        ratios[clock]["step by round"] = tuple(np.percentile(by_round, (25, 50, 75)).tolist())
+        quartiles[clock] = np.percentile(by_round, (25, 50, 75)).tolist()
     ms = {clock: {lib: round(s * 1e3, 2) for lib, s in m.items()} for clock, m in medians.items()}
     benchmark.group = benchmark_group
     benchmark.extra_info.update(threads=threads, ms=ms["wall"], ratio=ratios["wall"]["step"], cpu_ms=ms["cpu"],
-                                cpu_ratio=ratios["cpu"]["step"], ratios=ratios)
+                                cpu_ratio=ratios["cpu"]["step"], ratios=ratios, step_ratio_by_round=quartiles)
     for clock in medians:
-        shown = ", ".join(f"{what} {r:.2f}" for what, r in ratios[clock].items() if what != "step by round")
-        q1, mid, q3 = ratios[clock]["step by round"]
+        shown = ", ".join(f"{what} {r:.2f}" for what, r in ratios[clock].items())
+        q1, mid, q3 = quartiles[clock]
         shown += f", step round by round {mid:.2f} (quartiles {q1:.2f}-{q3:.2f})"
         print(f"\n{label}, {threads} thread(s), {clock} time: {json.dumps(ms[clock])} ms; microtensor / PyTorch: "
               f"{shown}", end="")

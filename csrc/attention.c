@@ -37,11 +37,11 @@
 #define MR 6  /* rows of the micro-kernel */
 #define MR16 12 /* rows of the AVX-512 micro-kernel (24 accumulators of 32 registers) */
 
-typedef float v8 __attribute__((vector_size(32), aligned(4)));
+typedef mt_v8 v8; /* internal.h's 8-float vector */
 typedef float v4 __attribute__((vector_size(16), aligned(4)));
 typedef float v16 __attribute__((vector_size(64), aligned(4)));
 #define V16(p) (*(v16 *)(p))
-#define V8(p) (*(v8 *)(p))
+#define V8 MT_V8
 #define V4(p) (*(v4 *)(p))
 
 static int64_t round8(int64_t n) { return (n + 7) & ~(int64_t)7; }
